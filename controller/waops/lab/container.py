@@ -1,0 +1,158 @@
+"""One lab host: an overlay clone of the image booted by systemd-nspawn (systemd as PID 1) on the bridge.
+
+A small shell loop around systemd-nspawn boots the container again when it asks for a reboot (exit
+133), so `systemctl reboot` inside a host behaves like a real machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from waops.errors import LabError
+from waops.lab.shell import ok, run
+
+_BOOT_LOOP = r"""
+while :; do
+  systemd-nspawn -q -D "$1" -M "$2" --boot --network-bridge="$3" --register=no --keep-unit &
+  echo $! > "$4/nspawn.pid"; wait $!; rc=$?
+  [ $rc -eq 133 ] || exit $rc
+done
+"""
+
+
+class Container:
+    def __init__(self, name: str, ip: str, gateway: str, bridge: str, root: Path, image: Path) -> None:
+        self.name, self.ip, self.gateway, self.bridge = name, ip, gateway, bridge
+        self.dir = root
+        self.image = image
+        self.merged = root / "merged"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def prepare(self) -> str:
+        """Mount the overlay and personalise it; returns this host's known_hosts line."""
+        for sub in ("upper", "work", "merged"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        if not ok(["mountpoint", "-q", str(self.merged)]):
+            run(["mount", "-t", "overlay", "overlay", "-o",
+                 f"lowerdir={self.image},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
+                 str(self.merged)])
+        m = self.merged
+        (m / "etc/hostname").write_text(self.name + "\n")
+        (m / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        nameserver = _upstream_nameserver()
+        if nameserver:
+            resolv = m / "etc/resolv.conf"
+            resolv.unlink(missing_ok=True)
+            resolv.write_text(f"nameserver {nameserver}\n")
+        net_dir = m / "etc/systemd/network"
+        net_dir.mkdir(parents=True, exist_ok=True)
+        (net_dir / "10-host0.network").write_text(
+            f"[Match]\nName=host0\n[Network]\nAddress={self.ip}/24\nGateway={self.gateway}\n")
+        # The machine's CAs (the registries' TLS proxy among them), copied at boot, never baked.
+        for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+            shutil.copy(crt, m / "usr/local/share/ca-certificates" / crt.name)
+        shutil.copy("/etc/ssl/certs/ca-certificates.crt", m / "etc/ssl/certs/ca-certificates.crt")
+        if not (m / "etc/ssh/ssh_host_ed25519_key").exists():
+            # ssh-keygen -A -f PREFIX writes PREFIX/etc/ssh/ssh_host_*: this host's own keys.
+            run(["ssh-keygen", "-A", "-f", str(m)])
+        pub = (m / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        return f"{self.ip} {pub[0]} {pub[1]}"
+
+    def start(self) -> None:
+        console = open(self.dir / "console.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            ["bash", "-c", _BOOT_LOOP, "_", str(self.merged), self.name, self.bridge, str(self.dir)],
+            stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
+        console.close()
+        (self.dir / "loop.pid").write_text(str(proc.pid))
+
+    def running(self) -> bool:
+        pid = _read_pid(self.dir / "loop.pid")
+        return pid is not None and _alive(pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop_pid = _read_pid(self.dir / "loop.pid")
+        if loop_pid and _alive(loop_pid):
+            nspawn_pid = _read_pid(self.dir / "nspawn.pid")
+            if nspawn_pid:
+                _signal(nspawn_pid, signal.SIGTERM)  # nspawn asks systemd inside for a clean poweroff
+            deadline = time.monotonic() + timeout
+            while _alive(loop_pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(loop_pid):
+                _signal(loop_pid, signal.SIGKILL)
+                if nspawn_pid:
+                    _signal(nspawn_pid, signal.SIGKILL)
+                time.sleep(0.3)
+        if ok(["mountpoint", "-q", str(self.merged)]):
+            run(["umount", str(self.merged)], check=False)
+            if ok(["mountpoint", "-q", str(self.merged)]):
+                run(["umount", "-l", str(self.merged)], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(Path("/run/systemd/nspawn/propagate") / self.name, ignore_errors=True)
+
+
+def _upstream_nameserver() -> str | None:
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
+                return parts[1]
+    except OSError:
+        pass
+    return None
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def wait_for_ssh(ip: str, key: Path, known_hosts: Path, timeout: float = 60.0) -> str:
+    """Wait until systemd inside answers over real SSH (strict host-key checking). Returns its state."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        proc = subprocess.run(
+            ["ssh", *ssh_options(key, known_hosts), f"root@{ip}", "systemctl is-system-running --wait"],
+            capture_output=True, text=True, timeout=timeout)
+        state = proc.stdout.strip()
+        if state in ("running", "degraded"):
+            return state
+        last = (proc.stderr or state).strip()
+        time.sleep(0.1)
+    raise LabError(f"{ip} did not come up within {timeout:.0f}s ({last})")
+
+
+def ssh_options(key: Path, known_hosts: Path) -> list[str]:
+    return ["-i", str(key), "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=2",
+            "-o", "IdentitiesOnly=yes"]

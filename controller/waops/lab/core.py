@@ -1,0 +1,332 @@
+"""The lab as a whole: settings, bring-up, status, teardown, and the inventory it writes.
+
+Everything the lab makes lives under its runtime directory and is listed in its state file, so `down`
+can remove exactly that: containers and their mounts, the bridge and its nftables table, the
+PostgreSQL instance, the simulator, and ip_forward as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from waops.errors import LabError
+from waops.lab.container import Container, ssh_options, wait_for_ssh
+from waops.lab.image import Image
+from waops.lab.network import LabNetwork
+from waops.lab.postgres import LabPostgres
+
+SIM_PORT = 7800
+PG_PORT = 5432
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,11}$")
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    name: str = "default"
+    cache_dir: Path = Path("/var/cache/waops-lab")
+    runtime_root: Path = Path("/var/tmp/waops-lab")
+    link_delay: float = 2.0
+
+    @classmethod
+    def from_env(cls, name: str | None = None) -> LabSettings:
+        return cls(
+            name=name or os.environ.get("WAOPS_LAB_NAME", "default"),
+            cache_dir=Path(os.environ.get("WAOPS_LAB_CACHE", "/var/cache/waops-lab")),
+            runtime_root=Path(os.environ.get("WAOPS_LAB_DIR", "/var/tmp/waops-lab")),
+        )
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise LabError(f"lab name {self.name!r}: use 1-12 of a-z, 0-9 and '-'")
+
+    @property
+    def octet(self) -> int:
+        # 10.77.<octet>.0/24 per lab, so several labs (parallel test runs) never share a subnet.
+        return 0 if self.name == "default" else 1 + zlib.crc32(self.name.encode()) % 250
+
+    @property
+    def prefix(self) -> str:
+        return f"10.77.{self.octet}"
+
+    @property
+    def bridge(self) -> str:
+        return f"wl-{self.name}"[:15]
+
+    @property
+    def nft_table(self) -> str:
+        return "waops_lab_" + self.name.replace("-", "_")
+
+    @property
+    def control_port(self) -> int:
+        return 17800 + self.octet
+
+    @property
+    def dir(self) -> Path:
+        return self.runtime_root / self.name
+
+
+@dataclass
+class LabHost:
+    name: str
+    ip: str
+    index: int
+    service_manager: str
+    bots: list[dict] = field(default_factory=list)
+
+
+class Lab:
+    def __init__(self, settings: LabSettings | None = None) -> None:
+        self.settings = settings or LabSettings.from_env()
+        s = self.settings
+        self.image = Image(s.cache_dir)
+        self.network = LabNetwork(s.bridge, s.prefix, s.nft_table, s.runtime_root)
+        self.postgres = LabPostgres(s.dir / "pg", s.prefix + ".1", PG_PORT, f"{s.prefix}.0/24")
+        self.known_hosts = s.dir / "known_hosts"
+        self.inventory_dir = s.dir / "inventory"
+        self.state_file = s.dir / "state.json"
+
+    # -- state -----------------------------------------------------------------------------------
+    def hosts(self) -> list[LabHost]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        return [LabHost(**h) for h in data.get("hosts", [])]
+
+    def host(self, name: str) -> LabHost:
+        for h in self.hosts():
+            if h.name == name or h.ip == name:
+                return h
+        raise LabError(f"no lab host {name!r} in lab {self.settings.name!r} (see `waops lab status`)")
+
+    def _save(self, hosts: list[LabHost]) -> None:
+        self.settings.dir.mkdir(parents=True, exist_ok=True)
+        data = {"name": self.settings.name, "hosts": [asdict(h) for h in hosts],
+                "sim_url": self.sim_url, "control_url": self.control_url}
+        self.state_file.write_text(json.dumps(data, indent=2))
+
+    @property
+    def host_prefix(self) -> str:
+        return "lab" if self.settings.name == "default" else self.settings.name
+
+    @property
+    def sim_url(self) -> str:
+        return f"tcp://{self.settings.prefix}.1:{SIM_PORT}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.control_port}"
+
+    def container(self, host: LabHost) -> Container:
+        return Container(host.name, host.ip, self.network.gateway, self.settings.bridge,
+                         self.settings.dir / "ct" / host.name, self.image.rootfs)
+
+    # -- bring-up --------------------------------------------------------------------------------
+    def up(self, count: int = 1, managers: tuple[str, ...] = ("pm2", "systemd"),
+           log: Callable[[str], None] = print) -> Path:
+        """Boot COUNT hosts (added to any already up), the simulator and PostgreSQL. Returns the inventory."""
+        if count < 1 or count > 60:
+            raise LabError("--hosts must be between 1 and 60")
+        self.image.ensure(log)
+        s = self.settings
+        s.dir.mkdir(parents=True, exist_ok=True)
+        existing = self.hosts()
+        try:
+            self.network.up()
+            self.postgres.start()
+            self._start_simulator()
+            start = len(existing) + 1
+            new = [LabHost(name=f"{self.host_prefix}-{i}",
+                           ip=f"{s.prefix}.{10 + i}", index=i,
+                           service_manager=managers[(i - 1) % len(managers)],
+                           bots=[{"name": "shop", "phone": f"1555010{s.octet:03d}{i:02d}"}])
+                   for i in range(start, start + count)]
+            self._save(existing + new)
+            self.boot(new, log)
+        except BaseException:
+            log("lab bring-up failed; removing what it made")
+            self.down(log=lambda _m: None)
+            raise
+        return self.write_inventory()
+
+    def boot(self, hosts: list[LabHost], log: Callable[[str], None] = print) -> dict[str, float]:
+        """Boot hosts in parallel; returns seconds to SSH-ready per host."""
+        lines = []
+        for h in hosts:
+            lines.append(self.container(h).prepare())
+        self._add_known_hosts(lines)
+        t0 = time.monotonic()
+        for h in hosts:
+            self.container(h).start()
+
+        def wait(h: LabHost) -> tuple[str, float]:
+            state = wait_for_ssh(h.ip, self.image.key, self.known_hosts, timeout=90)
+            if state != "running":
+                log(f"{h.name}: systemd is {state}: " + self.ssh(h, "systemctl --failed --no-legend "
+                                                                  "--plain | cut -d' ' -f1 | xargs").strip())
+            return h.name, time.monotonic() - t0
+
+        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+            timings = dict(pool.map(wait, hosts))
+        for name, secs in timings.items():
+            log(f"{name} up in {secs:.1f}s")
+        return timings
+
+    def _add_known_hosts(self, lines: list[str]) -> None:
+        keep: list[str] = []
+        if self.known_hosts.exists():
+            ips = {line.split()[0] for line in lines}
+            keep = [ln for ln in self.known_hosts.read_text().splitlines() if ln.split()[:1] and
+                    ln.split()[0] not in ips]
+        self.known_hosts.write_text("\n".join(keep + lines) + "\n")
+        self.known_hosts.chmod(0o644)
+
+    def _start_simulator(self) -> None:
+        pid_file = self.settings.dir / "sim.pid"
+        if pid_file.exists() and _pid_alive(int(pid_file.read_text())):
+            return
+        log = open(self.settings.dir / "sim.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "waops.sandbox", "serve",
+             "--listen", f"{self.settings.prefix}.1:{SIM_PORT}",
+             "--control", f"127.0.0.1:{self.settings.control_port}",
+             "--state", str(self.settings.dir / "sim-state.json"),
+             "--link-delay", str(self.settings.link_delay)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"simulator exited ({proc.returncode}); see {self.settings.dir / 'sim.log'}")
+            try:
+                with urllib.request.urlopen(self.control_url + "/status", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise LabError("simulator did not answer on its control port")
+
+    # -- inventory -------------------------------------------------------------------------------
+    def write_inventory(self) -> Path:
+        """An Ansible inventory of the lab that `ansible-playbook playbooks/site.yml` uses as it is."""
+        from waops.assets import asset_root
+
+        inv = self.inventory_dir
+        inv.mkdir(parents=True, exist_ok=True)
+        hosts = {
+            h.name: {"ansible_host": h.ip, "waops_service_manager": h.service_manager,
+                     "waops_bots": [dict(b, service_manager=h.service_manager) for b in h.bots]}
+            for h in self.hosts()
+        }
+        doc = {"all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.image.key),
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={self.known_hosts} "
+                                           "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
+                "waops_known_hosts_file": str(self.known_hosts),
+                "waops_lab_name": self.settings.name,
+                "waops_sim_url": self.sim_url,
+                "waops_sim_control_url": self.control_url,
+                "waops_pg_host": self.postgres.listen,
+                "waops_pg_port": PG_PORT,
+                "waops_pg_db": "waops",
+                "waops_pg_user": "waops",
+                # lab-only secret: the file is 0600 and removed by `lab down`
+                "waops_pg_password": self.postgres.password,
+            },
+            "children": {"waops_bot_hosts": {"hosts": hosts}},
+        }}
+        hosts_file = inv / "hosts.yml"
+        hosts_file.write_text(json.dumps(doc, indent=2) + "\n")  # JSON is valid YAML
+        hosts_file.chmod(0o600)
+        sandbox_vars = asset_root() / "inventories" / "sandbox" / "group_vars"
+        link = inv / "group_vars"
+        if sandbox_vars.is_dir() and not link.exists():
+            link.symlink_to(sandbox_vars)
+        return inv
+
+    # -- use -------------------------------------------------------------------------------------
+    def ssh_argv(self, host: LabHost, command: str) -> list[str]:
+        return ["ssh", *ssh_options(self.image.key, self.known_hosts), f"root@{host.ip}", command]
+
+    def ssh(self, host: LabHost, command: str, check: bool = False, timeout: float = 60) -> str:
+        proc = subprocess.run(self.ssh_argv(host, command), capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise LabError(f"{host.name}: `{command}` failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def status(self) -> list[dict]:
+        rows = []
+        for h in self.hosts():
+            c = self.container(h)
+            rows.append({"name": h.name, "ip": h.ip, "service_manager": h.service_manager,
+                         "running": c.running(), "bots": [b["name"] for b in h.bots]})
+        return rows
+
+    # -- teardown --------------------------------------------------------------------------------
+    def down(self, log: Callable[[str], None] = print) -> None:
+        s = self.settings
+        ct_root = s.dir / "ct"
+        names = {h.name for h in self.hosts()}
+        if ct_root.is_dir():
+            names |= {p.name for p in ct_root.iterdir()}
+        for name in sorted(names):
+            Container(name, "", "", s.bridge, ct_root / name, self.image.rootfs).stop()
+            log(f"{name} removed")
+        pid_file = s.dir / "sim.pid"
+        if pid_file.exists():
+            _kill_group(int(pid_file.read_text()))
+        self.postgres.stop()
+        self.network.down()
+        shutil.rmtree(s.dir, ignore_errors=True)
+        log(f"lab {s.name} is down")
+
+    def leftovers(self) -> list[str]:
+        """What of this lab still exists on the machine (empty after a clean `down`)."""
+        s = self.settings
+        found = []
+        if s.dir.exists():
+            found.append(f"directory {s.dir}")
+        if self.network.exists():
+            found.append(f"bridge/nft {s.bridge}/{s.nft_table}")
+        mounts = Path("/proc/mounts").read_text()
+        if str(s.dir) in mounts:
+            found.append("overlay mounts")
+        procs = subprocess.run(["pgrep", "-f", f"(-M {self.host_prefix}-[0-9]|waops.sandbox serve .*{s.prefix}.1:)"],
+                               capture_output=True, text=True).stdout.split()
+        if procs:
+            found.append(f"processes {procs}")
+        return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _kill_group(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(30):
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.1)
