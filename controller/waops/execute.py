@@ -1,0 +1,297 @@
+"""Run one playbook with ansible-runner and turn its events into progress and a RunResult.
+
+Per run: a short private dir (0700, from mkdtemp) removed in `finally`; `suppress_env_files` so runner
+writes no env/ files; `timeout` always set; an explicit `cancel_callback` (runner then installs no
+signal handlers of its own: Ctrl-C sets our flag and the run stops cleanly); a cheap event handler.
+
+Secrets never reach the disk in clear. Plain `extravars` end up on ansible-playbook's command line
+(and in runner's artifacts/command file), so secrets take another road: they are vault-encrypted with
+a one-time password into the private dir, and the password reaches ansible-playbook through a FIFO
+(the way runner itself hands over SSH keys). The playbooks still mark tasks that use them `no_log`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets as _secrets
+import shlex
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from waops.assets import asset_root, roles_dir
+from waops.assets import playbook as bundled_playbook
+from waops.errors import WaopsError
+
+DEFAULT_TIMEOUT_S = 600
+_VAULT_ID = "waops_run"
+
+
+class ExecuteError(WaopsError):
+    pass
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a run, for a progress display: task_start, ok, changed, failed, skipped, unreachable."""
+
+    kind: str
+    task: str
+    host: str | None = None
+    message: str = ""
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    host: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+
+@dataclass
+class RunResult:
+    playbook: str
+    status: str  # runner's: successful, failed, timeout, canceled
+    rc: int | None
+    stats: dict[str, HostStats] = field(default_factory=dict)
+    failures: list[TaskFailure] = field(default_factory=list)
+    # What the playbook exposes: set_stats data (e.g. {"qr": "..."}) and debug messages per host.
+    set_stats: dict[str, Any] = field(default_factory=dict)
+    debug: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "playbook": self.playbook, "status": self.status, "rc": self.rc, "ok": self.ok,
+            "stats": {h: vars(s) for h, s in self.stats.items()},
+            "failures": [vars(f) for f in self.failures], "set_stats": self.set_stats, "debug": self.debug,
+        }  # fmt: skip
+
+
+class Cancel:
+    """A flag the runner polls. `trap_sigint()` makes Ctrl-C set it instead of raising."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    @contextlib.contextmanager
+    def trap_sigint(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set handlers; the caller sets the flag itself
+            return
+        previous = signal.signal(signal.SIGINT, lambda *_: self.set())
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+# --- events ----------------------------------------------------------------------------------------
+
+_RESULT_KINDS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    for key in ("msg", "stderr", "reason"):
+        value = res.get(key)
+        if value:
+            return str(value).strip().splitlines()[0][:500] if isinstance(value, str) else str(value)[:500]
+    return ""
+
+
+class _Collector:
+    """The event handler: cheap, keeps what the result needs, forwards progress, returns True."""
+
+    def __init__(self, result: RunResult, on_progress: Callable[[Progress], None] | None) -> None:
+        self.result = result
+        self.on_progress = on_progress
+
+    def __call__(self, event: Mapping[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        # A display problem must never stop a repair half-way.
+        with contextlib.suppress(Exception):
+            if kind == "playbook_on_task_start":
+                self._emit(Progress("task_start", data.get("task", "")))
+            elif kind in _RESULT_KINDS:
+                self._result(_RESULT_KINDS[kind], data)
+            elif kind == "playbook_on_stats":
+                self._stats(data)
+        return True
+
+    def _emit(self, p: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+    def _result(self, kind: str, data: Mapping[str, Any]) -> None:
+        host = str(data.get("host") or data.get("remote_addr") or "")
+        task = str(data.get("task", ""))
+        res = data.get("res") or {}
+        if kind == "ok" and res.get("changed"):
+            kind = "changed"
+        if kind in ("failed", "unreachable") and not data.get("ignore_errors"):
+            self.result.failures.append(TaskFailure(host, task, _message(res), unreachable=kind == "unreachable"))
+        if kind in ("ok", "changed") and data.get("task_action") in ("debug", "ansible.builtin.debug"):
+            shown = {k: v for k, v in res.items() if not k.startswith("_") and k != "changed"}
+            if shown:
+                self.result.debug.append({"host": host, "task": task, **shown})
+        self._emit(Progress(kind, task, host, _message(res) if kind in ("failed", "unreachable") else ""))
+
+    def _stats(self, data: Mapping[str, Any]) -> None:
+        names = {
+            "ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable",
+            "skipped": "skipped", "rescued": "rescued", "ignored": "ignored",
+        }  # fmt: skip
+        for key, attr in names.items():
+            for host, n in (data.get(key) or {}).items():
+                stats = self.result.stats.setdefault(host, HostStats())
+                setattr(stats, attr, int(n))
+        for host in data.get("processed") or {}:
+            self.result.stats.setdefault(host, HostStats())
+        self.result.set_stats = dict(data.get("artifact_data") or {})
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+def _write_secrets(private: Path, values: Mapping[str, Any]) -> tuple[list[str], Callable[[], None]]:
+    """Vault-encrypt `values` into the private dir; hand the one-time password over a FIFO.
+
+    Returns the ansible-playbook arguments and a function that unblocks the FIFO writer if
+    ansible-playbook never read it (it failed before loading its vault secrets).
+    """
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    password = _secrets.token_urlsafe(32).encode()
+    secret = VaultSecret(password)
+    blob = VaultLib([(_VAULT_ID, secret)]).encrypt(json.dumps(dict(values)), secret, vault_id=_VAULT_ID)
+    vars_file = private / "secrets.vault"
+    fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+
+    fifo = private / "vault-pass"
+    os.mkfifo(fifo, 0o600)
+
+    def writer() -> None:
+        with contextlib.suppress(OSError), open(fifo, "wb") as f:  # blocks until a reader opens it
+            f.write(password)
+
+    thread = threading.Thread(target=writer, name="waops-vault-pass", daemon=True)
+    thread.start()
+
+    def release() -> None:
+        if thread.is_alive():
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            thread.join(timeout=2)
+
+    return ["--vault-id", f"{_VAULT_ID}@{fifo}", "-e", f"@{vars_file}"], release
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+def run_playbook(
+    playbook: str | Path,
+    *,
+    inventory: str | Path | None = None,
+    limit: str | None = None,
+    extravars: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, Any] | None = None,
+    timeout_s: int = DEFAULT_TIMEOUT_S,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: Cancel | None = None,
+    envvars: Mapping[str, str] | None = None,
+    verbosity: int = 0,
+) -> RunResult:
+    """Run a playbook (a name under playbooks/, or a path) and return what happened.
+
+    `secrets` are extra vars that never touch the disk in clear; `extravars` are plain ones.
+    Raises ExecuteError only when the run could not start; a failed play is a RunResult.
+    """
+    import ansible_runner
+
+    if timeout_s <= 0:
+        raise ValueError("timeout_s must be positive: a run without a deadline can hang a 3 a.m. repair")
+    path = Path(playbook) if os.path.sep in str(playbook) else bundled_playbook(str(playbook))
+    if not path.is_file():
+        raise ExecuteError(f"no such playbook: {path}")
+    cancel = cancel or Cancel()
+    result = RunResult(playbook=path.name, status="starting", rc=None)
+    env = {
+        "ANSIBLE_CONFIG": str(asset_root() / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(roles_dir()),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        **(envvars or {}),
+    }
+    # Short and private: mkdtemp makes it 0700; a short path keeps SSH control sockets under limits.
+    private = Path(tempfile.mkdtemp(prefix="waops-"))
+    release = None
+    try:
+        cmdline: list[str] = []
+        if secrets:
+            cmdline, release = _write_secrets(private, secrets)
+        kwargs: dict[str, Any] = {
+            "private_data_dir": str(private),
+            "project_dir": str(path.parent),
+            "playbook": path.name,
+            "envvars": env,
+            "extravars": dict(extravars or {}),
+            "suppress_env_files": True,
+            "timeout": int(timeout_s),
+            "cancel_callback": cancel.is_set,
+            "event_handler": _Collector(result, on_progress),
+            "quiet": True,
+            "verbosity": verbosity,
+            # runner polls the cancel flag between reads; 1 s keeps Ctrl-C responsive
+            "settings": {"pexpect_timeout": 1},
+        }
+        if cmdline:
+            kwargs["cmdline"] = shlex.join(cmdline)
+        if inventory is not None:
+            kwargs["inventory"] = str(Path(inventory).resolve())
+        if limit:
+            kwargs["limit"] = limit
+        with cancel.trap_sigint():
+            runner = ansible_runner.run(**kwargs)
+        result.status = runner.status
+        result.rc = runner.rc
+        return result
+    finally:
+        if release is not None:
+            release()
+        shutil.rmtree(private, ignore_errors=True)
