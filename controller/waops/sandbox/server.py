@@ -210,6 +210,14 @@ class Simulator:
             self._presence(conn, msg)
         elif kind == "retry":
             await self._retry(conn, msg)
+        elif kind == "logout":
+            # sock.logout(): the companion removes itself; the client ends with 401 Intentional Logout.
+            found = conn.device_id and self.state.find_device(conn.device_id)
+            if found:
+                self.live.pop(found[1].id, None)
+                self._end_session(conn, 401, "intentional_logout")
+                await self.remove_device(found[1], "intentional_logout")
+            await conn.close_after({"t": "ack", "id": msg.get("id")})
 
     async def _hello(self, conn: BotConn, msg: dict[str, Any]) -> None:
         conn.phone = str(msg.get("phone") or "").lstrip("+") or "unknown"
