@@ -73,10 +73,10 @@ class BotConn:
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
 
-    def abort(self) -> None:
-        """Drop the TCP connection without a word, as a network cut does."""
+    def drop(self) -> None:
+        """Close the TCP connection without a word (no stream error), as a network cut does."""
         self.closed = True
-        self.writer.transport.abort()
+        self.writer.transport.close()
 
     async def close_after(self, msg: dict[str, Any]) -> None:
         await self.send(msg)
@@ -520,7 +520,7 @@ class Simulator:
         result: dict[str, Any] = {"phone": number, "cause": cause}
         if cause == "clear":
             for conn in [c for c in self.conns if c.phone == number and c.blackholed]:
-                conn.abort()  # so the bot notices the way back at once instead of at its timeout
+                conn.drop()  # so the bot notices the way back at once instead of at its timeout
             phone.faults = st.Faults()
         elif cause == "logged_out":
             devices = phone.active_devices()
@@ -534,7 +534,7 @@ class Simulator:
             for conn in [c for c in self.conns if c.phone == number]:
                 if conn.session:
                     self._end_session(conn, 428, "network")
-                conn.abort()
+                conn.drop()
         elif cause == "banned":
             code = int(params.get("code", 403))
             if code not in (402, 403, 406):
