@@ -1,0 +1,106 @@
+"""Settings: flags > WAOPS_* environment > waops.toml > defaults, and where each value came from.
+
+waops.toml is read from the XDG config dir (`$XDG_CONFIG_HOME/waops/waops.toml`, default
+~/.config/waops/waops.toml), then ./waops.toml (the project's file wins), or only from the file
+named by WAOPS_CONFIG. Keys are the field names below, at the top level or under `[waops]`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from waops.errors import UsageError
+
+
+@dataclass
+class Settings:
+    inventory: str = ""  # Ansible inventory (file or directory); empty: ansible.cfg's default
+    output: str = "table"  # table | json
+    concurrency: int = 8  # hosts probed at once
+    timeout: float = 30.0  # hard deadline per host, seconds (connect + probe)
+    log_window_bytes: int = 262_144  # bytes read from the end of a log file
+    health_fresh_s: int = 600  # a health file older than this is stale
+    bad_mac_flood: int = 10  # Bad MAC lines in one session that make a flood
+    # Auth folder size (runbook: 200 warning, 300 emergency), per store; v7 adds its pre-key upload.
+    files_warning: int = 200
+    files_emergency: int = 300
+    db_rows_warning: int = 200
+    db_rows_emergency: int = 300
+    origin: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def explain(self) -> list[tuple[str, Any, str]]:
+        """(name, value, source) for every setting; source is `flag`, `env WAOPS_X`, a file path or
+        `default`."""
+        return [(n, getattr(self, n), self.origin.get(n, "default")) for n in names()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in names()}
+
+
+def names() -> list[str]:
+    return [f.name for f in fields(Settings) if f.name != "origin"]
+
+
+def config_files(env: Mapping[str, str]) -> list[Path]:
+    if env.get("WAOPS_CONFIG"):
+        return [Path(env["WAOPS_CONFIG"])]
+    xdg = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [p for p in (xdg / "waops" / "waops.toml", Path.cwd() / "waops.toml") if p.is_file()]
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings. `flags` holds command-line values; None means "not given"."""
+    env = os.environ if env is None else env
+    s = Settings()
+    for path in config_files(env):
+        for key, value in _read_toml(path).items():
+            _set(s, key, value, str(path))
+    for name in names():
+        raw = env.get(f"WAOPS_{name.upper()}")
+        if raw is not None and raw != "":
+            _set(s, name, raw, f"env WAOPS_{name.upper()}")
+    for name, value in (flags or {}).items():
+        if value is not None and name in names():
+            _set(s, name, value, "flag")
+    if s.output not in ("table", "json"):
+        raise UsageError(f"output must be table or json, not {s.output!r} ({s.origin.get('output')})")
+    return s
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    table = doc.get("waops", doc)
+    return table if isinstance(table, dict) else {}
+
+
+def _set(s: Settings, name: str, value: Any, source: str) -> None:
+    if name not in names():
+        if source.startswith("env") or source == "flag":
+            return
+        raise UsageError(f"{source}: unknown setting {name!r} (known: {', '.join(names())})")
+    default = getattr(Settings(), name)
+    try:
+        if isinstance(default, bool):
+            v: Any = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, int):
+            v = int(value)
+        elif isinstance(default, float):
+            v = float(value)
+        else:
+            v = str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{source}: {name} must be a {type(default).__name__}, not {value!r}") from None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+        raise UsageError(f"{source}: {name} must not be negative")
+    setattr(s, name, v)
+    s.origin[name] = source

@@ -1,0 +1,358 @@
+"""Facts (or a saved log) -> Diagnosis(cause, code, evidence, confidence). Pure functions, no I/O.
+
+The rules themselves are data in waops.rules; this module only weighs them:
+- in a log, the newest state wins: failures before the last `opened connection` are history;
+- a status code decides by code and conflict type, never by message alone;
+- in facts, hard facts (two instances, no service, a crash, unreadable creds) come first, then a fresh
+  health file (an `open` written by the bot itself wins over old log lines), then the log window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from waops.config import Settings
+from waops.logparse import Record, parse_line
+from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, Match, classify_record
+
+RECENCY_DECAY = 0.97  # per newer failure line: an old line needs much more weight to win
+MAX_EVIDENCE = 6
+# A v7 session uploads ~812 pre-keys where 6.x uploads 30: the folder thresholds grow by this much.
+VERSION_FILE_ALLOWANCE = {7: 800}
+FAILED_STATES = ("errored", "failed")
+STOPPED_STATES = ("stopped", "inactive", "stopping")
+
+
+@dataclass
+class Diagnosis:
+    cause: str
+    code: int | None = None
+    evidence: list[str] = field(default_factory=list)
+    confidence: float = 0.0
+    started_at: str | None = None  # time of the first evidence of this failure, when known
+    rule: str | None = None  # the rule (or fact) that decided
+
+    def __post_init__(self) -> None:
+        if self.cause not in CAUSES:
+            raise ValueError(f"unknown cause {self.cause!r}")
+        self.confidence = round(max(0.0, min(1.0, self.confidence)), 2)
+
+    @property
+    def healthy(self) -> bool:
+        return self.cause == "healthy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------ logs
+def diagnose_log(records: Sequence[Record], settings: Settings | None = None) -> Diagnosis:
+    """Classify a saved log (or the log window of a facts document)."""
+    s = settings or Settings()
+    timeline: list[tuple[int, Record, Match]] = [
+        (i, rec, m) for i, rec in enumerate(records) for m in classify_record(rec)
+    ]
+    opens = [t for t in timeline if t[2].kind == "open"]
+    last_open = opens[-1][0] if opens else -1
+    pairings = [i for i, _, m in timeline if m.kind == "pairing"]
+
+    def expected_515(i: int, m: Match) -> bool:
+        return m.code == 515 and any(0 <= i - p <= PAIRING_GRACE_RECORDS for p in pairings)
+
+    current = [t for t in timeline if t[0] > last_open]
+    failures = [t for t in current if t[2].kind == "failure" and not expected_515(t[0], t[2])]
+    history = [t for t in timeline if t[0] < last_open and t[2].kind == "failure"]
+    bad_mac = [t for t in current if t[2].rule == "bad_mac"]
+    support = [t for t in current if t[2].kind == "support"]
+    noise = [t for t in timeline if t[2].kind == "noise" or (t[2].kind == "flood" and t not in bad_mac)]
+    expected = [t for t in timeline if t[2].kind == "failure" and expected_515(t[0], t[2])]
+
+    notes: list[str] = []
+    flood = len(bad_mac) >= s.bad_mac_flood
+    # A Bad MAC burst means broken keys when no working session backs it: libsignal says so
+    # ("No session record"), or the connection is not open, or it ends in another failure.
+    if flood and (support or last_open < 0 or failures):
+        i, rec, _ = bad_mac[-1]
+        w = 0.8 + (0.1 if support else 0.0)
+        failures.append((i, rec, Match("failure", "corrupt_keys", 500, w, "bad_mac_flood")))
+        failures.sort(key=lambda t: t[0])
+        notes.append(f"{len(bad_mac)} Bad MAC lines in this session"
+                     + (f", {len(support)} 'no session' errors" if support else ""))
+    elif bad_mac:
+        notes.append(f"{len(bad_mac)} Bad MAC line(s) with a working session: noise")
+
+    if failures:
+        n = len(failures)
+        scored = [(m.weight * RECENCY_DECAY ** (n - 1 - k), k) for k, (_, _, m) in enumerate(failures)]
+        _, best_k = max(scored)
+        _, rec, m = failures[best_k]
+        same = [t for t in failures if t[2].cause == m.cause]
+        conf = m.weight + min(0.09, 0.03 * (len(same) - 1))
+        lines = [rec] + [t[1] for t in reversed(same) if t[1] is not rec]
+        ev = _unique(r.evidence() for r in lines)[: MAX_EVIDENCE - len(notes)]
+        if m.rule == "bad_mac_flood":
+            ev += _unique(t[1].evidence() for t in support)[:1]
+        note = CODES[m.code].note if m.code in CODES and m.rule.startswith("code_") else None
+        ev += notes + ([f"code {m.code}: {note}"] if note else [])
+        if history:
+            ev.append(f"{len(history)} older failure line(s) before the last open were ignored")
+        return Diagnosis(m.cause or "unknown", m.code, ev, conf, same[0][1].time, m.rule)
+    if last_open >= 0:
+        ev = [opens[-1][1].evidence(), *notes]
+        if history:
+            ev.append(f"{len(history)} older failure line(s) before it (newest state wins), e.g. "
+                      f"{history[-1][1].evidence(120)}")
+        if expected:
+            ev.append("515 right after pairing: expected")
+        return Diagnosis("healthy", None, ev, 0.8, None, "opened")
+    ev = ["no line in the window names a connection state or a failure", *notes]
+    if expected:
+        ev.append("515 right after pairing: expected, waiting for the reconnect")
+    if noise:
+        ev.append(f"{len(noise)} known-noise line(s), e.g. {noise[-1][1].evidence(120)}")
+    return Diagnosis("unknown", None, ev, 0.3 if (noise or expected) else 0.2, None, None)
+
+
+def records_from_logs(logs: Mapping[str, Any] | None) -> list[Record]:
+    """Records from a facts `logs` block: the matched lines, then the tail (the newest lines).
+    Matched lines that reappear in the tail are taken from the tail, so order stays true."""
+    if not logs:
+        return []
+    matched = [m for m in logs.get("matched") or [] if isinstance(m, Mapping)]
+    tail = [t for t in logs.get("tail") or [] if isinstance(t, str)]
+    tail_set = {t.strip() for t in tail}
+    cut = next((k for k, m in enumerate(matched) if str(m.get("text", "")).strip() in tail_set), len(matched))
+    out: list[Record] = []
+    for m in matched[:cut]:
+        rec = parse_line(str(m.get("text", "")))
+        if rec is None:
+            continue
+        code = m.get("code")
+        if rec.code is None and isinstance(code, int):
+            rec.code = code
+        rec.time = rec.time or m.get("time")
+        rec.stream = m.get("stream")
+        out.append(rec)
+    out.extend(r for r in (parse_line(t) for t in tail) if r is not None)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ facts
+def diagnose(bot: Mapping[str, Any], settings: Settings | None = None) -> Diagnosis:
+    """One bot's facts (an element of the facts document's `bots`) -> Diagnosis."""
+    s = settings or Settings()
+    d = _decide(bot, s)
+    _annotate(d, bot, s)
+    return d
+
+
+def diagnose_document(doc: Mapping[str, Any], settings: Settings | None = None) -> dict[str, Diagnosis]:
+    """Every bot of a facts document, by bot name."""
+    out: dict[str, Diagnosis] = {}
+    for k, bot in enumerate(doc.get("bots") or []):
+        if isinstance(bot, Mapping):
+            out[str(bot.get("bot") or f"bot{k}")] = diagnose(bot, settings)
+    return out
+
+
+def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
+    proc = _map(bot.get("process"))
+    health = _map(bot.get("health")) or None
+    lib = _map(bot.get("library"))
+    records = records_from_logs(_map(bot.get("logs")))
+    logd = diagnose_log(records, s)
+    status = str(proc.get("status") or "")
+    pev = _process_evidence(proc)
+    instances = _int(proc.get("instances"))
+    hcode = _health_code(health)
+    codes = {r.code for r in records if r.code} | ({hcode} if hcode else set())
+    seen_401 = 401 in codes
+    log_specific = logd.cause not in ("healthy", "unknown")
+
+    if instances is not None and instances > 1:
+        return Diagnosis("conflict", 440 if 440 in codes else None,
+                         [f"{instances} instances run on one set of credentials", pev, *logd.evidence[:2]],
+                         0.9, logd.started_at, "instances")
+    if status == "missing":
+        return Diagnosis("process_down", None, [pev, "the service is not registered (pm2 app or unit "
+                                                     "missing)"], 0.75, None, "process_missing")
+
+    unstable = _int(proc.get("unstable_restarts")) or 0
+    crashed = status in FAILED_STATES or (unstable > 0 and status not in ("online", "active"))
+    installed, expected = lib.get("installed"), lib.get("expected")
+    lib_bad = bool(lib.get("known_bad")) or bool(installed and expected and installed != expected)
+    lib_ev = (f"library {lib.get('package') or 'baileys'} {installed} (expected {expected}"
+              f"{', known bad' if lib.get('known_bad') else ''})")
+    if crashed:
+        if logd.cause in ("library_mismatch", "client_outdated"):
+            return _with(logd, [pev, lib_ev], 0.05)
+        if lib_bad:
+            cause = "client_outdated" if 405 in codes else "library_mismatch"
+            return Diagnosis(cause, 405 if cause == "client_outdated" else None,
+                             [pev, lib_ev, *logd.evidence[:3]], 0.8, logd.started_at, "library_version")
+        if log_specific and logd.cause != "crash":
+            return _with(logd, [pev], 0.0)
+        return Diagnosis("crash", logd.code, [pev, *logd.evidence[:4]], 0.8 if crashed else 0.6,
+                         logd.started_at, "process_crash")
+
+    creds = _creds(bot)
+    if creds is not None and (creds.get("present") is False or creds.get("parses") is False) and not seen_401:
+        what = "missing" if creds.get("present") is False else "unparseable"
+        return Diagnosis("creds_lost", None, [f"creds.json {what} and no 401 seen", pev,
+                                              *logd.evidence[:2]], 0.85, logd.started_at, "creds")
+
+    if status in STOPPED_STATES:
+        if log_specific:
+            return _with(logd, [pev], -0.05)
+        return Diagnosis("process_down", None, [pev, *logd.evidence[:2], "logs show no failure"], 0.85,
+                         None, "process_stopped")
+
+    if health is not None:
+        return _from_health(health, logd, s, pev)
+    if log_specific or logd.cause == "healthy":
+        return _with(logd, [pev, "no health file"], -0.1)
+    return Diagnosis("unknown", None, [pev, "no health file", *logd.evidence[:3]], 0.25, None, None)
+
+
+def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: str) -> Diagnosis:
+    conn = str(health.get("connection") or "")
+    age = _int(health.get("age_s"))
+    fresh = age is not None and age <= s.health_fresh_s
+    hcode = _health_code(health)
+    last = _map(health.get("last_disconnect"))
+    hev = f"health: connection={conn} age={age}s" + (
+        f" last_disconnect={hcode} {last.get('reason') or ''}".rstrip() if hcode else "")
+    if conn == "open" and fresh:
+        # The bot's own fresh `open` wins over old log lines; a Bad MAC flood in this very session
+        # (with libsignal's no-session errors) still means broken keys.
+        if logd.rule == "bad_mac_flood" and any("no session" in e for e in logd.evidence):
+            return _with(logd, [hev], 0.0)
+        ev = [hev, pev]
+        if logd.cause not in ("healthy", "unknown"):
+            ev.append(f"older log lines said {logd.cause}: superseded by the fresh open")
+        return Diagnosis("healthy", None, ev, 0.9, None, "health_open")
+    if not fresh:
+        if logd.cause not in ("unknown",):
+            return _with(logd, [hev + " (stale)", pev], -0.1)
+        return Diagnosis("restart_required", None, [hev + " (stale: the bot stopped updating it)", pev],
+                         0.5, health.get("updated_at"), "health_stale")
+    if conn == "waiting_link":
+        code = hcode or (logd.code if logd.cause == "logged_out" else None)
+        ev = [hev, "the bot waits for a QR scan or a pairing code", *logd.evidence[:2]]
+        return Diagnosis("logged_out", code, ev, 0.85, _at(last) or logd.started_at, "health_waiting_link")
+    if conn == "stopped":
+        return Diagnosis("restart_required", hcode, [hev, pev, *logd.evidence[:2]], 0.6, _at(last),
+                         "health_stopped")
+    # close / connecting: the log window has the detail; the health code backs it or stands alone.
+    if logd.cause not in ("healthy", "unknown"):
+        return _with(logd, [hev], 0.05 if hcode and hcode == logd.code else 0.0)
+    if hcode in CODES:
+        cr = CODES[hcode]
+        return Diagnosis(cr.cause, hcode, [hev, f"code {hcode}: {cr.note}", pev], cr.weight - 0.05, _at(last),
+                         f"health_code_{hcode}")
+    return Diagnosis("unknown", hcode, [hev, pev, *logd.evidence[:2]], 0.3, _at(last), None)
+
+
+def _annotate(d: Diagnosis, bot: Mapping[str, Any], s: Settings) -> None:
+    """Facts that matter beside the cause: folder size (can become the cause), library, backups."""
+    auth = _map(bot.get("auth"))
+    lib = _map(bot.get("library"))
+    store = auth.get("store") or "files"
+    db = _map(auth.get("db"))
+    count = _int(db.get("rows")) if store == "postgres" else _int(auth.get("file_count"))
+    warn, emerg = ((s.db_rows_warning, s.db_rows_emergency) if store == "postgres"
+                   else (s.files_warning, s.files_emergency))
+    extra = VERSION_FILE_ALLOWANCE.get(_major(lib.get("installed")), 0)
+    warn, emerg = warn + extra, emerg + extra
+    unit = "rows" if store == "postgres" else "files"
+    if count is not None and count >= emerg:
+        msg = f"auth store holds {count} {unit} (emergency at {emerg})"
+        if d.cause in ("healthy", "unknown"):
+            d.evidence.insert(0, msg)
+            d.cause, d.code, d.confidence, d.rule = "file_bloat", None, 0.8, "file_count"
+        else:
+            d.evidence.append(msg)
+    elif count is not None and count >= warn:
+        d.evidence.append(f"warning: auth store holds {count} {unit} (warning at {warn})")
+    if d.cause == "healthy" and (lib.get("known_bad") or
+                                 (lib.get("installed") and lib.get("expected")
+                                  and lib.get("installed") != lib.get("expected"))):
+        d.evidence.append(f"warning: library {lib.get('installed')} (expected {lib.get('expected')}"
+                          f"{', known bad' if lib.get('known_bad') else ''})")
+    backups = _map(bot.get("backups"))
+    latest = _map(backups.get("latest"))
+    if backups and not latest:
+        d.evidence.append("no backup yet")
+    elif latest:
+        d.evidence.append(f"latest backup {latest.get('id')} age={latest.get('age_s')}s "
+                          f"verified={latest.get('verified')} creds_linked={latest.get('creds_linked')}")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _with(d: Diagnosis, extra: list[str], delta: float) -> Diagnosis:
+    return Diagnosis(d.cause, d.code, [*d.evidence, *(e for e in extra if e)], d.confidence + delta,
+                     d.started_at, d.rule)
+
+
+def _creds(bot: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    auth = _map(bot.get("auth"))
+    if not auth:
+        return None
+    if auth.get("store") == "postgres":
+        db = _map(auth.get("db"))
+        if not db or db.get("reachable") is False:
+            return None  # an unreachable DB is not lost creds
+        return _map(db.get("creds")) or None
+    return _map(auth.get("creds")) or None
+
+
+def _health_code(health: Mapping[str, Any] | None) -> int | None:
+    last = _map((health or {}).get("last_disconnect"))
+    code = _int(last.get("code"))
+    reason = str(last.get("reason") or "")
+    if code is None and reason in ("device_removed", "replaced"):
+        code = 401 if reason == "device_removed" else 440
+    return code
+
+
+def _process_evidence(proc: Mapping[str, Any]) -> str:
+    if not proc:
+        return "process: unknown"
+    keys = ("restarts", "unstable_restarts", "instances", "uptime_s", "exit_code")
+    parts = [f"{k}={proc[k]}" for k in keys if proc.get(k) is not None]
+    return f"process: {proc.get('manager') or '?'} {proc.get('status') or '?'} " + " ".join(parts)
+
+
+def _at(last: Mapping[str, Any]) -> str | None:
+    at = last.get("at")
+    return at if isinstance(at, str) else None
+
+
+def _major(version: Any) -> int | None:
+    try:
+        return int(str(version).lstrip("v").split(".")[0])
+    except ValueError:
+        return None
+
+
+def _map(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v)
+    return None
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for i in items:
+        seen.setdefault(i, None)
+    return list(seen)

@@ -1,0 +1,275 @@
+"""Turn any pasted bot log into records: pm2 (with or without `time: true` and `pm2 logs` prefixes),
+journald (`journalctl -o json` and short text), pino JSON, pino-pretty and plain console lines, mixed.
+
+Robust by construction: bytes are decoded with replacement, control characters dropped, long lines
+truncated, and a file is read only as a window from its end (seek), so the cost does not grow with the
+size of the log. Nothing here decides a cause; `waops.rules` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from waops.errors import UsageError
+
+DEFAULT_WINDOW = 262_144  # bytes read from the end of a file (CONTRACTS: log_window_bytes)
+MAX_LINE = 8_192  # a line longer than this is truncated (a 10 MB minified dump is not evidence)
+MAX_DETAIL_LINES = 40  # indented pino-pretty lines folded into one record
+
+LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
+
+_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_PM2_PREFIX = re.compile(r"^\d+\|[\w@./-]+\s*\|\s?")  # `pm2 logs`: "0|shop  | "
+_ISO_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?):? ")
+_JOURNAL_SHORT = re.compile(
+    r"^(?P<time>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d{4}|Z)?)"
+    r" (?P<host>\S+) (?P<unit>[\w@./-]+)(?:\[\d+\])?: (?P<msg>.*)$"
+)
+_PRETTY = re.compile(
+    r"^\[(?P<time>[\d:.\- TZ+]+)\] (?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL|USERLVL)"
+    r"(?: \([^)]*\))?: ?(?P<msg>.*)$"
+)
+_STATUS = re.compile(r"""["']?statusCode["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
+_CODE = re.compile(r"""["']?code["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
+_REASON = re.compile(r"""(?:failure reason|reason)\s*=\s*\\?["']([1-5]\d\d)""")
+_CONFLICT = re.compile(r"""(?:conflict|type)\W{0,12}(device_removed|replaced)""", re.IGNORECASE)
+
+
+@dataclass
+class Record:
+    """One log event. `text` is what rules match (message plus flattened detail); `raw` is the line
+    as it was (truncated), kept for evidence."""
+
+    text: str
+    raw: str
+    time: str | None = None  # ISO 8601 when the line says (pm2 time prefix, pino time, journald)
+    level: str | None = None
+    code: int | None = None  # WhatsApp status code when the line carries one
+    conflict_type: str | None = None  # device_removed | replaced (Stream Errored (conflict))
+    source: str = "plain"  # pino | pino-pretty | journald | plain
+    stream: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def evidence(self, limit: int = 300) -> str:
+        s = self.raw if len(self.raw) <= limit else self.raw[: limit - 1] + "…"
+        return f"{self.time} {s}" if self.time and self.time not in s else s
+
+
+# ------------------------------------------------------------------------------------------ reading
+def read_window(path: str | os.PathLike[str], window: int = DEFAULT_WINDOW) -> bytes:
+    """The last `window` bytes of a file, starting at a line boundary. Cost is bounded by `window`.
+    A file truncated or rotated while read (pm2-logrotate copies then truncates) just yields fewer
+    bytes; a missing or unreadable file is a UsageError with the reason."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(window)
+    except FileNotFoundError:
+        raise UsageError(f"log file not found: {p}") from None
+    except IsADirectoryError:
+        raise UsageError(f"log file is a directory: {p}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read log file {p}: {exc.strerror or exc}") from None
+    if start > 0:
+        nl = data.find(b"\n")
+        data = data[nl + 1 :] if nl >= 0 else data[-MAX_LINE:]  # one huge line: keep its end
+    return data
+
+
+def decode(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def read_log(path: str | os.PathLike[str], window: int = DEFAULT_WINDOW) -> list[Record]:
+    return parse_text(decode(read_window(path, window)))
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def parse_text(text: str) -> list[Record]:
+    return parse_lines(text.splitlines())
+
+
+def parse_lines(lines: Iterable[str]) -> list[Record]:
+    """Records from lines in order. Indented lines after a pino-pretty header (its object dump) are
+    folded into that record, so a code in `output: { statusCode: 401 }` is found."""
+    out: list[Record] = []
+    pretty: Record | None = None
+    details = 0
+    for line in _clean_lines(lines):
+        if pretty is not None and line[:1] in (" ", "\t") and line.strip() and details < MAX_DETAIL_LINES:
+            detail = line.strip()
+            pretty.text += " " + detail
+            if len(pretty.raw) < MAX_LINE:
+                pretty.raw += " " + detail
+            details += 1
+            _fill_code(pretty, detail)
+            continue
+        if pretty is not None:
+            pretty = None
+        rec = parse_line(line)
+        if rec is None:
+            continue
+        out.append(rec)
+        if rec.source == "pino-pretty":
+            pretty, details = rec, 0
+    return out
+
+
+def _clean_lines(lines: Iterable[str]) -> Iterator[str]:
+    for line in lines:
+        if len(line) > MAX_LINE:
+            line = line[:MAX_LINE]
+        yield _CTRL.sub("", line.rstrip("\r\n")).replace("\ufffd\ufffd", "\ufffd")
+
+
+def parse_line(line: str) -> Record | None:
+    """One record from one line (None for blank lines)."""
+    raw = line.rstrip()
+    body = _PM2_PREFIX.sub("", raw, count=1)
+    if not body.strip():
+        return None
+    time: str | None = None
+    m = _ISO_PREFIX.match(body)
+    if m:
+        time = _iso(m.group(1))
+        body = body[m.end() :]
+    stripped = body.strip()
+    if stripped.startswith("{"):
+        doc = _json(stripped)
+        if doc is not None:
+            if "MESSAGE" in doc or "__REALTIME_TIMESTAMP" in doc:
+                return _journal_json(doc, raw)
+            return _pino(doc, raw, time)
+    m = _PRETTY.match(stripped)
+    if m:
+        rec = Record(text=m.group("msg"), raw=raw, time=time or m.group("time"),
+                     level=m.group("level").lower(), source="pino-pretty")
+        _fill_code(rec, rec.text)
+        return rec
+    m = _JOURNAL_SHORT.match(stripped)
+    if m and time is None:
+        inner = parse_line(m.group("msg"))
+        if inner is not None:
+            inner.raw, inner.source = raw, "journald"
+            inner.time = inner.time or _iso(m.group("time")) or m.group("time")
+            inner.fields.setdefault("unit", m.group("unit"))
+            return inner
+    rec = Record(text=stripped, raw=raw, time=time, source="plain")
+    _fill_code(rec, stripped)
+    return rec
+
+
+def _journal_json(doc: dict[str, Any], raw: str) -> Record | None:
+    msg = doc.get("MESSAGE")
+    if isinstance(msg, list):  # journald exports non-UTF-8 messages as byte arrays
+        msg = bytes(x & 0xFF for x in msg if isinstance(x, int)).decode("utf-8", "replace")
+    if not isinstance(msg, str):
+        msg = "" if msg is None else str(msg)
+    inner = parse_line(_CTRL.sub("", msg)[:MAX_LINE])
+    if inner is None:
+        return None
+    ts = doc.get("__REALTIME_TIMESTAMP")
+    if inner.time is None and isinstance(ts, (str, int)) and str(ts).isdigit():
+        inner.time = _epoch(int(ts) / 1e6)
+    if inner.level is None:
+        pri = str(doc.get("PRIORITY", ""))
+        inner.level = {"0": "fatal", "1": "fatal", "2": "fatal", "3": "error", "4": "warn"}.get(pri)
+    inner.raw = inner.raw if inner.source == "pino" else msg[:MAX_LINE]
+    inner.source = "journald"
+    unit = doc.get("_SYSTEMD_UNIT") or doc.get("SYSLOG_IDENTIFIER")
+    if unit:
+        inner.fields.setdefault("unit", str(unit))
+    return inner
+
+
+def _pino(doc: dict[str, Any], raw: str, time: str | None) -> Record:
+    tv = doc.get("time")
+    if isinstance(tv, (int, float)) and not isinstance(tv, bool) and 1e11 < tv < 1e14:
+        time = _epoch(tv / 1000)
+    elif isinstance(tv, str):
+        time = _iso(tv) or tv
+    lv = doc.get("level")
+    level = LEVELS.get(lv) if isinstance(lv, int) else (lv if isinstance(lv, str) else None)
+    msg = doc.get("msg") if isinstance(doc.get("msg"), str) else ""
+    rest = {k: v for k, v in doc.items() if k not in ("level", "time", "pid", "hostname", "msg")}
+    detail = json.dumps(rest, separators=(",", ":"), default=str)[:MAX_LINE] if rest else ""
+    rec = Record(text=f"{msg} {detail}".strip(), raw=raw, time=time, level=level, source="pino",
+                 fields={"msg": msg})
+    code = _pino_code(doc)
+    rec.code = code
+    _fill_code(rec, rec.text)
+    return rec
+
+
+def _pino_code(doc: dict[str, Any]) -> int | None:
+    """The Boom statusCode Baileys puts on `connection closed` / `stream errored out` objects."""
+    stack: list[Any] = [doc]
+    seen = 0
+    while stack and seen < 200:
+        cur = stack.pop()
+        seen += 1
+        if isinstance(cur, dict):
+            out = cur.get("output")
+            if isinstance(out, dict) and isinstance(out.get("statusCode"), int):
+                return int(out["statusCode"])
+            if isinstance(cur.get("statusCode"), int):
+                return int(cur["statusCode"])
+            stack.extend(v for v in cur.values() if isinstance(v, (dict, list)))
+        elif isinstance(cur, list):
+            stack.extend(v for v in cur if isinstance(v, (dict, list)))
+    return None
+
+
+def _fill_code(rec: Record, text: str) -> None:
+    """Code and conflict type from text. Stream Errored (conflict) is 401 for device_removed and 440
+    for replaced: decided by the type, never by the message alone."""
+    if rec.conflict_type is None:
+        m = _CONFLICT.search(text)
+        if m:
+            rec.conflict_type = m.group(1).lower()
+    if rec.code is None:
+        for rx in (_STATUS, _REASON, _CODE):
+            m = rx.search(text)
+            if m:
+                rec.code = int(m.group(1))
+                break
+    if rec.code is None and rec.conflict_type:
+        rec.code = 401 if rec.conflict_type == "device_removed" else 440
+    if rec.code is None and re.search(r"stream errored.{0,40}restart required", text, re.IGNORECASE):
+        rec.code = 515
+
+
+def _json(s: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(s)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _epoch(seconds: float) -> str | None:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _iso(s: str) -> str | None:
+    """Normalise an ISO-ish stamp; a stamp without a zone is kept as written (pm2 logs local time)."""
+    try:
+        dt = datetime.fromisoformat(s.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return dt.isoformat()
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,169 @@
+"""The diagnosis rules as data: log patterns and WhatsApp status codes -> cause, code, weight.
+
+Edit the tables, not the classifier (waops.diagnose). Each log rule has a `kind`:
+- `failure`: a line that names a state the bot is in (a disconnect, a crash, a missing module);
+- `open`: the connection is (again) open: failures before it are history, the newest state wins;
+- `pairing`: pairing just finished, so the 515 that follows is expected, not a fault;
+- `flood`: counted; only a burst (`min_count` in the current session) means something (Bad MAC);
+- `support`: strengthens a flood (libsignal's "no session" errors);
+- `noise`: known, harmless on its own (shown as such, never decides).
+`weight` is how sure one such line makes us (0..1). A line that carries a status code is classified by
+CODES (code and conflict type, never by message alone) unless a more specific rule weighs more.
+Facts seen only "in threads" (DOMAIN.md) carry lower weights.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from waops.logparse import Record
+
+CAUSES = (
+    "healthy", "process_down", "crash", "library_mismatch", "client_outdated", "logged_out",
+    "creds_lost", "corrupt_keys", "conflict", "network", "restart_required", "rate_limited",
+    "banned", "file_bloat", "unknown",
+)  # fmt: skip
+
+Kind = Literal["failure", "open", "pairing", "flood", "support", "noise"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    pattern: str  # regex, case-insensitive, searched in the record's text
+    kind: Kind
+    cause: str | None = None
+    code: int | None = None
+    weight: float = 0.0
+    min_count: int = 1  # flood: lines needed in the current session
+
+    def __post_init__(self) -> None:
+        if self.cause is not None and self.cause not in CAUSES:
+            raise ValueError(f"rule {self.name}: unknown cause {self.cause}")
+
+
+# Ordered only for readability; every matching rule is considered and the heaviest decides a line.
+LOG_RULES: tuple[Rule, ...] = (
+    # -- state: the connection is open (newest state wins over older failures)
+    Rule("opened", r"opened connection to WA|connection (?:is )?open\b|\"connection\"\s*:\s*\"open\"",
+         "open"),
+    Rule("pairing", r"pairing configured successfully|pair[- ]success|isNewLogin\W+true", "pairing"),
+    # -- the library does not load: wrong module system or a broken install
+    Rule("esm", r"ERR_REQUIRE_ESM|ERR_REQUIRE_ASYNC_MODULE", "failure", "library_mismatch", None, 0.95),
+    Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
+         "failure", "library_mismatch", None, 0.93),
+    Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8),
+    Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection", "failure",
+         "crash", None, 0.45),
+    # -- needs a link: a QR nobody scanned is 408 but not a network fault
+    Rule("qr_ended", r"QR refs attempts ended", "failure", "logged_out", 408, 0.9),
+    Rule("template_logged_out", r"Device Logged Out|Intentional Logout", "failure", "logged_out", 401, 0.85),
+    Rule("runbook_session", r"session.*expir|Expired session keys|device.*removed|authentication.*fail",
+         "failure", "logged_out", 401, 0.55),
+    Rule("template_replaced", r"Connection Replaced", "failure", "conflict", 440, 0.85),
+    Rule("template_bad_session", r"Bad Session File", "failure", "corrupt_keys", 500, 0.6),
+    Rule("template_restart", r"Restart Required, Restarting", "failure", "restart_required", 515, 0.7),
+    Rule("template_lost", r"Connection Lost from Server", "failure", "network", 408, 0.7),
+    # -- rate limit / ban: change nothing on the session (429 in Boom data is not corrupt keys)
+    Rule("rate_overlimit", r"rate-overlimit|rate_overlimit|Too Many Requests|\bdata\W{0,4}429\b", "failure",
+         "rate_limited", 429, 0.9),
+    Rule("version_old", r"Method Not Allowed", "failure", "client_outdated", 405, 0.8),
+    # -- network: DNS, TCP, TLS, websocket
+    Rule("dns", r"ENOTFOUND|EAI_AGAIN|getaddrinfo", "failure", "network", 408, 0.75),
+    Rule("tcp", r"ETIMEDOUT|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|socket hang up", "failure",
+         "network", 408, 0.7),
+    Rule("tls", r"certificate|\bTLS\b|\bSSL\b|self[- ]signed|ERR_TLS|EPROTO", "failure", "network", 408, 0.65),
+    Rule("ws", r"WebSocket Error|Connection Terminated|Connection Closed|Connection was lost|Timed Out",
+         "failure", "network", 428, 0.5),
+    Rule("keepalive", r"error in sending keep alive", "failure", "network", 408, 0.4),
+    Rule("creds_unreadable", r"creds\.json.{0,80}(?:Unexpected end of JSON|SyntaxError|ENOENT)|"
+         r"(?:Unexpected end of JSON|SyntaxError).{0,80}creds\.json", "failure", "creds_lost", None, 0.6),
+    # -- signal sessions: a Bad MAC burst means broken keys; one line is everyday noise
+    Rule("bad_mac", r"Bad MAC", "flood", "corrupt_keys", 500, 0.8, min_count=10),
+    Rule("no_session", r"No open session|No session record|No matching sessions found|"
+         r"Failed to decrypt message with any known session", "support", "corrupt_keys"),
+    Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "noise"),
+    Rule("decrypt_failed", r"failed to decrypt message", "noise"),
+)
+
+COMPILED: tuple[tuple[Rule, re.Pattern[str]], ...] = tuple(
+    (r, re.compile(r.pattern, re.IGNORECASE)) for r in LOG_RULES
+)
+
+
+@dataclass(frozen=True)
+class CodeRule:
+    cause: str
+    weight: float
+    note: str
+
+
+# WhatsApp status codes (Boom output.statusCode, `<failure reason="...">`), DOMAIN.md's table.
+CODES: dict[int, CodeRule] = {
+    401: CodeRule("logged_out", 0.9, "loggedOut: the server revoked the device; only a new link fixes it"),
+    402: CodeRule("rate_limited", 0.75, "temporary ban: change nothing, alert a person"),
+    403: CodeRule("banned", 0.85, "forbidden: banned or blocked number; never auto-reset"),
+    405: CodeRule("client_outdated", 0.85, "client version too old (Method Not Allowed)"),
+    406: CodeRule("banned", 0.8, "banned"),
+    408: CodeRule("network", 0.65, "connection lost / timed out"),
+    409: CodeRule("client_outdated", 0.5, "bad user agent"),
+    411: CodeRule("unknown", 0.4, "multi-device mismatch (client/account)"),
+    428: CodeRule("network", 0.65, "connection closed: transport closed, usually network"),
+    429: CodeRule("rate_limited", 0.9, "rate limited"),
+    440: CodeRule("conflict", 0.9, "connection replaced: another socket uses these credentials"),
+    500: CodeRule("corrupt_keys", 0.45, "badSession: often corrupt keys, also used for other faults"),
+    503: CodeRule("network", 0.55, "unavailable service: server backoff"),
+    515: CodeRule("restart_required", 0.7, "restart required (normal right after pairing)"),
+}
+
+PAIRING_GRACE_RECORDS = 30  # a 515 within this many records after pairing is expected
+
+
+@dataclass(frozen=True)
+class Match:
+    """What one record means: the heaviest rule (or code) that matched it."""
+
+    kind: Kind
+    cause: str | None
+    code: int | None
+    weight: float
+    rule: str
+
+
+def classify_record(rec: Record) -> list[Match]:
+    """Every meaning of one record. A failure line yields one failure match (the heaviest)."""
+    found: list[Match] = []
+    best: Match | None = None
+    for rule, rx in COMPILED:
+        if not rx.search(rec.text):
+            continue
+        if rule.kind == "failure":
+            m = Match("failure", rule.cause, _code(rec.code, rule), rule.weight, rule.name)
+            if best is None or m.weight > best.weight:
+                best = m
+        else:
+            found.append(Match(rule.kind, rule.cause, rec.code or rule.code, rule.weight, rule.name))
+    if rec.code is not None and rec.code in CODES:
+        cr = CODES[rec.code]
+        m = Match("failure", cr.cause, rec.code, cr.weight, f"code_{rec.code}")
+        if best is None or m.weight > best.weight:
+            best = m
+    if best is not None and not any(m.kind == "open" for m in found):
+        found.append(best)
+    return found
+
+
+def _code(found: int | None, rule: Rule) -> int | None:
+    """The line's own code, unless it means another cause than the rule that names the line
+    (a 500 carrying rate-overlimit is reported as 429)."""
+    if found is None:
+        return rule.code
+    if rule.code is not None and found in CODES and CODES[found].cause != rule.cause:
+        return rule.code
+    return found
+
+
+def rule(name: str) -> Rule:
+    return next(r for r in LOG_RULES if r.name == name)

@@ -1,0 +1,85 @@
+"""Every log fixture (tests/fixtures/logs/<cause>--<code|none>--<case>.log) gets its expected cause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from waops.diagnose import Diagnosis, diagnose_log
+from waops.logparse import read_log
+from waops.rules import CAUSES, LOG_RULES, Rule
+
+LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+CASES = sorted(LOGS.glob("*.log"))
+
+
+def expected(path: Path) -> tuple[str, int | None]:
+    cause, code, _ = path.name.split("--", 2)
+    return cause, None if code == "none" else int(code)
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_fixture_cause_and_code(path: Path) -> None:
+    cause, code = expected(path)
+    d = diagnose_log(read_log(path))
+    assert (d.cause, d.code) == (cause, code), d.evidence
+    assert 0.0 <= d.confidence <= 1.0
+    if cause not in ("unknown",):
+        assert d.evidence, "a diagnosis names the lines that decided it"
+
+
+def test_every_cause_with_a_log_signature_has_a_fixture() -> None:
+    covered = {expected(p)[0] for p in CASES}
+    # causes only facts can show: process state, creds on disk, folder size
+    assert set(CAUSES) - covered == {"process_down", "creds_lost", "file_bloat"}
+
+
+def test_conflict_is_decided_by_type_not_message() -> None:
+    removed = diagnose_log(read_log(LOGS / "logged_out--401--stream-conflict-device-removed.log"))
+    replaced = diagnose_log(read_log(LOGS / "conflict--440--stream-conflict-replaced.log"))
+    assert removed.cause == "logged_out" and replaced.cause == "conflict"
+
+
+def test_newest_state_wins_and_old_failure_is_mentioned() -> None:
+    d = diagnose_log(read_log(LOGS / "healthy--none--401-then-fresh-open.log"))
+    assert d.cause == "healthy"
+    assert any("older failure" in e for e in d.evidence)
+
+
+def test_qr_refs_ended_is_not_network() -> None:
+    d = diagnose_log(read_log(LOGS / "logged_out--408--qr-refs-ended.log"))
+    assert d.cause == "logged_out" and d.code == 408
+    assert any("QR refs attempts ended" in e for e in d.evidence)
+
+
+def test_rate_limit_is_not_corrupt_keys() -> None:
+    d = diagnose_log(read_log(LOGS / "rate_limited--429--rate-overlimit-500.log"))
+    assert d.cause == "rate_limited"
+
+
+def test_flood_threshold_is_a_setting() -> None:
+    from waops.config import Settings
+
+    recs = read_log(LOGS / "corrupt_keys--500--bad-mac-flood-closed.log")
+    assert diagnose_log(recs, Settings(bad_mac_flood=100)).cause == "unknown"
+    assert diagnose_log(recs, Settings(bad_mac_flood=5)).cause == "corrupt_keys"
+
+
+def test_started_at_is_first_evidence_of_the_failure() -> None:
+    d = diagnose_log(read_log(LOGS / "logged_out--401--journald-short.log"))
+    assert d.started_at is not None
+
+
+def test_rules_are_data_with_known_causes() -> None:
+    assert all(r.cause in (None, *CAUSES) for r in LOG_RULES)
+    with pytest.raises(ValueError):
+        Rule("x", "y", "failure", "not_a_cause")
+    with pytest.raises(ValueError):
+        Diagnosis("nope")
+
+
+def test_causes_agree_with_the_planner() -> None:
+    from waops.plan import CAUSES as PLAN_CAUSES
+
+    assert tuple(CAUSES) == tuple(PLAN_CAUSES)
