@@ -1,0 +1,224 @@
+"""`waops-host facts`: the Facts JSON of docs/CONTRACTS.md on a pm2-less host, with big and broken logs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from importlib.machinery import SourceFileLoader
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from agent_helpers import AGENT, Bot
+
+WINDOW = 65536
+
+
+def load_agent() -> ModuleType:
+    loader = SourceFileLoader("waops_host_agent", str(AGENT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+agent = load_agent()
+
+
+def facts(bot: Bot) -> dict[str, Any]:
+    doc = bot.json("facts")
+    assert doc["schema"] == 1 and doc["agent_version"] and doc["collected_at"].endswith("Z")
+    (b,) = doc["bots"]
+    assert b["bot"] == "shop"
+    return b
+
+
+def pm2_logs(bot: Bot) -> tuple[Path, Path]:
+    d = Path(bot.config["pm2_home"]) / "logs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / "shop-out.log", d / "shop-error.log"
+
+
+END_OUT = [
+    '{"level":30,"time":1763796000000,"pid":7,"class":"baileys","msg":"connected to WA"}',
+    '{"level":30,"time":"2025-11-22T07:20:01.500Z","class":"baileys","msg":"connection closed",'
+    '"err":{"output":{"statusCode":401}},"trace":"Stream Errored (conflict) device_removed"}',
+    "2025-11-22T07:20:02: Device Logged Out, Please Scan Again And Run.",
+]
+END_ERR = ["Session error:Error: Bad MAC Error: Bad MAC", "    at Object.verifyMAC (crypto.js:10:11)"]
+
+
+def test_facts_on_pm2_less_host_with_a_50mb_log(bot: Bot) -> None:
+    out, err = pm2_logs(bot)
+    filler = ('{"level":30,"time":1763790000000,"msg":"recv message","id":"' + "x" * 120 + '"}\n').encode()
+    with out.open("wb") as f:
+        block = filler * 4096
+        while f.tell() < 50 << 20:
+            f.write(block)
+        f.write(("\n".join(END_OUT) + "\n").encode())
+    with err.open("wb") as f:  # sparse: 50 MB of hole, then the real lines
+        f.truncate(50 << 20)
+        f.seek(50 << 20)
+        f.write(("\n".join(END_ERR) + "\n").encode())
+    t0 = time.monotonic()
+    b = facts(bot)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.0, elapsed  # bounded: independent of the 50 MB (typical is ~0.1 s)
+    assert b["process"]["manager"] == "pm2" and b["process"]["status"] in ("missing", "stopped")
+    logs = b["logs"]
+    assert logs["source"] == "pm2" and logs["window_bytes"] == WINDOW
+    assert logs["bytes_read"] <= 2 * WINDOW
+    by_text = {m["text"]: m for m in logs["matched"]}
+    closed = by_text[END_OUT[1]]
+    assert closed["code"] == 401 and closed["time"] == "2025-11-22T07:20:01.500000Z" and closed["stream"] == "out"
+    assert by_text[END_OUT[0]]["time"].startswith("2025-11-22T07:20:00")  # epoch ms
+    assert by_text[END_OUT[2]]["time"] is not None  # pm2 `time: true` prefix
+    assert by_text[END_ERR[0]]["stream"] == "err"
+    assert not any("recv message" in m["text"] for m in logs["matched"])
+    assert logs["tail"][-1] in (END_OUT[-1], END_ERR[-1]) and len(logs["tail"]) == 20
+
+
+def test_garbage_and_endless_lines_do_not_break_facts(bot: Bot) -> None:
+    out, err = pm2_logs(bot)
+    out.write_bytes(os.urandom(300_000) + b"\xff\xfe\x00\xc3\x28 Stream Errored (restart required)\n")
+    err.write_bytes(b"A" * 5_000_000)  # one line, no newline, bigger than the window
+    b = facts(bot)
+    logs = b["logs"]
+    assert all(len(t) <= 1000 for t in logs["tail"])
+    assert any(m["code"] == 515 for m in logs["matched"])
+    json.dumps(b)  # nothing unserialisable
+
+
+def test_log_truncated_while_read(bot: Bot) -> None:
+    out, _ = pm2_logs(bot)
+    stop = threading.Event()
+
+    def churn() -> None:  # pm2-logrotate copies then truncates; emulate it in a loop
+        while not stop.is_set():
+            out.write_bytes(b'{"level":50,"msg":"stream errored out"}\n' * 20000)
+            with out.open("r+b") as f:
+                f.truncate(0)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(8):
+            facts(bot)
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_auth_backups_library_health_disk(bot: Bot) -> None:
+    rel = Path(bot.config["release_root"])
+    for r, v in (("20261120T000000Z", "6.7.17"), ("20261122T071500Z", "6.7.20")):
+        pkg = rel / "releases" / r / "node_modules" / "baileys"
+        pkg.mkdir(parents=True)
+        (pkg / "package.json").write_text(json.dumps({"name": "baileys", "version": v}))
+    (rel / "current").symlink_to("releases/20261122T071500Z")
+    Path(bot.config["health_file"]).write_text(json.dumps({
+        "schema": 1, "bot": "shop", "connection": "open", "last_disconnect": None,
+        "updated_at": "2026-01-01T00:00:00Z"}))
+    bot.backup("cron")
+    b = facts(bot)
+    auth = b["auth"]
+    assert auth["store"] == "files" and auth["file_count"] == 34
+    assert auth["by_type"] == {"app-state-sync-key": 1, "creds": 1, "pre-key": 30, "sender-key-memory": 1,
+                               "session": 1}
+    assert auth["creds"]["present"] and auth["creds"]["parses"] and auth["creds"]["linked"]
+    assert auth["creds"]["me_id"].startswith("15550100001") and auth["db"] is None
+    assert b["backups"]["count"] == 1
+    latest = b["backups"]["latest"]
+    assert latest["reason"] == "cron" and latest["verified"] and latest["creds_linked"] and latest["age_s"] < 60
+    lib = b["library"]
+    assert lib == {"package": "baileys", "installed": "6.7.20", "expected": "6.7.18", "known_bad": True,
+                   "release": "20261122T071500Z", "previous_release": "20261120T000000Z"}
+    assert b["health"]["connection"] == "open" and b["health"]["age_s"] > 3600
+    assert b["disk"]["free_bytes"] > 0 and 0 <= b["disk"]["free_pct"] <= 100
+    assert b["node"]["version"] is None or b["node"]["version"].startswith("v")
+
+
+def test_unparseable_creds_and_missing_auth(bot: Bot) -> None:
+    (bot.auth / "creds.json").write_text('{"me": {"id": "1@s.whatsapp')
+    c = facts(bot)["auth"]["creds"]
+    assert c["present"] and not c["parses"] and not c["linked"]
+    for p in bot.auth.iterdir():
+        p.unlink()
+    bot.auth.rmdir()
+    a = facts(bot)["auth"]
+    assert a["file_count"] == 0 and a["exists"] is False and not a["creds"]["present"]
+
+
+def test_postgres_down_is_reported_not_a_crash(pgbot: Bot) -> None:
+    ok = facts(pgbot)["auth"]["db"]
+    assert ok["reachable"] and ok["rows"] == 202 and ok["by_type"]["pre-key"] == 200 and ok["creds"]["linked"]
+    cfg = dict(pgbot.config["postgres"], port=1)
+    pgbot.write_config(postgres=cfg)
+    db = facts(pgbot)["auth"]["db"]
+    assert db["reachable"] is False and db["error"]
+
+
+def test_instances_counts_processes_on_the_same_auth_dir(bot: Bot) -> None:
+    env = {**os.environ, "WAOPS_AUTH_DIR": str(bot.auth), "WAOPS_BOT": "shop"}
+    # a wrapper shell and its child are one instance; a second one is a duplicate socket
+    procs = [subprocess.Popen(["sh", "-c", "sleep 30 & wait"], env=env, start_new_session=True)
+             for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        assert facts(bot)["process"]["instances"] == 2
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert facts(bot)["process"]["instances"] == 0
+
+
+def test_facts_is_fast(bot: Bot) -> None:
+    bot.populate(prekeys=800)
+    for _ in range(3):
+        bot.backup("cron")
+    t0 = time.monotonic()
+    facts(bot)
+    assert time.monotonic() - t0 < 1.5  # typical ~0.15 s including interpreter start
+
+
+@pytest.mark.parametrize(("line", "time_", "code", "matched"), [
+    ('{"level":30,"time":"2025-10-17T21:16:26.710Z","msg":"connected to WA"}',
+     "2025-10-17T21:16:26.710000Z", None, True),
+    ('{"level":30,"time":1646809863449,"msg":"connection closed","err":{"output":{"statusCode":440}}}',
+     "2022-03-09T07:11:03.449000Z", 440, True),
+    ('{"level":50,"msg":"stream errored out","node":"Stream Errored (conflict) replaced"}', None, 440, True),
+    ('{"level":50,"msg":"stream errored out","node":"Stream Errored (conflict) device_removed"}', None, 401,
+     True),
+    ("Stream Errored (restart required)", None, 515, True),
+    ('{"level":30,"msg":"connection errored","node":"<failure reason=\\"403\\"/>"}', None, 403, True),
+    ("Error: Connection Failure { data: { reason: '405' }, output: { statusCode: 405 } }", None, 405, True),
+    ("Failed to decrypt message with any known session...", None, None, True),
+    ("Closing open session in favor of incoming prekey bundle", None, None, True),
+    ("Error [ERR_REQUIRE_ESM]: require() of ES Module", None, None, True),
+    ('{"level":30,"time":1763790000000,"msg":"recv message"}', "2025-11-22T05:40:00Z", None, False),
+    ("just a regular line", None, None, False),
+])
+def test_parse_line(line: str, time_: str | None, code: int | None, matched: bool) -> None:
+    t, c, m, _ = agent.parse_line(line)
+    assert (t, c, m) == (time_, code, matched)
+
+
+def test_key_type() -> None:
+    kt = agent.key_type
+    assert kt("creds.json") == "creds"
+    assert kt("pre-key-12.json") == "pre-key"
+    assert kt("sender-key-memory-120363@g.us.json") == "sender-key-memory"
+    assert kt("sender-key-120363@g.us--1555@s.whatsapp.net.json") == "sender-key"
+    assert kt("app-state-sync-version-critical_block.json") == "app-state-sync-version"
+    assert kt("app-state-sync-key-AAAAAEHa.json") == "app-state-sync-key"
+    assert kt("session-15550100002.0.json") == "session"
+    assert kt("lid-mapping-1555_reverse.json") == "lid-mapping"
+    assert kt("notes.txt") == "other"
