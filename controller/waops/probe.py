@@ -1,0 +1,110 @@
+"""Diagnose live hosts: probe each (in parallel, bounded), classify each bot, keep the facts.
+
+The transport is a parameter (`transport_factory(host, deadline_s)`), so tests and `recover` can pass
+their own; the default is strict SSH (waops.transport).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from waops.config import Settings
+from waops.diagnose import Diagnosis, diagnose
+from waops.errors import EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, UnreachableError, WaopsError
+from waops.facts import collect
+from waops.inventory import Host
+from waops.transport import Transport
+
+TransportFactory = Callable[[Host, float], Transport]
+
+
+@dataclass
+class BotReport:
+    bot: str
+    diagnosis: Diagnosis
+    facts: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bot": self.bot, **self.diagnosis.to_dict(), "facts": self.facts}
+
+
+@dataclass
+class HostReport:
+    host: str
+    reachable: bool = True
+    error: str | None = None
+    fingerprint: str | None = None  # offered host key when it was refused
+    elapsed_s: float = 0.0
+    bots: list[BotReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "reachable": self.reachable, "error": self.error,
+                "fingerprint": self.fingerprint, "elapsed_s": round(self.elapsed_s, 3),
+                "bots": [b.to_dict() for b in self.bots]}
+
+
+def ssh_factory(host: Host, timeout: float) -> Transport:
+    from waops.transport import for_host
+
+    return for_host(host, timeout)
+
+
+def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_factory,
+               bots: Sequence[str] = ()) -> HostReport:
+    start = time.monotonic()
+    report = HostReport(host.name)
+    transport: Transport | None = None
+    try:
+        transport = factory(host, settings.timeout)
+        doc = collect(transport, settings.timeout, become=host.become and host.user not in (None, "root"))
+    except UnreachableError as exc:
+        report.reachable, report.error = False, str(exc)
+        report.fingerprint = getattr(exc, "fingerprint", None)
+    except WaopsError as exc:  # reached, but no facts: the host is not provisioned or the agent failed
+        report.error = str(exc)
+        report.bots = [BotReport(b.name, Diagnosis("unknown", None, [str(exc)], 0.1))
+                       for b in host.bots if not bots or b.name in bots]
+    else:
+        for entry in doc.get("bots") or []:
+            name = str(entry.get("bot")) if isinstance(entry, dict) else "?"
+            if bots and name not in bots:
+                continue
+            report.bots.append(BotReport(name, diagnose(entry, settings), entry))
+        missing = [b.name for b in host.bots if b.name not in {r.bot for r in report.bots}
+                   and (not bots or b.name in bots)]
+        for name in missing:  # the inventory says the bot is here, the agent does not know it
+            report.bots.append(BotReport(name, Diagnosis(
+                "process_down", None, ["the agent has no config for this bot (not provisioned?)"], 0.5,
+                rule="agent_config_missing")))
+    finally:
+        if transport is not None:
+            transport.close()
+        report.elapsed_s = time.monotonic() - start
+    return report
+
+
+def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFactory = ssh_factory,
+                bots: Sequence[str] = (), on_done: Callable[[HostReport], None] | None = None) -> list[HostReport]:
+    """Every host, at most `settings.concurrency` at once; results in inventory order."""
+    def one(h: Host) -> HostReport:
+        r = probe_host(h, settings, factory, bots)
+        if on_done is not None:
+            on_done(r)
+        return r
+
+    with ThreadPoolExecutor(max_workers=max(1, min(settings.concurrency, len(hosts) or 1))) as pool:
+        return list(pool.map(one, hosts))
+
+
+def exit_code(reports: Sequence[HostReport]) -> int:
+    """3 when a host was unreachable, else 1 when a bot is not healthy (or nothing was found), else 0."""
+    if any(not r.reachable for r in reports):
+        return EXIT_UNREACHABLE
+    bots = [b for r in reports for b in r.bots]
+    if not bots or any(not b.diagnosis.healthy for b in bots):
+        return EXIT_PROBLEM
+    return EXIT_OK
