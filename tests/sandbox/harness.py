@@ -39,6 +39,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
         time.sleep(interval)
 
 
+def read_json(path: Path, timeout: float = 5) -> Any:
+    """A JSON file that its writer may be rewriting in place (Baileys' creds.json is not atomic)."""
+
+    def parsed() -> Any:
+        try:
+            return json.loads(path.read_text()) or None
+        except (OSError, ValueError):
+            return None
+
+    return wait_until(parsed, timeout, what=f"{path.name} to parse")
+
+
 class Sim:
     """`python -m waops.sandbox serve` on free ports; stopped with SIGTERM (state saved)."""
 
@@ -165,7 +177,7 @@ class Bot:
         ]
 
     def health(self) -> dict[str, Any]:
-        return json.loads(self.health_file.read_text())
+        return read_json(self.health_file)
 
     def files(self, prefix: str = "") -> list[str]:
         return sorted(p.name for p in self.auth_dir.iterdir() if p.name.startswith(prefix))

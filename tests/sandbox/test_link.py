@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from tests.sandbox.harness import Sim, wait_until
+from tests.sandbox.harness import Sim, read_json, wait_until
 
 
 def test_qr_link_writes_baileys_files_and_answers(sim: Sim, phone: str, make_bot) -> None:
@@ -22,7 +20,7 @@ def test_qr_link_writes_baileys_files_and_answers(sim: Sim, phone: str, make_bot
     ):
         assert line in out
     assert 515 in bot.closed_codes()
-    creds = json.loads((bot.auth_dir / "creds.json").read_text())
+    creds = read_json(bot.auth_dir / "creds.json")
     assert creds["me"]["id"].startswith(f"{phone}:") and creds["account"]
     assert creds["noiseKey"]["public"]["type"] == "Buffer"
     wait_until(lambda: len(bot.files("pre-key-")) == 30, 5, what="30 pre-keys")
@@ -49,7 +47,7 @@ def test_pairing_code_link_on_command(sim: Sim, phone: str, make_bot) -> None:
         bot.wait_for("opened connection to WA")
     finally:
         sim.client.set_auto_link(True)
-    creds = json.loads((bot.auth_dir / "creds.json").read_text())
+    creds = read_json(bot.auth_dir / "creds.json")
     assert creds["registered"] is True
     assert sim.client.phone(phone)["devices"][0]["method"] == "code"
     wait_until(

@@ -25,7 +25,8 @@ Control API (HTTP JSON; bodies are JSON objects; errors are ``{"error": ...}`` w
 - ``POST /phones/<phone>/message``      ``{"text": T, "timeout": S, "contact": JID?}`` -> ``{"reply": ...}``
   (504 when the bot does not answer in time)
 - ``GET  /sessions``                    session lifetimes: phone, device, start/end (sim time), real times,
-  close code and reason, had_keepalive (a presence update was seen during the session)
+  close code and reason, had_keepalive (a presence update was seen during the session); open
+  sessions come last with ``end`` null
 - ``GET  /clock``; ``POST /clock/advance`` ``{"seconds": S}``; ``POST /clock/speed`` ``{"speed": X}``
 - ``POST /auto-link`` ``{"enabled": B, "delay": S}``: the phone links by itself S seconds after a QR
   or pairing code appears

@@ -93,7 +93,7 @@ class ControlApi:
         if method == "GET" and path == "/status":
             return sim.status()
         if method == "GET" and path == "/sessions":
-            return {"sessions": sim.state.sessions}
+            return {"sessions": sim.sessions()}
         if method == "GET" and path == "/clock":
             return sim.clock.snapshot()
         if method == "POST" and path == "/clock/advance":

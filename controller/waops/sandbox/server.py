@@ -614,6 +614,11 @@ class Simulator:
                     await self.remove_device(device, "inactivity")
 
     # -- views -------------------------------------------------------------------------------
+    def sessions(self) -> list[dict[str, Any]]:
+        """Finished sessions, then the ones still open (end is null)."""
+        live = [c.session for c in self.live.values() if c.session and c.session["end"] is None]
+        return [*self.state.sessions, *live]
+
     def phone_view(self, number: str) -> dict[str, Any]:
         phone = self.state.phone(number)
         pending = self.pending.get(number)

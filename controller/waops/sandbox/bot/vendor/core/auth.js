@@ -47,18 +47,38 @@ async function inChunks (items, size, fn) {
 
 const fixFileName = (file) => file?.replace(/\//g, '__')?.replace(/:/g, '-')
 
+// One operation at a time per file, as Baileys 6.7.x does with a mutex per file: two overlapping
+// writeFile calls on creds.json would otherwise interleave and leave it unparseable.
+function fileLocks () {
+  const tails = new Map()
+  return (path, fn) => {
+    const run = (tails.get(path) || Promise.resolve()).then(fn, fn)
+    const tail = run.catch(() => {})
+    tails.set(path, tail)
+    tail.then(() => { if (tails.get(path) === tail) tails.delete(path) })
+    return run
+  }
+}
+
+// Module-wide, so a reconnect (a new auth state on the same folder) still waits for the old writes.
+const locked = fileLocks()
+
 async function useMultiFileAuthState (folder) {
-  const writeData = (data, file) =>
-    writeFile(join(folder, fixFileName(file)), JSON.stringify(data, BufferJSON.replacer))
+  const writeData = (data, file) => {
+    const path = join(folder, fixFileName(file))
+    return locked(path, () => writeFile(path, JSON.stringify(data, BufferJSON.replacer)))
+  }
   const readData = async (file) => {
+    const path = join(folder, fixFileName(file))
     try {
-      return JSON.parse(await readFile(join(folder, fixFileName(file)), { encoding: 'utf-8' }), BufferJSON.reviver)
+      return JSON.parse(await locked(path, () => readFile(path, { encoding: 'utf-8' })), BufferJSON.reviver)
     } catch {
       return null // Baileys' behaviour: an unreadable file is the same as no file
     }
   }
-  const removeData = async (file) => {
-    try { await unlink(join(folder, fixFileName(file))) } catch {}
+  const removeData = (file) => {
+    const path = join(folder, fixFileName(file))
+    return locked(path, () => unlink(path).catch(() => {}))
   }
   const info = await stat(folder).catch(() => null)
   if (info && !info.isDirectory()) {
