@@ -290,3 +290,27 @@ def test_runs_from_stdin(bot: Bot) -> None:
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["schema"] == 1 and doc["bots"][0]["bot"] == "shop"
+
+
+def test_restore_failing_midway_leaves_the_old_folder(bot: Bot, tmp_path: Path) -> None:
+    """Extraction runs out of space half way: the live folder is untouched, the temp sibling gone."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        bot.write_config(auth_dir=str(mnt / "auth"))
+        bot.populate(prekeys=0)
+        for i in range(30):
+            (bot.auth / f"session-{i}.0.json").write_bytes(os.urandom(12_000))
+        r = bot.backup()
+        before = snapshot(bot.auth)
+        p = bot.run("restore", r["id"])
+        assert p.returncode == 1 and "auth folder unchanged" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
+        assert snapshot(bot.auth) == before
+        assert sorted(os.listdir(mnt)) == ["auth"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
