@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from waops.sandbox import state as st
@@ -45,7 +46,8 @@ async def serve(args: argparse.Namespace) -> None:
         state.config.link_delay = args.link_delay
     if args.no_auto_link:
         state.config.auto_link = False
-    clock = SimClock(args.clock_speed, start=state.clock_now)
+    # Never back in time: resume from the saved sim time, or from now if that is later.
+    clock = SimClock(args.clock_speed, start=max(state.clock_now or 0.0, time.time()))
     sim = Simulator(state, args.state, clock, (args.qr_ttl, args.qr_next_ttl))
     api = ControlApi(sim)
     bots = await asyncio.start_server(sim.handle_bot, *args.listen, limit=1 << 22)

@@ -45,6 +45,9 @@ FAULT_CAUSES = (
 )
 
 
+_UNLOGGED = frozenset({"ref", "pairing_code", "text"})
+
+
 class FaultError(ValueError):
     """A control request the simulator cannot honour (unknown cause, nothing to link, ...)."""
 
@@ -125,6 +128,9 @@ class Simulator:
 
     def event(self, phone: str, kind: str, **detail: Any) -> None:
         self.state.add_event(self.state.phone(phone), self.now(), kind, **detail)
+        # QR refs and pairing codes stay out of the log: they are what lets a device be linked.
+        shown = {k: v for k, v in detail.items() if k not in _UNLOGGED}
+        log.info("%s %s %s", phone, kind, json.dumps(shown, default=str) if shown else "")
 
     def _spawn(self, coro: Any, owner: BotConn | None = None) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -316,7 +322,7 @@ class Simulator:
     async def _pair_code_request(self, conn: BotConn, msg: dict[str, Any]) -> None:
         code = str(msg.get("code") or "").upper()
         conn.pair_code = code
-        self.event(conn.phone, "pairing_code", code=code)
+        self.event(conn.phone, "pairing_code", pairing_code=code)
         await conn.send({"t": "ack", "id": msg.get("id")})
 
     async def _link(self, conn: BotConn, trigger: str) -> dict[str, Any]:
