@@ -222,3 +222,47 @@ def test_key_type() -> None:
     assert kt("session-15550100002.0.json") == "session"
     assert kt("lid-mapping-1555_reverse.json") == "lid-mapping"
     assert kt("notes.txt") == "other"
+
+
+def test_pm2_jlist_parsing() -> None:
+    apps = [{"name": "other", "pid": 1, "pm2_env": {"status": "online"}}]
+    apps += [{"name": "shop", "pid": 4242, "pm_id": i, "pm2_env": {
+        "status": "online", "restart_time": 3, "unstable_restarts": 1, "pm_uptime": (time.time() - 120) * 1000,
+        "exit_code": 0, "pm_out_log_path": "/x/shop-out-0.log", "pm_err_log_path": "/x/shop-error-0.log"}}
+        for i in range(2)]
+    proc, logs = agent.pm2_status({"manager": "pm2"}, {"out": "a", "err": "b"}, apps, "shop")
+    assert proc["status"] == "online" and proc["restarts"] == 3 and proc["pid"] == 4242
+    assert 110 <= proc["uptime_s"] <= 130 and proc["pm2_instances"] == 2  # cluster mode: a duplicate
+    assert logs == {"out": "/x/shop-out-0.log", "err": "/x/shop-error-0.log"}
+    proc, _ = agent.pm2_status({"status": "missing"}, {}, apps, "nope")
+    assert proc["status"] == "missing"
+
+
+def test_systemctl_show_parsing() -> None:
+    show = ("ActiveState=active\nSubState=running\nNRestarts=4\nExecMainPID=777\nExecMainStatus=0\n"
+            "LoadState=loaded\nExecMainStartTimestampMonotonic=1000000\n")
+    p = agent.systemd_status({"status": "missing"}, show)
+    assert (p["status"], p["sub_state"], p["restarts"], p["pid"], p["exit_code"]) == ("active", "running", 4, 777, 0)
+    assert p["uptime_s"] >= 0
+    assert agent.systemd_status({"status": "missing"}, "LoadState=not-found\n")["status"] == "missing"
+    failed = agent.systemd_status({}, "ActiveState=failed\nExecMainPID=0\nExecMainStatus=1\nNRestarts=16\n")
+    assert failed["status"] == "failed" and failed["pid"] is None and failed["exit_code"] == 1
+
+
+def test_journald_entries() -> None:
+    entries = [
+        json.dumps({"MESSAGE": '{"level":30,"time":1763796000000,"msg":"connection closed","err":'
+                               '{"output":{"statusCode":428}}}', "PRIORITY": "6",
+                    "__REALTIME_TIMESTAMP": "1763796000100000"}).encode(),
+        json.dumps({"MESSAGE": list(b"Bad MAC \xff\xfe garbage"), "PRIORITY": "3",
+                    "__REALTIME_TIMESTAMP": "1763796001000000"}).encode(),
+        b"not json at all",
+        json.dumps({"MESSAGE": "plain info", "__REALTIME_TIMESTAMP": "bogus"}).encode(),
+    ]
+    items = agent.journal_items(entries)
+    assert [s for s, _ in items] == ["out", "err", "out"]
+    scan = agent.scan_lines(items)
+    (closed,) = [m for m in scan["matched"] if m["code"] == 428]
+    assert closed["time"] == "2025-11-22T07:20:00Z"
+    (mac,) = [m for m in scan["matched"] if "Bad MAC" in m["text"]]
+    assert mac["time"] == "2025-11-22T07:20:01Z" and mac["stream"] == "err"
