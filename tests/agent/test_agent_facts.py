@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -266,3 +267,30 @@ def test_journald_entries() -> None:
     assert closed["time"] == "2025-11-22T07:20:00Z"
     (mac,) = [m for m in scan["matched"] if "Bad MAC" in m["text"]]
     assert mac["time"] == "2025-11-22T07:20:01Z" and mac["stream"] == "err"
+
+
+def test_real_pm2_when_available(bot: Bot, tmp_path: Path) -> None:
+    """Against a real pm2 daemon (pm2 on PATH, or WAOPS_TEST_PM2_BIN=/path/to/pm2)."""
+    pm2 = os.environ.get("WAOPS_TEST_PM2_BIN") or shutil.which("pm2")
+    if not pm2 or os.geteuid() != 0:
+        pytest.skip("pm2 not installed (set WAOPS_TEST_PM2_BIN) or not root")
+    app = tmp_path / "app.js"
+    app.write_text(
+        'console.log(JSON.stringify({level:30,time:Date.now(),msg:"connection closed",'
+        'err:{output:{statusCode:440}}}));\nconsole.error("Session error:Error: Bad MAC Error: Bad MAC");\n'
+        "setInterval(() => {}, 1000);\n")
+    env = {**os.environ, "PM2_HOME": bot.config["pm2_home"], "WAOPS_AUTH_DIR": str(bot.auth),
+           "PATH": f"{Path(pm2).parent}:{os.environ['PATH']}"}
+    bot.write_config(user="root")
+    subprocess.run([pm2, "start", str(app), "--name", "shop", "--time"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    try:
+        time.sleep(1.0)
+        doc = bot.run("facts", "--json", env={"PATH": env["PATH"]})
+        b = json.loads(doc.stdout)["bots"][0]
+        assert b["process"]["status"] == "online" and b["process"]["instances"] == 1
+        assert b["process"]["uptime_s"] is not None and b["process"]["pid"]
+        codes = [m["code"] for m in b["logs"]["matched"]]
+        assert 440 in codes and any("Bad MAC" in m["text"] for m in b["logs"]["matched"])
+    finally:
+        subprocess.run([pm2, "kill"], env=env, capture_output=True, timeout=60, check=False)
