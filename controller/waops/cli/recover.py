@@ -1,0 +1,251 @@
+"""`waops recover` and `waops qr`: thin. Options -> waops.recover -> rich on stderr, JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from waops import config
+from waops.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+
+RECOVER_EPILOG = """\b
+Examples:
+  waops recover -i inventories/prod bot-1 --bot shop
+  waops recover -i inventories/prod --all --yes --output json
+  waops recover -i inventories/prod bot-1 --bot shop --pair-phone 15550100001   (pairing code, no QR)
+  waops recover -i inventories/prod bot-1 --dry-run                             (diagnose and plan only)
+\b
+Flow per bot: lock -> diagnose -> plan -> confirm destructive steps (unless --yes) -> incident ->
+run the steps -> show the QR code or pairing code when a new link is needed -> verify (connection open,
+fresh, no new failure, plus a test message when the inventory has waops_sim_control_url) -> on failure
+walk the rollback chain -> close the incident (resolved, rolled_back, needs_human, failed) -> summary.
+A healthy bot is left alone; a banned or rate-limited number is never touched.
+\b
+Exit codes:
+  0  resolved, rolled back to working, healthy, or dry run
+  1  not resolved (a fix failed, or recover itself broke)
+  2  usage error
+  3  a host was unreachable or its SSH host key was refused
+  4  a person must act (ban, rate limit, unknown cause, QR not scanned, steps not confirmed)
+  75 another waops run holds this bot's lock
+  130 interrupted (the incident is recorded as failed)"""
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+class RichUI:
+    """Progress and questions on stderr; stdout stays free for --output json."""
+
+    def __init__(self, qr_dir: Path, interactive: bool) -> None:
+        self.c = _console()
+        self.qr_dir = qr_dir
+        self.interactive = interactive
+
+    def _esc(self, s: str) -> str:
+        from rich.markup import escape
+
+        return escape(s)
+
+    def plan(self, target: Any, state: Any, plan: Any) -> None:
+        d = state.diagnosis
+        code = f" (code {d.code})" if d.code is not None else ""
+        self.c.print(f"[bold]{target.host}/{target.bot}[/]: cause [bold]{d.cause}[/]{code}, "
+                     f"confidence {getattr(d, 'confidence', 0):.2f}")
+        for e in list(d.evidence)[:4]:
+            self.c.print(f"  [dim]{self._esc(str(e))[:200]}[/]")
+        self.c.print(f"  plan: {self._esc(plan.why)}")
+        for i, stage in enumerate([plan.steps, *plan.rollback_chain]):
+            label = "fix" if i == 0 else f"fallback {i}"
+            names = ", ".join(s.name + (" [red](destructive)[/]" if s.destructive else "") for s in stage)
+            self.c.print(f"    {label}: {names}")
+
+    def confirm(self, target: Any, plan: Any) -> bool:
+        if not self.interactive:
+            self.c.print("[yellow]destructive steps need confirmation: not a terminal, use --yes[/]")
+            return False
+        names = ", ".join(s.name for s in plan.all_steps() if s.destructive)
+        return click.confirm(f"{target.host}/{target.bot}: run destructive steps ({names})? "
+                             "A verified backup is taken first", default=False, err=True)
+
+    def step(self, target: Any, step: Any, stage: int) -> None:
+        where = "" if stage == 0 else f" [dim](fallback {stage})[/]"
+        self.c.print(f"[cyan]>[/] {step.name}{where}: {self._esc(step.description)}")
+
+    def progress(self, target: Any, p: Any) -> None:
+        if p.kind == "task_start":
+            self.c.print(f"    [dim]{self._esc(p.task)}[/]")
+        elif p.kind in ("failed", "unreachable"):
+            self.c.print(f"    [red]{p.kind}[/] {self._esc(p.task)}: {self._esc(p.message)}")
+
+    def step_done(self, target: Any, outcome: Any) -> None:
+        style = {"ok": "green", "needs_human": "magenta"}.get(outcome.result, "red")
+        secs = (outcome.ended_at - outcome.started_at).total_seconds()
+        self.c.print(f"  [{style}]{outcome.result}[/] {outcome.name} ({secs:.1f}s) {self._esc(outcome.detail)[:300]}")
+
+    def link(self, target: Any, link: Any) -> None:
+        show_link(self.c, link, self.qr_dir)
+
+    def status(self, target: Any, text: str) -> None:
+        self.c.print(f"    [dim]waiting: {self._esc(text)[:160]}[/]")
+
+
+def show_link(c: Any, link: Any, qr_dir: Path) -> Path | None:
+    """The QR code in the terminal and as an image file, or the pairing code."""
+    from waops.qrshow import ascii_qr, pairing_text, save_qr
+
+    if link.pairing_code:
+        c.print(f"[bold]{link.host}/{link.bot}[/]: on the phone open WhatsApp > Linked devices > "
+                f"Link with phone number, and type [bold reverse] {pairing_text(link.pairing_code)} [/]")
+        return None
+    if not link.qr:
+        return None
+    path = save_qr(link.qr, qr_dir, f"{link.host}-{link.bot}")
+    c.print(f"[bold]{link.host}/{link.bot}[/]: scan this with WhatsApp > Linked devices > Link a device "
+            f"(also saved as {path}):")
+    c.print(ascii_qr(link.qr), markup=False, highlight=False)
+    return path
+
+
+@click.command(epilog=RECOVER_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("hosts", nargs=-1)
+@click.option("--all", "all_hosts", is_flag=True, help="Every host of the inventory.")
+@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
+@click.option("--bot", default=None, help="Only this bot.")
+@click.option("--dry-run", is_flag=True, help="Diagnose and show the plan; change nothing, record nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Run destructive steps without asking (a verified backup comes first).")
+@click.option("--pair-phone", default=None, metavar="NUMBER",
+              help="Relink with a pairing code for this phone number (E.164 digits) instead of a QR code.")
+@click.option("--store", envvar="WAOPS_STORE", default=None, metavar="PATH|DSN",
+              help="Incident store: SQLite path or postgresql:// DSN [env WAOPS_STORE].")
+@click.option("--output", type=click.Choice(["table", "json"]), default=None,
+              help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
+@click.option("--verify-timeout", type=click.IntRange(min=5), default=120, show_default=True,
+              help="Seconds to wait for the bot to be proven working after a fix.")
+@click.option("--link-timeout", type=click.IntRange(min=10), default=600, show_default=True,
+              help="Seconds to wait for a person to scan the QR code or type the pairing code.")
+@click.option("--timeout", type=float, default=None, help="Deadline per facts probe, s [env WAOPS_TIMEOUT].")
+def recover(hosts: tuple[str, ...], all_hosts: bool, inventory: str | None, bot: str | None, dry_run: bool,
+            yes: bool, pair_phone: str | None, store: str | None, output: str | None, verify_timeout: int,
+            link_timeout: int, timeout: float | None) -> None:
+    """Diagnose, apply the smallest fix that works, verify, roll back when it does not."""
+    from waops import recover as svc
+    from waops.execute import Cancel
+    from waops.incidents import connect
+    from waops.locking import state_dir
+
+    s = config.load({"inventory": inventory, "output": output, "timeout": timeout})
+    if not hosts and not all_hosts:
+        raise UsageError("name hosts (or groups), or use --all")
+    if pair_phone is not None and not pair_phone.lstrip("+").isdigit():
+        raise UsageError("--pair-phone: a phone number in E.164 digits, e.g. 15550100001")
+    inv = s.inventory or _default_inventory()
+    found = svc.targets(inv, ["all"] if all_hosts else list(hosts), bot, pair_phone)
+    opts = svc.RecoverOptions(dry_run=dry_run, yes=yes, pair_phone=pair_phone.lstrip("+") if pair_phone else None,
+                              verify_timeout_s=verify_timeout, link_timeout_s=link_timeout)
+    ui = RichUI(state_dir() / "qr", interactive=sys.stdin.isatty() and sys.stderr.isatty())
+    results = []
+    cancel = Cancel()
+    with connect(store) as st, cancel.trap_sigint():
+        for host, target in found:
+            if cancel.is_set():
+                break
+            deps = svc.default_deps(host, target, inv, st, s)
+            try:
+                results.append(svc.Recovery(target, opts, deps, ui, cancel).run())
+            except Exception as exc:  # a lock held elsewhere: report it and go on with the next bot
+                from waops.errors import WaopsError
+
+                if not isinstance(exc, WaopsError):
+                    raise
+                r = svc.RecoverResult(target.host, target.bot, "failed", str(exc))
+                results.append(r)
+                ui.c.print(f"[red]{target.host}/{target.bot}: {exc}[/]")
+                if getattr(exc, "exit_code", 1) == 75 and len(found) == 1:
+                    sys.exit(75)
+    if s.output == "json":
+        click.echo(json.dumps({"schema": 1, "results": [r.to_dict() for r in results]}, indent=2, default=str))
+    else:
+        summary(results)
+    sys.exit(_exit(results))
+
+
+def _exit(results: list[Any]) -> int:
+    codes = [r.exit_code for r in results]
+    for code in (EXIT_INTERRUPTED, 3, 1, 4):  # most urgent first
+        if code in codes:
+            return code
+    return EXIT_OK
+
+
+def _default_inventory() -> str:
+    from waops.assets import asset_root
+
+    return str(asset_root() / "inventories" / "sandbox")
+
+
+def summary(results: list[Any]) -> None:
+    from rich.table import Table
+
+    from waops.mttr import TARGET_S, format_duration
+
+    t = Table(title="recover")
+    for col in ("host", "bot", "cause", "outcome", "steps", "MTTR", "human wait", "incident", "why"):
+        t.add_column(col, overflow="fold")
+    style = {"resolved": "green", "rolled_back": "yellow", "healthy": "green", "dry_run": "cyan"}
+    for r in results:
+        mttr = format_duration(r.mttr_s)
+        if r.mttr_s is not None:
+            mttr += " [green](<15m)[/]" if r.mttr_s <= TARGET_S else " [red](>15m)[/]"
+        steps = " ".join(f"{s.name}:{s.result}" for s in r.steps if s.kind != "escalate") or "-"
+        t.add_row(r.host, r.bot, str(r.cause or "-") + (f" ({r.code})" if r.code else ""),
+                  f"[{style.get(r.outcome, 'red')}]{r.outcome}[/]", steps, mttr,
+                  format_duration(r.human_wait_s or None), str(r.incident_id or "-"), _esc(r.why))
+    _console().print(t)
+
+
+def _esc(s: str) -> str:
+    from rich.markup import escape
+
+    return escape(s)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("host")
+@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
+@click.option("--bot", default=None, help="The bot (default: the host's only bot).")
+@click.option("--output", type=click.Choice(["table", "json"]), default=None,
+              help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
+@click.option("--timeout", type=float, default=None, help="Deadline for the facts probe, s [env WAOPS_TIMEOUT].")
+def qr(host: str, inventory: str | None, bot: str | None, output: str | None, timeout: float | None) -> None:
+    """Show the current QR code or pairing code of a bot (from its health file). Exit 1 when none."""
+    from waops import recover as svc
+    from waops.locking import state_dir
+
+    s = config.load({"inventory": inventory, "output": output, "timeout": timeout})
+    found = svc.targets(s.inventory or _default_inventory(), [host], bot)
+    if len(found) > 1:
+        raise UsageError(f"{host} runs several bots ({', '.join(t.bot for _, t in found)}): use --bot")
+    h, target = found[0]
+    state = svc.host_probe(h, target.bot, s)()
+    link = state.link(target.host)
+    if s.output == "json":
+        path = None
+        if link.qr:
+            from waops.qrshow import save_qr
+
+            path = str(save_qr(link.qr, state_dir() / "qr", f"{target.host}-{target.bot}"))
+        click.echo(json.dumps({**link.to_dict(), "image": path}, indent=2))
+    elif link.pending:
+        show_link(_console(), link, state_dir() / "qr")
+    else:
+        _console().print(f"{target.host}/{target.bot}: no QR code or pairing code pending "
+                         f"(connection {link.connection or 'unknown'})")
+    sys.exit(EXIT_OK if link.pending else 1)

@@ -1,0 +1,158 @@
+"""Prove a bot works again: fresh facts say the connection is open and nothing new is wrong, twice in a
+row (a 440 loop or a crash loop flips between states), then, when a simulator is there, a test message
+goes through the bot and comes back. While a new link is pending, the QR code or pairing code is handed
+to `on_link` each time it changes, and the time a person needed is measured.
+
+Pure control flow over two callables (probe, round trip), so it is tested without a host.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from waops.errors import UnreachableError
+from waops.qrshow import LinkRequest
+
+
+class DiagnosisLike(Protocol):
+    cause: str
+    code: int | None
+    evidence: list[str]
+
+
+@dataclass
+class BotState:
+    """One look at a bot: its diagnosis and its facts entry (contract 2)."""
+
+    diagnosis: Any
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def health(self) -> Mapping[str, Any]:
+        h = self.facts.get("health")
+        return h if isinstance(h, Mapping) else {}
+
+    @property
+    def connection(self) -> str | None:
+        c = self.health.get("connection")
+        return str(c) if c else None
+
+    def link(self, host: str) -> LinkRequest:
+        return LinkRequest.from_mapping(self.health, bot=str(self.facts.get("bot") or ""), host=host)
+
+
+Probe = Callable[[], BotState]  # raises UnreachableError when the host cannot be reached
+RoundTrip = Callable[[float], tuple[bool, str]]  # (timeout) -> (ok, detail)
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    detail: str
+    elapsed_s: float
+    human_wait_s: float = 0.0
+    last: BotState | None = None
+    link_shown: bool = False
+
+
+def is_working(state: BotState) -> tuple[bool, str]:
+    """Open, fresh, healthy by the same rules as `waops diagnose`."""
+    d = state.diagnosis
+    conn = state.connection
+    if d.cause != "healthy":
+        code = f" ({d.code})" if getattr(d, "code", None) is not None else ""
+        return False, f"diagnosis {d.cause}{code}, connection {conn or 'unknown'}"
+    if conn != "open":
+        return False, f"connection {conn or 'unknown'}"
+    return True, "connection open, diagnosis healthy"
+
+
+def sim_round_trip(control_url: str, phone: str) -> RoundTrip:
+    """A contact sends `test` through the simulator; the bot must answer."""
+
+    def run(timeout: float) -> tuple[bool, str]:
+        from waops.sandbox.client import SimulatorClient, SimulatorError
+
+        try:
+            reply = SimulatorClient(control_url, timeout=timeout + 5).send_message(phone, "test", timeout=timeout)
+        except (SimulatorError, OSError) as exc:
+            return False, f"test message: {exc}"
+        return (bool(reply), f"test message answered: {reply[:80]!r}" if reply else "test message: empty reply")
+
+    return run
+
+
+def wait_verified(
+    probe: Probe,
+    *,
+    timeout_s: float,
+    host: str = "",
+    round_trip: RoundTrip | None = None,
+    wait_for_link: bool = False,
+    on_link: Callable[[LinkRequest], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    interval_s: float = 2.0,
+    settle_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerifyResult:
+    """Poll until the bot is proven to work or `timeout_s` passes."""
+    start = clock()
+    deadline = start + timeout_s
+    first_ok: float | None = None
+    shown: tuple[str | None, str | None] | None = None
+    link_at: float | None = None
+    human = 0.0
+    last: BotState | None = None
+    detail = "not checked"
+    rt_tries = 0
+
+    def status(text: str) -> None:
+        if on_status is not None:
+            on_status(text)
+
+    while True:
+        if cancelled():
+            return VerifyResult(False, "cancelled", clock() - start, human, last, link_at is not None)
+        try:
+            last = probe()
+        except UnreachableError as exc:
+            first_ok, detail = None, f"unreachable: {exc}"
+            last = None
+        if last is not None:
+            link = last.link(host)
+            if wait_for_link and link.pending and (link.qr, link.pairing_code) != shown:
+                shown = (link.qr, link.pairing_code)
+                if link_at is None:
+                    link_at = clock()
+                if on_link is not None:
+                    on_link(link)
+            ok, detail = is_working(last)
+            if ok and link_at is not None and human == 0.0:
+                human = clock() - link_at  # the person did their part: the link is open
+            if not ok:
+                first_ok = None
+            elif first_ok is None:
+                first_ok = clock()
+            elif clock() - first_ok >= settle_s:
+                if round_trip is None:
+                    return VerifyResult(True, detail, clock() - start, human, last, link_at is not None)
+                rt_tries += 1
+                left = max(1.0, min(15.0, deadline - clock()))
+                rt_ok, rt_detail = round_trip(left)
+                if rt_ok:
+                    return VerifyResult(True, f"{detail}; {rt_detail}", clock() - start, human, last,
+                                        link_at is not None)
+                detail = f"{detail}; {rt_detail}"
+                first_ok = None
+        status(detail)
+        if clock() >= deadline:
+            if wait_for_link and link_at is not None and human == 0.0:
+                human = clock() - link_at  # waited for a person who did not come
+            why = f"not verified within {timeout_s:.0f}s: {detail}"
+            return VerifyResult(False, why, clock() - start, human, last, link_at is not None)
+        sleep(min(interval_s, max(0.0, deadline - clock())))
