@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 from tests.sandbox.harness import Sim, read_json, wait_until
 
 
@@ -82,6 +85,9 @@ def test_inactivity_logout_after_14_sim_days(tmp_path, phone: str, make_bot) -> 
         own.client.advance_clock(2 * 86400)
         bot.wait_for("Device Logged Out, Please Scan Again And Run.")
         assert 401 in bot.closed_codes()
+        # The health file follows the simulator's clock (28+ days ahead), not the wall clock.
+        at = wait_until(lambda: (bot.health()["last_disconnect"] or {}).get("at"), 5, what="disconnect time")
+        assert datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() > time.time() + 27 * 86400
         device = own.client.phone(phone)["devices"][0]
         assert device["removed"] and device["removed_reason"] == "inactivity"
         session = [s for s in own.client.sessions() if s["phone"] == phone and s["code"] == 401]
