@@ -164,6 +164,14 @@ def test_retention_keeps_last_n_newest_verified_and_pre_reset(bot: Bot) -> None:
     assert sorted(r["deleted"]) == sorted([ids[1], ids[2]])
 
 
+def test_retention_keeps_the_newest_linked_backup(bot: Bot) -> None:
+    linked = bot.backup("cron")["id"]
+    (bot.auth / "creds.json").write_text("{}")  # logged out: every later backup holds unlinked creds
+    later = [bot.backup("cron")["id"] for _ in range(3)]
+    bot.json("prune", "--keep", "2")
+    assert [b["id"] for b in bot.listing()] == [linked, *later[-2:]]
+
+
 def test_retention_uses_backup_keep_and_backup_prune_flag(bot: Bot) -> None:
     bot.write_config(backup_keep=3)
     for _ in range(5):
