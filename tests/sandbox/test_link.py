@@ -94,3 +94,17 @@ def test_inactivity_logout_after_14_sim_days(tmp_path, phone: str, make_bot) -> 
         assert session and session[0]["had_keepalive"] is False
     finally:
         own.stop()
+
+
+def test_unscanned_qr_ends_with_408_and_a_new_qr(tmp_path, phone: str, make_bot) -> None:
+    own = Sim(tmp_path, "--no-auto-link", "--qr-ttl", "0.3", "--qr-next-ttl", "0.1").start()
+    try:
+        bot = make_bot(own, phone)
+        wait_until(lambda: 408 in bot.closed_codes(), 10, what="QR refs attempts ended")
+        record = next(r for r in bot.records() if r.get("msg") == "connection closed")
+        assert record["err"]["message"] == "QR refs attempts ended"
+        assert bot.count("Scan this QR code") >= 6
+        bot.wait_for("Scan this QR code", count=7)  # the bot reconnects and shows a fresh QR
+        assert bot.health()["connection"] == "waiting_link" and bot.health()["qr"]
+    finally:
+        own.stop()
