@@ -309,7 +309,8 @@ class Recovery:
     def _verify(self, res: RecoverResult, step: Step, index: int) -> StepOutcome:
         started = self.d.now()
         wait_link = bool(step.extra_vars.get("wait_for_link"))
-        timeout = float(step.extra_vars.get("timeout_s") or self.o.verify_timeout_s)
+        raw = step.extra_vars.get("timeout_s")
+        timeout = float(self.o.verify_timeout_s if raw is None else raw)
         shown: list[LinkRequest] = []
 
         def on_link(link: LinkRequest) -> None:

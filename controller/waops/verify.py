@@ -109,7 +109,7 @@ def wait_verified(
     human = 0.0
     last: BotState | None = None
     detail = "not checked"
-    rt_tries = 0
+    rt_last = ""  # the last failed round trip, kept for the final message
 
     def status(text: str) -> None:
         if on_status is not None:
@@ -141,18 +141,17 @@ def wait_verified(
             elif clock() - first_ok >= settle_s:
                 if round_trip is None:
                     return VerifyResult(True, detail, clock() - start, human, last, link_at is not None)
-                rt_tries += 1
                 left = max(1.0, min(15.0, deadline - clock()))
                 rt_ok, rt_detail = round_trip(left)
                 if rt_ok:
                     return VerifyResult(True, f"{detail}; {rt_detail}", clock() - start, human, last,
                                         link_at is not None)
-                detail = f"{detail}; {rt_detail}"
+                rt_last = rt_detail
                 first_ok = None
         status(detail)
         if clock() >= deadline:
             if wait_for_link and link_at is not None and human == 0.0:
                 human = clock() - link_at  # waited for a person who did not come
-            why = f"not verified within {timeout_s:.0f}s: {detail}"
+            why = f"not verified within {timeout_s:.0f}s: {detail}" + (f"; last {rt_last}" if rt_last else "")
             return VerifyResult(False, why, clock() - start, human, last, link_at is not None)
         sleep(min(interval_s, max(0.0, deadline - clock())))
