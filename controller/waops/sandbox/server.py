@@ -175,7 +175,14 @@ class Simulator:
                     msg = json.loads(line)
                 except ValueError:
                     continue
-                await self._dispatch(conn, msg)
+                if not isinstance(msg, dict):
+                    continue
+                try:
+                    await self._dispatch(conn, msg)
+                except (ConnectionError, asyncio.CancelledError):
+                    raise
+                except Exception:  # one bad frame must not take the simulator's view of the socket down
+                    log.exception("error handling %s from %s", msg.get("t"), conn.phone)
                 if conn.closed:
                     break
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
