@@ -205,6 +205,7 @@ class Recovery:
         self.d = deps
         self.ui = ui or QuietUI()
         self.cancel = cancel or Cancel()
+        self._link_shown_at: datetime | None = None
 
     def run(self) -> RecoverResult:
         with self.d.lock():
@@ -303,6 +304,7 @@ class Recovery:
             data["link"] = req.to_dict()
             if req.pending:
                 res.link = req
+                self._link_shown_at = self.d.now()  # the person's wait starts when the code is shown
                 self.ui.link(self.t, req)
         return self._record(res, StepOutcome(step.name, step.kind, index, started, self.d.now(), result, detail, data))
 
@@ -327,6 +329,12 @@ class Recovery:
         )
         if wait_link:
             res.human_wait_s += v.human_wait_s
+            if self._link_shown_at is not None and v.link_shown:
+                # shown by the playbook before the verify started waiting
+                res.human_wait_s += max(0.0, (started - self._link_shown_at).total_seconds())
+            elif self._link_shown_at is not None and v.ok:
+                res.human_wait_s += max(0.0, (self.d.now() - self._link_shown_at).total_seconds())
+            self._link_shown_at = None
         if self.cancel.is_set():
             result = "cancelled"
         elif v.ok:
