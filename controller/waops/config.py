@@ -99,7 +99,7 @@ def _set(s: Settings, name: str, value: Any, source: str) -> None:
         else:
             v = str(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{source}: {name} must be a {type(default).__name__}, not {value!r}") from None
+        raise UsageError(f"{source}: {name} must be of type {type(default).__name__}, not {value!r}") from None
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
         raise UsageError(f"{source}: {name} must not be negative")
     setattr(s, name, v)

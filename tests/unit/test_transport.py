@@ -4,6 +4,7 @@ Nothing is mocked: the client speaks SSH to a server that runs the commands with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -54,10 +55,8 @@ def _exec(chan: paramiko.Channel, command: str, env: dict[str, str]) -> None:
         except (OSError, EOFError):
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 p.stdin.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
 
     def pump(src, send) -> None:  # type: ignore[no-untyped-def]
         try:
