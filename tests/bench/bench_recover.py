@@ -1,0 +1,103 @@
+"""Benchmark of `waops recover` on the lab: per cause, the time from the injected fault to a verified
+healthy bot (a test message answered), beside the runbook's 10-15 minute manual target.
+Run on demand (root, the lab); prints a table and writes JSON; asserts nothing.
+
+    python3 tests/bench/bench_recover.py [--lab NAME] [--causes process_down,logged_out,...] [--json out.json]
+
+--lab reuses a lab that is up and provisioned the way tests/lab/test_recover.py makes it (WAOPS_TEST_LAB);
+without it a lab named rc-bench is brought up, provisioned and brought down.
+Phases per cause: detect (fault injected -> the diagnosis names it, as a health check would),
+recover (the `waops recover --yes` run: diagnose, plan, steps, verify) and total (fault -> verified).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.lab.test_recover import (  # noqa: E402 - the path above makes the repo importable
+    MATRIX,
+    RcLab,
+    _provision,
+    _write_bots,
+    auto_link_off,
+    clear,
+    inject,
+    recover_cli,
+    take_backup,
+    wait_cause,
+    wait_healthy,
+)
+
+RUNBOOK_TARGET_S = (10 * 60, 15 * 60)
+
+
+def bench_one(r: RcLab, index: int, cause: str, params: dict) -> dict:
+    take_backup(r, index)
+    t0 = time.monotonic()
+    with auto_link_off(r) if cause == "creds_lost" else contextlib.nullcontext():
+        inject(r, index, cause, **params)
+        try:
+            wait_cause(r, index, (cause,) if cause != "crash" else ("crash", "library_mismatch"))
+        except AssertionError as exc:
+            clear(r, index)
+            return {"cause": cause, "host": index, "error": str(exc)}
+        detected = time.monotonic()
+        if cause == "network":
+            import threading
+
+            threading.Timer(15, clear, (r, index)).start()
+        rc, res = recover_cli(r, index)
+    done = time.monotonic()
+    clear(r, index)
+    with contextlib.suppress(AssertionError):
+        wait_healthy(r, index, timeout=240)
+    return {"cause": cause, "host": index, "outcome": res["outcome"], "exit": rc,
+            "detect_s": round(detected - t0, 1), "recover_s": round(done - detected, 1),
+            "total_s": round(done - t0, 1), "mttr_s": res["mttr_s"], "human_wait_s": res["human_wait_s"],
+            "steps": [f"{s['name']}:{s['result']}" for s in res["steps"]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lab", default=None, help="reuse this lab (up and provisioned)")
+    ap.add_argument("--causes", default="", help="comma-separated causes (default: the whole matrix)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    from tests.conftest import _lab
+
+    lab = _lab(args.lab or "rc-bench")
+    try:
+        if not args.lab:
+            lab.up(2, ("pm2", "systemd"), log=lambda _m: None)
+            _write_bots(lab)
+            _provision(lab.inventory_dir)
+        r = RcLab(lab, lab.inventory_dir, Path("/tmp/waops-bench-recover.db"))
+        for i in (1, 2):
+            wait_healthy(r, i)
+        wanted = set(filter(None, args.causes.split(",")))
+        rows = [bench_one(r, i, c, p) for i, c, _e, _b, p in MATRIX if not wanted or c in wanted]
+    finally:
+        if not args.lab:
+            lab.down(log=lambda _m: None)
+    lo, hi = RUNBOOK_TARGET_S
+    print(f"{'cause':<18}{'host':>5}{'outcome':>13}{'detect':>9}{'recover':>9}{'total':>9}   vs runbook {lo // 60}-"
+          f"{hi // 60} min")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['cause']:<18}{row['host']:>5}  not detected: {row['error'][:80]}")
+            continue
+        print(f"{row['cause']:<18}{row['host']:>5}{row['outcome']:>13}{row['detect_s']:>8.1f}s{row['recover_s']:>8.1f}s"
+              f"{row['total_s']:>8.1f}s   {lo / max(row['total_s'], 0.1):.0f}x faster than {lo // 60} min")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
