@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.lab.test_recover import (  # noqa: E402 - the path above makes the repo importable
+from tests.lab.test_recover import (
     MATRIX,
     RcLab,
     _provision,
