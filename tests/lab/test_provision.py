@@ -1,0 +1,133 @@
+"""Provisioning (issue 3) on real lab hosts: one bot under pm2, one under systemd.
+
+site.yml converges on two fresh hosts, the sandbox bot links to the simulator and stays online, a second
+run changes nothing, `--check --diff` reports nothing, the cron entries exist, and after a reboot the bot
+is back under both managers. The hosts are brought up once for the module (the converge is the slow part).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab.provision_helpers import bot_running, health, pm2_processes, run_site, wait_until
+
+pytestmark = pytest.mark.lab
+
+LAB_NAME = "t-prov"
+
+
+@pytest.fixture(scope="module")
+def converged() -> Iterator[tuple]:
+    """A two-host lab (pm2, systemd) after the first site.yml run; removed afterwards, pass or fail."""
+    from tests.conftest import _lab, lab_available
+
+    why = lab_available()
+    if why:
+        pytest.skip(why)
+    lab = _lab(LAB_NAME)
+    try:
+        inventory = lab.up(2, ("pm2", "systemd"), log=lambda _m: None)
+        first = run_site(inventory)
+        yield lab, inventory, first
+    finally:
+        lab.down(log=lambda _m: None)
+
+
+def test_first_run_converges_both_hosts(converged) -> None:
+    lab, _, first = converged
+    assert first.rc == 0, first.tail()
+    recap = first.recap()
+    assert set(recap) == {h.name for h in lab.hosts()}
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 and r["changed"] > 0 for r in recap.values()), recap
+
+
+def test_bot_links_to_the_simulator_and_stays_online(converged) -> None:
+    lab, _, first = converged
+    assert first.rc == 0, first.tail()
+    for host in lab.hosts():
+        assert wait_until(lambda h=host: health(lab, h).get("connection") == "open", 60), health(lab, host)
+        assert bot_running(lab, host), host.name
+    time.sleep(10)  # still online a while later, no restart loop
+    for host in lab.hosts():
+        assert bot_running(lab, host), host.name
+        assert health(lab, host)["connection"] == "open"
+        if host.service_manager == "pm2":
+            (proc,) = pm2_processes(lab, host)
+            env = proc["pm2_env"]
+            assert env["exec_mode"] == "fork_mode" and env["restart_time"] == 0, env
+        else:
+            restarts = lab.ssh(host, "systemctl show -p NRestarts --value waops-bot-shop.service").strip()
+            assert restarts == "0"
+
+
+def test_second_run_changes_nothing(converged) -> None:
+    lab, inventory, first = converged
+    assert first.rc == 0, first.tail()
+    second = run_site(inventory)
+    assert second.rc == 0, second.tail()
+    recap = second.recap()
+    assert set(recap) == {h.name for h in lab.hosts()}
+    assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), second.tail(120)
+
+
+def test_check_diff_on_a_converged_host_reports_no_change(converged) -> None:
+    lab, inventory, first = converged
+    assert first.rc == 0, first.tail()
+    check = run_site(inventory, "--check", "--diff")
+    assert check.rc == 0, check.tail()
+    assert set(check.recap()) == {h.name for h in lab.hosts()}
+    assert all(r["changed"] == 0 for r in check.recap().values()), check.tail(120)
+    assert "--- before" not in check.output
+
+
+def test_files_modes_and_local_fact(converged) -> None:
+    lab, _, first = converged
+    assert first.rc == 0, first.tail()
+    for host in lab.hosts():
+        stat = lab.ssh(host, "stat -c '%n %U %G %a' /etc/waops/bots/shop.env /etc/waops/bots/shop.json "
+                             "/var/backups/waops/shop /var/lib/waops/bots/shop/auth /usr/local/bin/waops-host",
+                       check=True).split("\n")
+        assert "/etc/waops/bots/shop.env root wa-shop 640" in stat
+        assert "/etc/waops/bots/shop.json root root 600" in stat
+        assert "/var/backups/waops/shop wa-shop wa-shop 700" in stat
+        assert "/var/lib/waops/bots/shop/auth wa-shop wa-shop 700" in stat
+        assert "/usr/local/bin/waops-host root root 755" in stat
+        config = json.loads(lab.ssh(host, "cat /etc/waops/bots/shop.json", check=True))
+        assert config["service_manager"] == host.service_manager and config["user"] == "wa-shop"
+        fact = json.loads(lab.ssh(host, "cat /etc/ansible/facts.d/waops_bot.fact", check=True))
+        bot = fact["bots"]["shop"]
+        current = lab.ssh(host, "readlink /opt/waops/bots/shop/current", check=True).strip()
+        assert current == f"releases/{bot['current']}"
+        assert bot["releases"][bot["current"]]["library"] == {"name": "baileys", "version": "6.7.18"}
+        env = lab.ssh(host, "cat /etc/waops/bots/shop.env", check=True)
+        assert 'WAOPS_SIM_URL="tcp://' in env and 'NODE_PATH="/opt/waops/lib/node_modules"' in env
+
+
+def test_cron_entries_exist(converged) -> None:
+    lab, _, first = converged
+    assert first.rc == 0, first.tail()
+    for host in lab.hosts():
+        cron = lab.ssh(host, "cat /etc/cron.d/waops-shop", check=True)
+        assert "0 */6 * * * root /usr/local/bin/waops-host backup --bot shop --reason cron" in cron
+        assert "*/5 * * * * root /usr/local/bin/waops-host check --bot shop" in cron
+
+
+def test_bot_is_back_after_a_reboot(converged) -> None:
+    from waops.lab.container import wait_for_ssh
+
+    lab, _, first = converged
+    assert first.rc == 0, first.tail()
+    hosts = lab.hosts()
+    before = {h.name: health(lab, h).get("session_started_at") for h in hosts}
+    for host in hosts:
+        lab.ssh(host, "systemctl reboot")
+    time.sleep(3)
+    for host in hosts:
+        wait_for_ssh(host.ip, lab.image.key, lab.known_hosts, timeout=120)
+    for host in hosts:
+        assert wait_until(lambda h=host: bot_running(lab, h) and health(lab, h).get("connection") == "open"
+                          and health(lab, h).get("session_started_at") != before[h.name], 90), host.name
