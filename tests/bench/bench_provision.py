@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.lab.provision_helpers import run_site  # after the path fix above
+from tests.lab.test_provision_support import run_site  # after the path fix above
 
 
 def bench(hosts: int) -> dict:

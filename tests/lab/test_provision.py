@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.provision_helpers import bot_running, health, pm2_processes, run_site, wait_until
+from tests.lab.test_provision_support import bot_running, health, pm2_processes, run_site, wait_until
 
 pytestmark = pytest.mark.lab
 

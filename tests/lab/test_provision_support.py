@@ -1,4 +1,4 @@
-"""Running site.yml against a lab and reading what it did (shared by the provisioning tests and bench)."""
+"""Helpers for the provisioning tests and bench (no tests here): run site.yml on a lab, read what it did."""
 
 from __future__ import annotations
 
