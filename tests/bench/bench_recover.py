@@ -38,17 +38,19 @@ from tests.lab.test_recover import (
 RUNBOOK_TARGET_S = (10 * 60, 15 * 60)
 
 
-def bench_one(r: RcLab, index: int, cause: str, params: dict) -> dict:
+def bench_one(r: RcLab, index: int, cause: str, params: dict, diagnoses: tuple[str, ...]) -> dict:
     take_backup(r, index)
     t0 = time.monotonic()
     with auto_link_off(r) if cause == "creds_lost" else contextlib.nullcontext():
         inject(r, index, cause, **params)
         try:
-            wait_cause(r, index, (cause,) if cause != "crash" else ("crash", "library_mismatch"))
+            seen = wait_cause(r, index, diagnoses)
         except AssertionError as exc:
             clear(r, index)
             return {"cause": cause, "host": index, "error": str(exc)}
         detected = time.monotonic()
+        if seen == "logged_out":
+            r.sim.set_auto_link(True)
         if cause == "network":
             import threading
 
@@ -82,7 +84,7 @@ def main() -> None:
         for i in (1, 2):
             wait_healthy(r, i)
         wanted = set(filter(None, args.causes.split(",")))
-        rows = [bench_one(r, i, c, p) for i, c, _e, _b, p in MATRIX if not wanted or c in wanted]
+        rows = [bench_one(r, i, c, p, d) for i, c, _o, _b, p, d in MATRIX if not wanted or c in wanted]
     finally:
         if not args.lab:
             lab.down(log=lambda _m: None)
