@@ -103,10 +103,12 @@ def run_demo(
                lambda: say("    " + inject(lab, target.host, "logged_out", target.bot)))
 
         def diagnose() -> None:
-            deadline = time.monotonic() + 60
+            # Right after the 401 the bot may be between exit and restart (health "stopped"): wait until
+            # the facts settle on the cause, as the scheduled health check would see it.
+            deadline = time.monotonic() + 90
             while True:
                 state = probe()
-                if state.diagnosis.cause != "healthy" or time.monotonic() > deadline:
+                if state.diagnosis.cause == "logged_out" or time.monotonic() > deadline:
                     break
                 time.sleep(2)
             d = state.diagnosis
