@@ -70,7 +70,7 @@ def diagnose(ctx: click.Context, hosts: tuple[str, ...], all_hosts: bool, invent
         click.echo(json.dumps({"schema": 1, "results": rows}, indent=2, default=str))
     else:
         _table(rows)
-    sys.exit(code)  # not ctx.exit: waops.cli.main drops the code of a click Exit
+    sys.exit(code)
 
 
 def _logs(files: tuple[str, ...], s: config.Settings) -> list[dict[str, Any]]:
