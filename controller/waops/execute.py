@@ -237,10 +237,13 @@ def run_playbook(
     cancel: Cancel | None = None,
     envvars: Mapping[str, str] | None = None,
     verbosity: int = 0,
+    check: bool = False,
+    diff: bool = False,
 ) -> RunResult:
     """Run a playbook (a name under playbooks/, or a path) and return what happened.
 
     `secrets` are extra vars that never touch the disk in clear; `extravars` are plain ones.
+    `check`/`diff` are ansible-playbook's --check and --diff.
     Raises ExecuteError only when the run could not start; a failed play is a RunResult.
     """
     import ansible_runner
@@ -265,6 +268,7 @@ def run_playbook(
         cmdline: list[str] = []
         if secrets:
             cmdline, release = _write_secrets(private, secrets)
+        cmdline += ["--check"] * check + ["--diff"] * diff
         kwargs: dict[str, Any] = {
             "private_data_dir": str(private),
             "project_dir": str(path.parent),

@@ -57,6 +57,8 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
 
 
 def _provision_progress(c: Any) -> Any:
+    from rich.markup import escape
+
     seen = [0]
 
     def on(p: Any) -> None:
@@ -65,7 +67,7 @@ def _provision_progress(c: Any) -> Any:
             if seen[0] % 10 == 0:
                 c.print(f"    [dim]{seen[0]} tasks... {p.task}[/]")
         elif p.kind in ("failed", "unreachable"):
-            c.print(f"    [red]{p.kind}[/] {p.task}: {p.message}", markup=False)
+            c.print(f"    [red]{p.kind}[/] {escape(p.task)}: {escape(p.message)}")
 
     return on
 
