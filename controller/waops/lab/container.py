@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -58,10 +59,13 @@ class Container:
         for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):
             shutil.copy(crt, m / "usr/local/share/ca-certificates" / crt.name)
         shutil.copy("/etc/ssl/certs/ca-certificates.crt", m / "etc/ssl/certs/ca-certificates.crt")
-        if not (m / "etc/ssh/ssh_host_ed25519_key").exists():
-            # ssh-keygen -A -f PREFIX writes PREFIX/etc/ssh/ssh_host_*: this host's own keys.
-            run(["ssh-keygen", "-A", "-f", str(m)])
-        pub = (m / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        key = m / "etc/ssh/ssh_host_ed25519_key"
+        if not key.exists():
+            # This host's own key. Only ed25519: `ssh-keygen -A` would add an RSA key whose generation
+            # costs ~0.6 s of CPU per host, and known_hosts holds only the ed25519 key anyway.
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{self.name}", "-f", str(key)])
+        (m / "etc/ssh/sshd_config.d/waops-hostkey.conf").write_text(f"HostKey /etc/ssh/{key.name}\n")
+        pub = key.with_suffix(".pub").read_text().split()
         return f"{self.ip} {pub[0]} {pub[1]}"
 
     def start(self) -> None:
@@ -136,11 +140,26 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def wait_for_port(ip: str, port: int, deadline: float) -> bool:
+    """Poll a TCP port with short connect attempts. An ssh with ConnectTimeout=2 started before the
+    host's interface is up waits out the whole ARP timeout; a 0.2 s probe retries at once instead."""
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((ip, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def wait_for_ssh(ip: str, key: Path, known_hosts: Path, timeout: float = 60.0) -> str:
     """Wait until systemd inside answers over real SSH (strict host-key checking). Returns its state."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
+        if not wait_for_port(ip, 22, deadline):
+            last = last or "port 22 never answered"
+            break
         proc = subprocess.run(
             ["ssh", *ssh_options(key, known_hosts), f"root@{ip}", "systemctl is-system-running --wait"],
             capture_output=True, text=True, timeout=timeout)

@@ -49,6 +49,8 @@ class LabPostgres:
             hba = self.data_dir / "pg_hba.conf"
             hba.write_text("local all all trust\n"
                            f"host all all {self.subnet} scram-sha-256\n")
+        if self.running():
+            return  # `lab up` adding hosts to a lab that already runs: pg_ctl start would fail
         run(["runuser", "-u", "postgres", "--", str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-w",
              "-l", str(self.data_dir / "server.log"), "-o",
              f"-c listen_addresses={self.listen} -c port={self.port} -c unix_socket_directories={self.data_dir}"
@@ -63,6 +65,10 @@ class LabPostgres:
         exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'").strip()
         if exists != "1":
             self._psql(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
+
+    def running(self) -> bool:
+        return run(["runuser", "-u", "postgres", "--", str(_bindir() / "pg_ctl"), "-D", str(self.data_dir),
+                    "status"], check=False).returncode == 0
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
