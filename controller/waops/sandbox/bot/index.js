@@ -60,10 +60,13 @@ async function connectToWhatsApp () {
     printQRInTerminal: false
   })
   if (keepalive) {
+    // One call per socket. Everything else (interval, quiet hours, backup command) comes from the
+    // environment; the sandbox hands over the simulator's accelerated clock, a real bot leaves it out.
     health = keepalive.attach(sock, {
       file: env.WAOPS_HEALTH_FILE,
       bot: BOT,
-      clock: () => (waopsSimClock ? waopsSimClock.now() : Date.now()),
+      logger,
+      clock: waopsSimClock,
       library: { name: 'baileys', version: libraryVersion }
     })
   }
@@ -118,11 +121,15 @@ async function connectToWhatsApp () {
         default:
           console.log(`Unknown DisconnectReason: ${code}|${lastDisconnect?.error?.message}`)
       }
-      // The canonical rule: reconnect unless logged out.
-      if (code !== DisconnectReason.loggedOut) {
+      // The canonical rule is "reconnect unless logged out"; the keep-alive agent refines it for 401:
+      // a few tries while session keys exist, then stop for good (it logs why and marks the health file).
+      const reconnect = health ? health.shouldReconnect(lastDisconnect) : code !== DisconnectReason.loggedOut
+      if (reconnect) {
         setTimeout(() => connectToWhatsApp().catch(fatal), code === DisconnectReason.restartRequired ? 0 : RECONNECT_DELAY_MS)
-      } else if (health) {
-        health.set({ connection: 'stopped' })
+      } else {
+        if (health && health.state.connection !== 'stopped') health.set({ connection: 'stopped' })
+        // Stay up, idle: an exit would make pm2 start the bot again into the same 401.
+        setInterval(() => {}, 1 << 30)
       }
     }
   })

@@ -1,17 +1,38 @@
 'use strict'
-// waops keep-alive agent: attach(sock, opts) follows a Baileys socket and keeps the bot's health file
-// (docs/CONTRACTS.md, contract 5) current. No dependencies: bots load it through NODE_PATH.
+// waops keep-alive agent. A Baileys bot attaches it to each socket it makes, with one call:
 //
-// opts: { file (default $WAOPS_HEALTH_FILE), bot ($WAOPS_BOT), clock (() => ms, default Date.now),
-//         library: { name, version } }
-// One agent per health file lives for the whole process, so state survives the bot's reconnects
-// (each reconnect makes a new socket and calls attach again).
+//   const keepalive = require('waops-keepalive')          // or: import { attach } from 'waops-keepalive'
+//   const agent = keepalive.attach(sock, { bot: 'shop', logger })
+//   ... in connection.update on close:  if (agent.shouldReconnect(lastDisconnect)) reconnect()
+//
+// It sends `available` presence every `hours` (skipping quiet hours), runs the host agent's backup after
+// each keep-alive, logs the session's age and, on every disconnect, how long the session lived, keeps the
+// health file (docs/CONTRACTS.md "Health file") current, and decides reconnects after a 401: a few tries
+// while session keys exist, then stop and say so. No dependencies: bots load it through NODE_PATH.
+//
+// Options (environment in brackets; docs/CONTRACTS.md "Keep-alive agent"):
+//   file [WAOPS_HEALTH_FILE], bot [WAOPS_BOT], library {name, version},
+//   hours [WAOPS_KEEPALIVE_HOURS, 12; 0 = no keep-alive], quietHours [WAOPS_QUIET_HOURS, 01:00-06:00; off],
+//   tz [WAOPS_TZ, UTC], backup: {cmd: [argv]} | {socket: path} | false
+//   [WAOPS_BACKUP_SOCKET, else WAOPS_BACKUP_CMD, else `waops-host backup --reason keepalive --bot <bot> --json`],
+//   maxLoggedOutRetries [WAOPS_401_RETRIES, 3], authDir [WAOPS_AUTH_DIR] (files store: "session files exist"),
+//   clock: () => ms | {now() => ms, speed} (an accelerated clock: timers are divided by its speed),
+//   tickMs [WAOPS_KEEPALIVE_TICK_MS, 60000] (longest real wait between two looks at the clock),
+//   logger (pino-like: info/warn/error(obj, msg); default: JSON lines on stdout).
 const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
+const { writeAtomic, readPrevious } = require('./health')
+const { parseQuietHours, checkTimeZone, quietRemainingMs } = require('./quiet')
+const backup = require('./backup')
 
+const LOGGED_OUT = 401
+const HOUR_MS = 3600 * 1000
 const agents = new Map()
 
 const iso = (ms) => (ms == null ? null : new Date(ms).toISOString())
+const parseIso = (s) => { const t = Date.parse(s); return Number.isFinite(t) ? t : null }
+const seconds = (ms) => (ms == null ? null : Math.round(ms / 1000))
 
 function disconnectReason (error) {
   const node = error?.data
@@ -19,78 +40,265 @@ function disconnectReason (error) {
   return child?.attrs?.type || error?.message || null
 }
 
-class HealthAgent {
+// A pino-style line when the bot gives no logger.
+function jsonLogger (bindings) {
+  const write = (level) => (obj, msg) => {
+    const line = { level, time: Date.now(), pid: process.pid, hostname: os.hostname(), ...bindings, ...obj, msg }
+    process.stdout.write(JSON.stringify(line) + '\n')
+  }
+  return { info: write(30), warn: write(40), error: write(50) }
+}
+
+function makeClock (clock) {
+  if (typeof clock === 'function') return { now: clock, speed: () => 1 }
+  if (clock && typeof clock.now === 'function') {
+    return { now: () => clock.now(), speed: () => (clock.speed > 0 ? clock.speed : 1) }
+  }
+  return { now: Date.now, speed: () => 1 }
+}
+
+function backupSpec (opt, env, bot) {
+  if (opt === false || opt === null) return null
+  if (opt && opt.socket) return { socket: opt.socket }
+  if (opt && opt.cmd) return { cmd: backup.parseCommand(opt.cmd, bot) }
+  if (env.WAOPS_BACKUP_SOCKET) return { socket: env.WAOPS_BACKUP_SOCKET }
+  const cmd = backup.parseCommand(env.WAOPS_BACKUP_CMD, bot)
+  return cmd ? { cmd } : null
+}
+
+class KeepAliveAgent {
   constructor (opts) {
+    const env = process.env
     this.file = opts.file
-    this.clock = opts.clock || Date.now
+    this.bot = opts.bot || env.WAOPS_BOT || 'bot'
+    this.clock = makeClock(opts.clock)
+    this.intervalMs = Number(opts.hours ?? env.WAOPS_KEEPALIVE_HOURS ?? 12) * HOUR_MS
+    this.quiet = parseQuietHours(opts.quietHours ?? env.WAOPS_QUIET_HOURS ?? '01:00-06:00')
+    this.tz = checkTimeZone(opts.tz || env.WAOPS_TZ || 'UTC')
+    this.tickMs = Number(opts.tickMs ?? env.WAOPS_KEEPALIVE_TICK_MS ?? 60000)
+    this.maxRetries = Number(opts.maxLoggedOutRetries ?? env.WAOPS_401_RETRIES ?? 3)
+    this.authDir = opts.authDir ?? env.WAOPS_AUTH_DIR ?? null
+    this.authStore = opts.authStore || env.WAOPS_AUTH_STORE || 'files'
+    this.backup = backupSpec(opts.backup, env, this.bot)
+    this.log = opts.logger
+      ? (opts.logger.child ? opts.logger.child({ class: 'waops-keepalive' }) : opts.logger)
+      : jsonLogger({ class: 'waops-keepalive' })
+    this.sock = null
+    this.timer = null
+    this.backupRunning = false
+    this.openedAt = null // this connection (ms on the bot's clock)
+    const previous = (this.file && readPrevious(this.file)) || {}
+    // Kept in the health file: a restarted bot (pm2 restarts on exit) does not get a fresh set of tries.
+    this.loggedOutTries = Number(previous.logged_out_attempts) || 0
     this.state = {
       schema: 1,
-      bot: opts.bot || process.env.WAOPS_BOT || null,
+      bot: this.bot,
       connection: 'connecting',
       last_disconnect: null,
       session_started_at: null,
-      last_keepalive_at: null,
-      last_message_sent_at: null,
-      last_message_received_at: null,
+      last_keepalive_at: previous.last_keepalive_at || null,
+      last_message_sent_at: previous.last_message_sent_at || null,
+      last_message_received_at: previous.last_message_received_at || null,
       qr: null,
       pairing_code: null,
       library: opts.library || null,
+      // Additions of the keep-alive agent (optional fields of the health file).
+      linked_at: previous.linked_at || null,
+      keepalive: {
+        interval_hours: this.intervalMs / HOUR_MS,
+        quiet_hours: this.quiet ? this.quiet.spec : null,
+        tz: this.tz,
+        next_at: null,
+        count: 0,
+        last_backup: previous.keepalive?.last_backup || null
+      },
+      stopped_reason: null,
+      logged_out_attempts: this.loggedOutTries,
       updated_at: null
     }
+    this.write()
   }
 
-  // Merge a partial state and write the file; bots call this too (e.g. {connection: 'stopped'}).
+  // Merge a partial state and write the file; bots may call this too (e.g. {connection: 'stopped'}).
   set (partial) {
     Object.assign(this.state, partial)
     this.write()
   }
 
-  // Written to a temporary name and renamed, so a reader never sees half a file.
   write () {
     if (!this.file) return
-    // updated_at is wall time (file freshness); the other times follow the bot's clock.
+    // updated_at is wall time (file freshness for the host agent); the other times follow the bot's clock.
     this.state.updated_at = new Date().toISOString()
-    const tmp = `${this.file}.tmp-${process.pid}`
     try {
-      fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 })
-      fs.writeFileSync(tmp, JSON.stringify(this.state) + '\n', { mode: 0o600 })
-      fs.renameSync(tmp, this.file)
+      writeAtomic(this.file, this.state)
     } catch (err) {
-      process.emitWarning(`waops-keepalive: cannot write ${this.file}: ${err.message}`)
+      this.log.warn({ err: err.message, file: this.file }, 'waops-keepalive: cannot write the health file')
     }
   }
 
-  onConnectionUpdate (update) {
-    const now = this.clock()
+  // -- socket events -------------------------------------------------------------------------------
+  onConnectionUpdate (sock, update) {
+    if (sock !== this.sock) return // an old socket's late events
+    const now = this.clock.now()
     const patch = {}
     if (update.qr) Object.assign(patch, { qr: update.qr, connection: 'waiting_link' })
+    if (update.isNewLogin) patch.linked_at = iso(now)
     if (update.connection === 'connecting') patch.connection = 'connecting'
     if (update.connection === 'open') {
-      Object.assign(patch, { connection: 'open', session_started_at: iso(now), qr: null, pairing_code: null })
+      this.openedAt = now
+      this.loggedOutTries = 0
+      patch.logged_out_attempts = 0
+      if (!this.state.linked_at) patch.linked_at = iso(now) // first open we saw of a device linked before
+      Object.assign(patch, { connection: 'open', session_started_at: iso(now), qr: null, pairing_code: null, stopped_reason: null })
     }
     if (update.connection === 'close') {
       const error = update.lastDisconnect?.error
+      const code = error?.output?.statusCode ?? null
+      const reason = disconnectReason(error)
       patch.connection = 'close'
-      patch.last_disconnect = {
-        code: error?.output?.statusCode ?? null,
-        reason: disconnectReason(error),
-        at: iso(now)
+      patch.last_disconnect = { code, reason, at: iso(now) }
+      if (this.openedAt != null) {
+        this.log.info({ bot: this.bot, code, reason, session_duration_s: seconds(now - this.openedAt), session_started_at: iso(this.openedAt), device_age_s: this.deviceAgeS(now) }, 'session ended')
       }
+      this.openedAt = null
     }
     if (Object.keys(patch).length) this.set(patch)
+    if (update.connection === 'open') this.schedule()
   }
 
   onMessages ({ messages }) {
-    const now = iso(this.clock())
-    const sent = messages.some((m) => m.key?.fromMe)
-    const received = messages.some((m) => !m.key?.fromMe)
-    if (sent) this.state.last_message_sent_at = now
-    if (received) this.state.last_message_received_at = now
+    const now = iso(this.clock.now())
+    if (messages.some((m) => m.key?.fromMe)) this.state.last_message_sent_at = now
+    if (messages.some((m) => !m.key?.fromMe)) this.state.last_message_received_at = now
     this.write()
   }
 
+  deviceAgeS (now) {
+    const linked = parseIso(this.state.linked_at)
+    return linked == null ? null : seconds(now - linked)
+  }
+
+  // -- 401: bounded reconnects ---------------------------------------------------------------------
+  sessionFilesExist () {
+    if (this.authStore === 'files' && this.authDir) return fs.existsSync(path.join(this.authDir, 'creds.json'))
+    // Other stores (PostgreSQL rows): the socket's creds still name a linked device.
+    return Boolean(this.sock?.authState?.creds?.me?.id)
+  }
+
+  // The bot's reconnect rule. Any code but 401: reconnect. 401 (device removed, session expired):
+  // reconnect at most maxLoggedOutRetries times in a row while session keys exist, then stop for good.
+  shouldReconnect (lastDisconnect) {
+    const code = typeof lastDisconnect === 'number' ? lastDisconnect : lastDisconnect?.error?.output?.statusCode
+    if (code !== LOGGED_OUT) return true
+    const filesExist = this.sessionFilesExist()
+    if (filesExist && this.loggedOutTries < this.maxRetries) {
+      this.loggedOutTries += 1
+      this.set({ logged_out_attempts: this.loggedOutTries })
+      this.log.warn({ bot: this.bot, code, attempt: this.loggedOutTries, max_attempts: this.maxRetries }, 'logged out (401): reconnect attempt')
+      return true
+    }
+    const why = filesExist
+      ? `logged out (401) ${this.loggedOutTries + 1} times in a row: the device was removed; link it again`
+      : 'logged out (401) and no session keys left: link the device again'
+    this.stop(why, code)
+    return false
+  }
+
+  stop (reason, code = null) {
+    clearTimeout(this.timer)
+    this.timer = null
+    this.log.error({ bot: this.bot, code, attempts: this.loggedOutTries }, `stopped reconnecting: ${reason}`)
+    this.set({ connection: 'stopped', stopped_reason: reason })
+  }
+
+  // -- keep-alive schedule -------------------------------------------------------------------------
+  isOpen () {
+    return this.state.connection === 'open' && this.sock != null && this.sock.ws?.isOpen !== false
+  }
+
+  dueAt () {
+    const last = parseIso(this.state.last_keepalive_at)
+    const base = last ?? this.openedAt ?? this.clock.now()
+    return base + this.intervalMs
+  }
+
+  schedule () {
+    if (!(this.intervalMs > 0) || this.state.connection === 'stopped') return
+    clearTimeout(this.timer)
+    const now = this.clock.now()
+    let wait = this.dueAt() - now
+    if (wait <= 0) wait = quietRemainingMs(now, this.quiet, this.tz) // due: wait out quiet hours first
+    if (wait <= 0) {
+      this.timer = setTimeout(() => this.tick(), 0)
+    } else {
+      this.state.keepalive.next_at = iso(now + wait)
+      // Sim ms -> real ms; never sleep longer than tickMs, so a sped-up or advanced clock is noticed.
+      const real = Math.min(Math.ceil(wait / this.clock.speed()), this.tickMs)
+      this.timer = setTimeout(() => this.schedule(), Math.max(real, 1))
+    }
+    this.timer.unref?.()
+  }
+
+  async tick () {
+    this.timer = null
+    const now = this.clock.now()
+    if (now < this.dueAt() || quietRemainingMs(now, this.quiet, this.tz) > 0) return this.schedule()
+    if (!this.isOpen()) {
+      // Not open: nothing is sent; the next open reschedules (a due keep-alive goes out right then).
+      this.log.info({ bot: this.bot, connection: this.state.connection }, 'keep-alive skipped: connection not open')
+      return
+    }
+    const sock = this.sock
+    try {
+      await sock.sendPresenceUpdate('available')
+    } catch (err) {
+      this.log.warn({ bot: this.bot, err: err?.message }, 'keep-alive failed')
+      this.state.last_keepalive_at = iso(now) // try again a full interval later, not in a tight loop
+      this.write()
+      return this.schedule()
+    }
+    this.state.keepalive.count += 1
+    this.state.last_keepalive_at = iso(now)
+    this.state.keepalive.next_at = iso(now + this.intervalMs)
+    this.write()
+    this.log.info({
+      bot: this.bot,
+      session_age_s: seconds(now - (this.openedAt ?? now)),
+      device_age_s: this.deviceAgeS(now),
+      session_started_at: iso(this.openedAt),
+      keepalive_count: this.state.keepalive.count,
+      next_at: this.state.keepalive.next_at
+    }, 'keep-alive sent')
+    this.schedule()
+    this.runBackup()
+  }
+
+  async runBackup () {
+    if (!this.backup) return
+    if (this.backupRunning) {
+      this.log.warn({ bot: this.bot }, 'keep-alive backup skipped: the previous one is still running')
+      return
+    }
+    this.backupRunning = true
+    const started = Date.now()
+    try {
+      const result = this.backup.socket
+        ? await backup.runSocket(this.backup.socket)
+        : await backup.runCommand(this.backup.cmd)
+      const record = { ok: result.ok, id: result.id, at: iso(this.clock.now()), error: result.error || null }
+      this.state.keepalive.last_backup = record
+      this.write()
+      const fields = { bot: this.bot, backup_id: result.id, verified: result.verified, seconds: (Date.now() - started) / 1000 }
+      if (result.ok) this.log.info(fields, 'keep-alive backup done')
+      else this.log.error({ ...fields, exit_code: result.exitCode, error: result.error }, 'keep-alive backup failed')
+    } finally {
+      this.backupRunning = false
+    }
+  }
+
   attachTo (sock) {
-    sock.ev.on('connection.update', (update) => this.onConnectionUpdate(update))
+    this.sock = sock
+    sock.ev.on('connection.update', (update) => this.onConnectionUpdate(sock, update))
     sock.ev.on('messages.upsert', (upsert) => this.onMessages(upsert))
     // Capture pairing codes without the bot having to report them.
     if (typeof sock.requestPairingCode === 'function' && !sock.requestPairingCode.waopsWrapped) {
@@ -106,16 +314,16 @@ class HealthAgent {
   }
 }
 
+// One agent per health file for the whole process: its state (last keep-alive, 401 attempts) survives
+// the bot's reconnects, each of which makes a new socket and calls attach again.
 function attach (sock, opts = {}) {
   const file = opts.file || process.env.WAOPS_HEALTH_FILE || null
   let agent = agents.get(file)
   if (!agent) {
-    agent = new HealthAgent({ ...opts, file })
+    agent = new KeepAliveAgent({ ...opts, file })
     agents.set(file, agent)
-  } else if (opts.clock) {
-    agent.clock = opts.clock
   }
   return agent.attachTo(sock)
 }
 
-module.exports = { attach, HealthAgent }
+module.exports = { attach, KeepAliveAgent, HealthAgent: KeepAliveAgent }

@@ -1,0 +1,71 @@
+'use strict'
+// The backup after a keep-alive: the host agent `waops-host backup --reason keepalive --bot <bot>`.
+// Either run as a command (execFile, no shell) or, on hosts provisioned by the waops_bot role, requested
+// through a unix socket that a root-owned systemd socket unit answers by running exactly that command
+// (the bot user cannot read the agent's config, and a hardened unit with NoNewPrivileges cannot sudo).
+const { execFile } = require('node:child_process')
+const net = require('node:net')
+
+const TIMEOUT_MS = 10 * 60 * 1000
+
+function defaultCommand (bot) {
+  return ['waops-host', 'backup', '--reason', 'keepalive', '--bot', bot, '--json']
+}
+
+// WAOPS_BACKUP_CMD: a JSON array of arguments, or words separated by spaces; "off" disables.
+function parseCommand (value, bot) {
+  if (value == null || value === '') return defaultCommand(bot)
+  if (Array.isArray(value)) return value.map(String)
+  const text = String(value).trim()
+  if (text === 'off' || text === 'none') return null
+  if (text.startsWith('[')) return JSON.parse(text).map(String)
+  return text.split(/\s+/)
+}
+
+// The agent prints {"command": "backup", "results": [{"id", "verified", ...}]} with --json.
+function summarize (stdout) {
+  try {
+    const doc = JSON.parse(String(stdout).trim().split('\n').pop())
+    const r = (doc.results || [])[0] || {}
+    return { id: r.id || null, verified: r.verified ?? null, error: r.error || null }
+  } catch {
+    return { id: null, verified: null, error: null }
+  }
+}
+
+function runCommand (argv, timeoutMs = TIMEOUT_MS) {
+  return new Promise((resolve) => {
+    execFile(argv[0], argv.slice(1), { timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      const summary = summarize(stdout)
+      if (err) {
+        const code = typeof err.code === 'number' ? err.code : null
+        const detail = summary.error || String(stderr || err.message).trim().split('\n').pop()
+        resolve({ ok: false, exitCode: code, id: summary.id, error: detail.slice(0, 300) })
+      } else {
+        resolve({ ok: true, exitCode: 0, ...summary })
+      }
+    })
+  })
+}
+
+function runSocket (socketPath, timeoutMs = TIMEOUT_MS) {
+  return new Promise((resolve) => {
+    let out = ''
+    let done = false
+    const finish = (result) => { if (!done) { done = true; clearTimeout(timer); resolve(result) } }
+    const conn = net.createConnection(socketPath)
+    const timer = setTimeout(() => { conn.destroy(); finish({ ok: false, exitCode: null, id: null, error: 'timed out' }) }, timeoutMs)
+    conn.setEncoding('utf8')
+    conn.on('data', (chunk) => { if (out.length < 1 << 20) out += chunk })
+    conn.on('error', (err) => finish({ ok: false, exitCode: null, id: null, error: err.message }))
+    conn.on('end', () => {
+      const summary = summarize(out)
+      let ok = false
+      try { ok = JSON.parse(out.trim().split('\n').pop()).ok === true } catch { /* no JSON: failed */ }
+      finish({ ok, exitCode: null, ...summary, error: ok ? null : (summary.error || 'no result from the backup service') })
+    })
+    conn.end() // nothing to say: connecting is the request, the command is fixed by the unit
+  })
+}
+
+module.exports = { defaultCommand, parseCommand, runCommand, runSocket }
