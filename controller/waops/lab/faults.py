@@ -17,6 +17,8 @@ SIMULATOR_CAUSES = {"logged_out", "corrupt_keys", "network", "banned", "rate_lim
 HOST_CAUSES = {"creds_lost", "process_down", "crash", "library_mismatch", "conflict"}
 ALL_CAUSES = SIMULATOR_CAUSES | HOST_CAUSES | {"clear"}
 
+# The vendored Baileys build that only `import` can load (the sandbox also vendors loadable ones).
+ESM_ONLY_VERSION = "7.0.0-rc.9"
 STRAY_MARKER = "waops-lab-stray"  # argv marker of the second instance, so `clear` can find it
 
 
@@ -70,12 +72,13 @@ def _creds_lost(cfg: dict) -> str:
     # A crash in the middle of writing creds: the file (or row) is cut short, then the bot restarts.
     if cfg["auth_store"] == "postgres":
         pg = cfg["postgres"]
-        delete = ("psql -v ON_ERROR_STOP=1 -q -v s={session} -c "
-                  "\"DELETE FROM {table} WHERE session = :'s' AND key = 'creds'\"").format(
-            session=shlex.quote(pg["session"]), table=pg.get("table", "baileys_auth"))
+        # On stdin: psql interpolates :'s' (a quoted literal) there, never in `-c` (psql's own rule).
+        sql = f"DELETE FROM {_ident(pg.get('table', 'baileys_auth'))} WHERE session = :'s' AND key = 'creds';"
         conn = (f"PGPASSFILE={shlex.quote(pg['password_file'])} PGHOST={shlex.quote(pg['host'])} "
                 f"PGPORT={int(pg['port'])} PGDATABASE={shlex.quote(pg['dbname'])} PGUSER={shlex.quote(pg['user'])}")
-        return f"{conn} {delete} && {_service(cfg, 'restart')}"
+        psql = f"psql -v ON_ERROR_STOP=1 -q -v s={shlex.quote(pg['session'])}"
+        delete = f"printf '%s\\n' {shlex.quote(sql)} | {conn} {psql}"
+        return f"{delete} && {_service(cfg, 'restart')}"
     creds = shlex.quote(cfg["auth_dir"] + "/creds.json")
     return f"truncate -s 37 {creds} && {_service(cfg, 'restart')}"
 
@@ -86,7 +89,7 @@ def _new_release(cfg: dict, suffix: str, change: str) -> str:
     return (f"set -e; cd {root}; cur=$(readlink -f current); new=releases/$(date +%Y%m%dT%H%M%S)-{suffix}; "
             f"cp -a \"$cur\" \"$new\"; (cd \"$new\" && {change}); "
             f"chown -R {shlex.quote(cfg['user'])}: \"$new\"; ln -sfn \"${{new#./}}\" current.tmp; "
-            f"mv -T current.tmp current; {_service(cfg, 'restart')}")
+            f"mv -T current.tmp current; {_service(cfg, 'restart')} || true")  # a unit that fails to start IS the fault
 
 
 def _crash(cfg: dict) -> str:
@@ -98,8 +101,8 @@ def _crash(cfg: dict) -> str:
 def _library_mismatch(cfg: dict) -> str:
     # An upgrade to an ESM-only Baileys in a CommonJS bot (what 6.7.19+/7.x do to `require`).
     package = shlex.quote(cfg.get("library_package", "baileys"))
-    change = (f"esm=$(ls -d vendor/baileys-7* | head -n1); "
-              f"rm -rf node_modules/{package}; ln -s ../\"$esm\" node_modules/{package}")
+    change = (f"test -d vendor/baileys-{ESM_ONLY_VERSION}; "
+              f"rm -rf node_modules/{package}; ln -s ../vendor/baileys-{ESM_ONLY_VERSION} node_modules/{package}")
     return _new_release(cfg, "upgrade", change)
 
 
@@ -110,6 +113,11 @@ def _conflict(cfg: dict) -> str:
              f"exec -a 'node index.js {STRAY_MARKER}' node index.js")
     return (f"setsid runuser -u {shlex.quote(cfg['user'])} -- bash -c {shlex.quote(inner)} "
             f"> /dev/null 2>&1 < /dev/null & sleep 0.5")
+
+
+def _ident(name: str) -> str:
+    """A SQL identifier from the agent config, quoted (the table name cannot be a bound parameter)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 _HOST_FAULTS = {
