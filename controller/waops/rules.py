@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from waops.logparse import Record
+from waops.prefilter import Prefilter
 
 CAUSES = (
     "healthy", "process_down", "crash", "library_mismatch", "client_outdated", "logged_out",
@@ -91,6 +92,9 @@ LOG_RULES: tuple[Rule, ...] = (
 COMPILED: tuple[tuple[Rule, re.Pattern[str]], ...] = tuple(
     (r, re.compile(r.pattern, re.IGNORECASE)) for r in LOG_RULES
 )
+# Only rules whose literal anchors occur in a line run their regex (waops.prefilter): same result,
+# a fraction of the cost on long pino lines.
+_PREFILTER = Prefilter([rx for _, rx in COMPILED])
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,8 @@ def classify_record(rec: Record) -> list[Match]:
     """Every meaning of one record. A failure line yields one failure match (the heaviest)."""
     found: list[Match] = []
     best: Match | None = None
-    for rule, rx in COMPILED:
+    for k in _PREFILTER.candidates(rec.text):
+        rule, rx = COMPILED[k]
         if not rx.search(rec.text):
             continue
         if rule.kind == "failure":

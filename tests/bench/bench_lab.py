@@ -85,6 +85,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-build", action="store_true", help="skip the forced image rebuild (minutes)")
     ap.add_argument("--warm-debs", action="store_true", help="reuse the real cache's .debs for the rebuild")
+    ap.add_argument("--skip-boot", action="store_true", help="only the image build")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -93,6 +94,8 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores, shared)")
     if not args.skip_build:
         bench_build(args.warm_debs)
+    if args.skip_boot:
+        return 0
     _lab().image.ensure(log=print)  # the boot figures are "once the image exists"
     one = [bench_boot(1) for _ in range(args.rounds)]
     eight = [bench_boot(8) for _ in range(args.rounds)]
