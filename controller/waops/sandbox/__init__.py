@@ -27,6 +27,9 @@ Control API (HTTP JSON; bodies are JSON objects; errors are ``{"error": ...}`` w
 - ``GET  /sessions``                    session lifetimes: phone, device, start/end (sim time), real times,
   close code and reason, had_keepalive (a presence update was seen during the session); open
   sessions come last with ``end`` null
+- ``GET  /lifetimes``                   linked-device lifetimes: phone, device, linked_at, end (removal, sim
+  time; null while linked), lifetime_s, reason (``inactivity`` for the 14-day logout, ``device_removed``,
+  ...), presences (keep-alives sent over the device's life), keepalive (any)
 - ``GET  /clock``; ``POST /clock/advance`` ``{"seconds": S}``; ``POST /clock/speed`` ``{"speed": X}``
 - ``POST /auto-link`` ``{"enabled": B, "delay": S}``: the phone links by itself S seconds after a QR
   or pairing code appears

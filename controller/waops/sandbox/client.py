@@ -81,3 +81,7 @@ class SimulatorClient:
 
     def sessions(self) -> list[dict[str, Any]]:
         return self._call("GET", "/sessions")["sessions"]
+
+    def lifetimes(self) -> list[dict[str, Any]]:
+        """Linked-device lifetimes (sim seconds), with whether the device sent keep-alives."""
+        return self._call("GET", "/lifetimes")["devices"]

@@ -94,6 +94,8 @@ class ControlApi:
             return sim.status()
         if method == "GET" and path == "/sessions":
             return {"sessions": sim.sessions()}
+        if method == "GET" and path == "/lifetimes":
+            return {"now": sim.now(), "devices": sim.lifetimes()}
         if method == "GET" and path == "/clock":
             return sim.clock.snapshot()
         if method == "POST" and path == "/clock/advance":

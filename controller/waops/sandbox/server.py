@@ -380,9 +380,11 @@ class Simulator:
             return
         if conn.session:
             conn.session["had_keepalive"] = True
+        found[1].presences += 1
+        found[1].last_presence = self.now()
         if self.state.config.presence_counts_as_activity:
             found[1].last_active = self.now()
-        self.event(found[0].number, "presence", type=msg.get("type"))
+        self.event(found[0].number, "presence", presence=msg.get("type"))
 
     async def _bot_sends(self, conn: BotConn, msg: dict[str, Any]) -> None:
         found = conn.device_id and self.state.find_device(conn.device_id)
@@ -505,9 +507,9 @@ class Simulator:
             if fut in waiting:
                 waiting.remove(fut)
 
-    async def remove_device(self, device: st.Device, reason: str) -> None:
+    async def remove_device(self, device: st.Device, reason: str, at: float | None = None) -> None:
         phone, _ = self.state.find_device(device.id) or (None, None)
-        device.removed, device.removed_reason, device.removed_at = True, reason, self.now()
+        device.removed, device.removed_reason, device.removed_at = True, reason, self.now() if at is None else at
         if phone:
             self.event(phone.number, "device_removed", device=device.id, reason=reason)
         conn = self.live.pop(device.id, None)
@@ -624,13 +626,39 @@ class Simulator:
         for phone in list(self.state.phones.values()):
             for device in phone.active_devices():
                 if now - device.last_active > limit:
-                    await self.remove_device(device, "inactivity")
+                    # Removed as of the moment the limit passed, not when this loop noticed (a fast clock
+                    # moves hours between two checks): lifetimes stay exact.
+                    await self.remove_device(device, "inactivity", at=device.last_active + limit)
 
     # -- views -------------------------------------------------------------------------------
     def sessions(self) -> list[dict[str, Any]]:
         """Finished sessions, then the ones still open (end is null)."""
         live = [c.session for c in self.live.values() if c.session and c.session["end"] is None]
         return [*self.state.sessions, *live]
+
+    def lifetimes(self) -> list[dict[str, Any]]:
+        """How long each linked device lived: from the link to its removal (the 14-day inactivity logout,
+        a logout fault, ...), or until now while it is still linked. keepalive: it sent presence updates."""
+        now = self.now()
+        out = []
+        for phone in self.state.phones.values():
+            for d in phone.devices.values():
+                end = d.removed_at if d.removed else None
+                out.append(
+                    {
+                        "phone": phone.number,
+                        "device": d.id,
+                        "linked_at": d.linked_at,
+                        "end": end,
+                        "lifetime_s": (end if end is not None else now) - d.linked_at,
+                        "ended": d.removed,
+                        "reason": d.removed_reason,
+                        "presences": d.presences,
+                        "keepalive": d.presences > 0,
+                        "last_active": d.last_active,
+                    }
+                )
+        return sorted(out, key=lambda r: r["linked_at"])
 
     def phone_view(self, number: str) -> dict[str, Any]:
         phone = self.state.phone(number)
@@ -656,6 +684,7 @@ class Simulator:
                     "removed_reason": d.removed_reason,
                     "removed_at": d.removed_at,
                     "prekeys": d.prekeys,
+                    "presences": d.presences,
                     "ratchets": dict(d.ratchets),
                     "connected": d.id in self.live,
                     "queued": len(d.queued),

@@ -26,6 +26,8 @@ class Device:
     removed_reason: str | None = None
     removed_at: float | None = None
     prekeys: int = 0  # pre-keys the device has uploaded and the server still holds
+    presences: int = 0  # presence updates (keep-alives) the device sent over its whole life
+    last_presence: float | None = None
     # Signal ratchet position per contact, as the server (the sender) sees it.
     ratchets: dict[str, int] = field(default_factory=dict)
     queued: list[dict[str, Any]] = field(default_factory=list)  # messages waiting for the device

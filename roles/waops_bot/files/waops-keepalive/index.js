@@ -227,7 +227,13 @@ class KeepAliveAgent {
     clearTimeout(this.timer)
     const now = this.clock.now()
     let wait = this.dueAt() - now
-    if (wait <= 0) wait = quietRemainingMs(now, this.quiet, this.tz) // due: wait out quiet hours first
+    if (wait <= 0) {
+      wait = quietRemainingMs(now, this.quiet, this.tz) // due: wait out quiet hours first
+      if (wait > 0 && this.postponed !== this.dueAt()) {
+        this.postponed = this.dueAt()
+        this.log.info({ bot: this.bot, due_at: iso(this.dueAt()), until: iso(now + wait), quiet_hours: this.quiet.spec, tz: this.tz }, 'keep-alive postponed: quiet hours')
+      }
+    }
     if (wait <= 0) {
       this.timer = setTimeout(() => this.tick(), 0)
     } else {
@@ -263,6 +269,7 @@ class KeepAliveAgent {
     this.write()
     this.log.info({
       bot: this.bot,
+      at: iso(now),
       session_age_s: seconds(now - (this.openedAt ?? now)),
       device_age_s: this.deviceAgeS(now),
       session_started_at: iso(this.openedAt),
