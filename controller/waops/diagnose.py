@@ -15,7 +15,7 @@ from typing import Any
 
 from waops.config import Settings
 from waops.logparse import Record, parse_line
-from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, Match, classify_record
+from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
 
 RECENCY_DECAY = 0.97  # per newer failure line: an old line needs much more weight to win
 MAX_EVIDENCE = 6
@@ -23,6 +23,9 @@ MAX_EVIDENCE = 6
 VERSION_FILE_ALLOWANCE = {7: 800}
 FAILED_STATES = ("errored", "failed")
 STOPPED_STATES = ("stopped", "inactive", "stopping")
+CRASH_SUBSTATES = ("auto-restart",)  # systemd: the main process failed, the unit waits to start it again
+WAITING_STATES = ("waiting restart", "launching")  # pm2: between two starts (restart_delay)
+REVOKED_CODES = {401, 402, 403, 406}  # the server ended the device: no local state explains these
 
 
 @dataclass
@@ -167,7 +170,8 @@ def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
     pev = _process_evidence(proc)
     instances = _int(proc.get("instances"))
     hcode = _health_code(health)
-    codes = {r.code for r in records if r.code} | ({hcode} if hcode else set())
+    # Codes of this session only: a 401 before the newest `open` was fixed by a new link.
+    codes = {r.code for r in _since_last_open(records) if r.code} | ({hcode} if hcode else set())
     seen_401 = 401 in codes
     log_specific = logd.cause not in ("healthy", "unknown")
 
@@ -180,7 +184,12 @@ def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
                                                      "missing)"], 0.75, None, "process_missing")
 
     unstable = _int(proc.get("unstable_restarts")) or 0
-    crashed = status in FAILED_STATES or (unstable > 0 and status not in ("online", "active"))
+    exit_code = _int(proc.get("exit_code"))
+    # A crash loop: failed for good, or between two starts after a failed exit (systemd's auto-restart,
+    # pm2's waiting restart); the health file then is the dead process's last word, not the truth.
+    crashed = (status in FAILED_STATES or str(proc.get("sub_state") or "") in CRASH_SUBSTATES
+               or (unstable > 0 and status not in ("online", "active"))
+               or (status in WAITING_STATES and exit_code not in (None, 0)))
     installed, expected = lib.get("installed"), lib.get("expected")
     lib_bad = bool(lib.get("known_bad")) or bool(installed and expected and installed != expected)
     lib_ev = (f"library {lib.get('package') or 'baileys'} {installed} (expected {expected}"
@@ -200,23 +209,39 @@ def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
     creds = _creds(bot)
     if creds is not None and (creds.get("present") is False or creds.get("parses") is False) and not seen_401:
         what = "missing" if creds.get("present") is False else "unparseable"
-        return Diagnosis("creds_lost", None, [f"creds.json {what} and no 401 seen", pev,
-                                              *logd.evidence[:2]], 0.85, logd.started_at, "creds")
+        where = "the creds row" if _map(bot.get("auth")).get("store") == "postgres" else "creds.json"
+        ev = [f"{where} {what} and no 401 seen", pev, *(logd.evidence[:2] if logd.cause != "healthy" else [])]
+        return Diagnosis("creds_lost", None, ev, 0.85, logd.started_at, "creds")
+
+    lost = _creds_replaced(creds, health, codes, bot)
+    if lost:
+        return Diagnosis("creds_lost", None, [lost, pev, *logd.evidence[:2]], 0.8, logd.started_at,
+                         "creds_replaced")
 
     if status in STOPPED_STATES:
-        if log_specific:
+        # Only a cause a bot stops on by itself explains a stopped process; anything older (a 429, a
+        # network blip) does not, and a restart is the fix.
+        if logd.cause in STOP_CAUSES:
             return _with(logd, [pev], -0.05)
-        return Diagnosis("process_down", None, [pev, *logd.evidence[:2], "logs show no failure"], 0.85,
-                         None, "process_stopped")
+        hcause = CODES[hcode].cause if hcode in CODES else None
+        if hcause in STOP_CAUSES:
+            return Diagnosis(hcause, hcode, [pev, f"health: the bot stopped after {hcode}: {CODES[hcode].note}",
+                                             *logd.evidence[:2]], 0.8, _at(_map((health or {}).get("last_disconnect"))),
+                             f"stopped_after_{hcode}")
+        ev = [pev, *logd.evidence[:2]]
+        ev.append(f"older log lines said {logd.cause}: that does not stop a bot" if log_specific
+                  else "logs show no failure")
+        return Diagnosis("process_down", None, ev, 0.85 if not log_specific else 0.75, None, "process_stopped")
 
     if health is not None:
-        return _from_health(health, logd, s, pev)
+        return _from_health(health, logd, s, pev, records)
     if log_specific or logd.cause == "healthy":
         return _with(logd, [pev, "no health file"], -0.1)
     return Diagnosis("unknown", None, [pev, "no health file", *logd.evidence[:3]], 0.25, None, None)
 
 
-def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: str) -> Diagnosis:
+def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: str,
+                 records: Sequence[Record] = ()) -> Diagnosis:
     conn = str(health.get("connection") or "")
     age = _int(health.get("age_s"))
     fresh = age is not None and age <= s.health_fresh_s
@@ -229,6 +254,9 @@ def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: s
         # (with libsignal's no-session errors) still means broken keys.
         if logd.rule == "bad_mac_flood" and any("no session" in e for e in logd.evidence):
             return _with(logd, [hev], 0.0)
+        # A rate limit comes while the socket stays open: recent limit lines in this session decide.
+        if logd.cause == "rate_limited" and _recent(_last_time(records, "rate_limited"), health):
+            return _with(logd, [hev, "the connection is open, but WhatsApp refuses what the bot sends"], 0.0)
         ev = [hev, pev]
         if logd.cause not in ("healthy", "unknown"):
             ev.append(f"older log lines said {logd.cause}: superseded by the fresh open")
@@ -243,6 +271,13 @@ def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: s
         ev = [hev, "the bot waits for a QR scan or a pairing code", *logd.evidence[:2]]
         return Diagnosis("logged_out", code, ev, 0.85, _at(last) or logd.started_at, "health_waiting_link")
     if conn == "stopped":
+        # The bot gave up by itself: the reason it stopped on decides (401: relink), else a restart.
+        if logd.cause in STOP_CAUSES:
+            return _with(logd, [hev], 0.05 if hcode and hcode == logd.code else 0.0)
+        if hcode in CODES and CODES[hcode].cause in STOP_CAUSES:
+            cr = CODES[hcode]
+            return Diagnosis(cr.cause, hcode, [hev, f"code {hcode}: {cr.note}", pev, *logd.evidence[:2]],
+                             cr.weight - 0.05, _at(last), f"health_stopped_{hcode}")
         return Diagnosis("restart_required", hcode, [hev, pev, *logd.evidence[:2]], 0.6, _at(last),
                          "health_stopped")
     # close / connecting: the log window has the detail; the health code backs it or stands alone.
@@ -306,6 +341,67 @@ def _creds(bot: Mapping[str, Any]) -> Mapping[str, Any] | None:
             return None  # an unreachable DB is not lost creds
         return _map(db.get("creds")) or None
     return _map(auth.get("creds")) or None
+
+
+def _creds_replaced(creds: Mapping[str, Any] | None, health: Mapping[str, Any] | None, codes: set[int],
+                    bot: Mapping[str, Any]) -> str | None:
+    """Why the creds look lost though they parse: the bot wrote fresh, unlinked creds (Baileys does when it
+    finds none) while a verified backup holds linked ones, and nothing says the server ended the device.
+    A 401 (or a ban) means the link itself is gone: that is logged_out, whatever the backup holds."""
+    if not creds or creds.get("present") is False or creds.get("parses") is False or creds.get("linked") is not False:
+        return None
+    if codes & REVOKED_CODES or str((health or {}).get("connection") or "") == "open":
+        return None
+    backups = _map(bot.get("backups"))
+    good = _map(backups.get("latest_restorable"))
+    if not good:
+        latest = _map(backups.get("latest"))
+        good = latest if latest.get("verified") and latest.get("creds_linked") else {}
+    if not good:
+        return None  # never linked here (a new bot): a link is the only way
+    return (f"creds are fresh and not linked (the bot made new ones), no 401 seen, while backup "
+            f"{good.get('id')} holds linked creds: the local session was lost, not revoked")
+
+
+def _since_last_open(records: Sequence[Record]) -> Sequence[Record]:
+    for k in range(len(records) - 1, -1, -1):
+        if any(m.kind == "open" for m in classify_record(records[k])):
+            return records[k + 1:]
+    return records
+
+
+def _last_time(records: Sequence[Record], cause: str) -> Any:
+    """The time of the newest record that names `cause` as a failure."""
+    for rec in reversed(records):
+        if any(m.kind == "failure" and m.cause == cause for m in classify_record(rec)):
+            return rec.time
+    return None
+
+
+def _recent(t: Any, health: Mapping[str, Any]) -> bool:
+    """Whether a line at time `t` is recent, measured against when the facts were read (health's own
+    updated_at plus its age, both wall time). Unknown times count as recent."""
+    when, updated = _epoch(t), _epoch(health.get("updated_at"))
+    age = _int(health.get("age_s"))
+    if when is None or updated is None or age is None:
+        return True
+    return updated + age - when <= RATE_LIMIT_RECENT_S
+
+
+def _epoch(t: Any) -> float | None:
+    if isinstance(t, bool):
+        return None
+    if isinstance(t, (int, float)):
+        return t / 1000 if t > 1e11 else float(t)
+    if isinstance(t, str) and t:
+        from datetime import UTC, datetime
+
+        try:
+            d = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+    return None
 
 
 def _health_code(health: Mapping[str, Any] | None) -> int | None:

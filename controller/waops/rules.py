@@ -58,6 +58,11 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8),
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection", "failure",
          "crash", None, 0.45),
+    # -- the process died: node's fatal-exception trailer, the thrown error, the manager's exit line
+    Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5),
+    Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "failure", "crash", None, 0.4),
+    Rule("exited", r"Main process exited, code=(?:exited|killed|dumped), status=(?!0/)|"
+         r"exited with code \[[1-9]", "failure", "crash", None, 0.5),
     # -- needs a link: a QR nobody scanned is 408 but not a network fault
     Rule("qr_ended", r"QR refs attempts ended", "failure", "logged_out", 408, 0.9),
     Rule("template_logged_out", r"Device Logged Out|Intentional Logout", "failure", "logged_out", 401, 0.85),
@@ -123,6 +128,11 @@ CODES: dict[int, CodeRule] = {
 }
 
 PAIRING_GRACE_RECORDS = 30  # a 515 within this many records after pairing is expected
+# A rate limit hits while the connection stays open; a limit line older than this, with the connection
+# open since, is over. Causes a bot can stop on by itself (never reconnects): a stopped process with one
+# of them in its log keeps that cause; any other old log cause does not explain a stopped process.
+RATE_LIMIT_RECENT_S = 1800
+STOP_CAUSES = ("logged_out", "banned", "crash", "library_mismatch", "creds_lost")
 
 
 @dataclass(frozen=True)

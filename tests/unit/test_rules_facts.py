@@ -16,6 +16,19 @@ L401 = '{"level":30,"time":"2026-11-22T06:00:00.000Z","msg":"connection closed",
 L405 = '{"level":30,"time":"2026-11-22T07:10:00.000Z","msg":"connection closed","err":{"output":{"statusCode":405}}}'
 ESM = "Error [ERR_REQUIRE_ESM]: require() of ES Module /opt/waops/bots/shop/current/node_modules/baileys/lib/index.js"
 BAD_MAC = "Session error:Error: Bad MAC Error: Bad MAC"
+RATE = ('{"level":50,"time":"2026-11-22T07:00:10.000Z","err":{"type":"Boom","message":"rate-overlimit",'
+        '"data":429,"output":{"statusCode":500}},"data":429,"msg":"failed to send reply"}')
+OLD_RATE = RATE.replace("07:00:10", "05:00:10")
+CRASH = ['SyntaxError: "undefined" is not valid JSON', "    at JSON.parse (<anonymous>)", "Node.js v20.20.2",
+         "waops-bot-shop.service: Main process exited, code=exited, status=1/FAILURE"]
+NOT_EXPORTED = ('Error [ERR_PACKAGE_PATH_NOT_EXPORTED]: No "exports" main defined in '
+                "/opt/waops/bots/shop/current/node_modules/baileys/package.json")
+LINKED_BACKUP = {"count": 1, "latest": {"id": "b1", "verified": True, "creds_linked": True, "age_s": 60},
+                 "latest_restorable": {"id": "b1", "verified": True, "creds_linked": True, "age_s": 60}}
+PG_FRESH_CREDS = {"store": "postgres", "db": {"reachable": True, "rows": 3, "by_type": {},
+                                              "creds": {"present": True, "parses": True, "linked": False}}}
+SYSTEMD_LOOP = {"manager": "systemd", "status": "activating", "sub_state": "auto-restart", "restarts": 3,
+                "instances": 0, "pid": None, "exit_code": 1}
 
 
 def healthy_bot() -> dict[str, Any]:
@@ -116,6 +129,45 @@ CASES: dict[str, tuple[dict[str, Any], str, int | None]] = {
         bot(**{"auth": {"store": "postgres", "db": {"reachable": True, "rows": 5000, "by_type": {},
                                                      "creds": {"present": True, "parses": True}}}}),
         "file_bloat", None),
+    # -- a rate limit comes while the connection stays open (the bot's sends are refused)
+    "429 while the connection stays open": (bot(**{"logs": logs(OPEN, RATE)}), "rate_limited", 429),
+    "a 429 long ago with the connection open since": (bot(**{"logs": logs(OPEN, OLD_RATE)}), "healthy", None),
+    # -- a stopped process: only a cause a bot stops on by itself explains it
+    "stopped with an old 429": (bot(**{"process.status": "stopped", "health.connection": "stopped",
+                                       "logs": logs(OPEN, RATE)}), "process_down", None),
+    "pm2 stopped, health stopped after 401, log rotated": (
+        bot(**{"process.status": "stopped", "health.connection": "stopped",
+               "health.last_disconnect": {"code": 401, "reason": "device_removed", "at": None}, "logs": logs()}),
+        "logged_out", 401),
+    "running, the bot gave up after 401": (
+        bot(**{"health.connection": "stopped",
+               "health.last_disconnect": {"code": 401, "reason": "device_removed", "at": None}, "logs": logs(OPEN)}),
+        "logged_out", 401),
+    "running, health stopped without a code": (bot(**{"health.connection": "stopped", "logs": logs(OPEN)}),
+                                               "restart_required", None),
+    # -- crash loops: the health file is the dead process's last word
+    "systemd auto-restart after a thrown error": (
+        bot(**{"process": SYSTEMD_LOOP, "health.connection": "stopped", "logs": logs(OPEN, *CRASH, *CRASH)}),
+        "crash", None),
+    "systemd auto-restart, library not exported": (
+        bot(**{"process": SYSTEMD_LOOP, "health.connection": "stopped", "library.installed": "7.0.0-rc.9",
+               "logs": logs(OPEN, NOT_EXPORTED, *CRASH[2:])}), "library_mismatch", None),
+    "pm2 waiting restart after a failed exit": (
+        bot(**{"process.status": "waiting restart", "process.exit_code": 1, "process.unstable_restarts": 0,
+               "health.connection": "stopped", "logs": logs(OPEN, *CRASH[:3])}), "crash", None),
+    # -- creds: fresh unlinked creds are lost creds when a linked backup exists and nothing revoked them
+    "postgres: fresh unlinked creds row, linked backup, no 401": (
+        bot(**{"health.connection": "waiting_link", "auth": PG_FRESH_CREDS, "backups": LINKED_BACKUP}),
+        "creds_lost", None),
+    "fresh unlinked creds, never linked (new bot)": (
+        bot(**{"health.connection": "waiting_link", "auth": PG_FRESH_CREDS, "backups": {"count": 0, "latest": None}}),
+        "logged_out", None),
+    "fresh unlinked creds after a 401": (
+        bot(**{"health.connection": "waiting_link", "auth": PG_FRESH_CREDS, "backups": LINKED_BACKUP,
+               "logs": logs(OPEN, L401)}), "logged_out", 401),
+    "a 401 before the newest open does not hide lost creds": (
+        bot(**{"auth.creds.present": False, "auth.creds.parses": False, "health.connection": "waiting_link",
+               "logs": logs(L401, OPEN)}), "creds_lost", None),
     "no health, log says open": (bot(**{"health": None}), "healthy", None),
     "no health, nothing known": (bot(**{"health": None, "logs": logs()}), "unknown", None),
 }
