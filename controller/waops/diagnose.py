@@ -9,6 +9,7 @@ The rules themselves are data in waops.rules; this module only weighs them:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -62,14 +63,17 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
     pairings = [i for i, _, m in timeline if m.kind == "pairing"]
 
     def expected_515(i: int, m: Match) -> bool:
-        return m.code == 515 and any(0 <= i - p <= PAIRING_GRACE_RECORDS for p in pairings)
+        # the newest pairing at or before i (bisect: a flood of lines must not make this quadratic)
+        k = bisect_right(pairings, i)
+        return m.code == 515 and k > 0 and i - pairings[k - 1] <= PAIRING_GRACE_RECORDS
 
     current = [t for t in timeline if t[0] > last_open]
     failures = [t for t in current if t[2].kind == "failure" and not expected_515(t[0], t[2])]
     history = [t for t in timeline if t[0] < last_open and t[2].kind == "failure"]
     bad_mac = [t for t in current if t[2].rule == "bad_mac"]
     support = [t for t in current if t[2].kind == "support"]
-    noise = [t for t in timeline if t[2].kind == "noise" or (t[2].kind == "flood" and t not in bad_mac)]
+    in_bad_mac = {id(t) for t in bad_mac}  # a set: `t not in bad_mac` was quadratic on a Bad MAC flood
+    noise = [t for t in timeline if t[2].kind == "noise" or (t[2].kind == "flood" and id(t) not in in_bad_mac)]
     expected = [t for t in timeline if t[2].kind == "failure" and expected_515(t[0], t[2])]
 
     notes: list[str] = []
