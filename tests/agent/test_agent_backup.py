@@ -295,11 +295,6 @@ def test_bad_config_exits_2_with_one_line(bot: Bot) -> None:
     assert p.returncode == 2
 
 
-def test_check_is_not_implemented_yet(bot: Bot) -> None:
-    p = bot.run("check")
-    assert p.returncode == 2 and "not implemented" in p.stderr
-
-
 def test_runs_from_stdin(bot: Bot) -> None:
     p = subprocess.run([PYTHON, "-", "facts", "--config-dir", str(bot.cfg_dir), "--json"],
                        input=AGENT.read_bytes(), capture_output=True, timeout=30, check=False)
