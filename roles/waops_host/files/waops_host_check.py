@@ -351,6 +351,9 @@ class Run:
                     self._open(name, st, f)
             elif f.level > int(st.get("announced_level", 1)):
                 st.update(announced_level=f.level, severity=f.severity, critical=True)
+                for m in self.state["outbox"]:  # a deferred open goes out with (before) its escalation
+                    if m["incident"] == st.get("incident"):
+                        m["critical"] = True
                 self._queue(
                     name, st, "escalate", f"[waops] CRITICAL {self.bot}@{self.host}: {f.summary} (escalated)", f.details
                 )
