@@ -188,11 +188,26 @@ def plan_options(target: Target, state: BotState, opts: RecoverOptions) -> PlanO
     return PlanOptions(
         pairing=pairing,  # type: ignore[arg-type]
         has_previous_release=bool(lib.get("previous_release")) if lib else True,
-        known_good_version=target.library_expected or (lib.get("expected") if lib else None),
+        known_good_version=_pin_target(target, state, lib),
         verify_timeout_s=opts.verify_timeout_s,
         link_timeout_s=opts.link_timeout_s,
         network_backoff_s=opts.network_backoff_s,
     )
+
+
+def _pin_target(target: Target, state: BotState, lib: Mapping[str, Any]) -> str | None:
+    """The version pin_library moves to: the expected one, unless WhatsApp refuses the bot (405) while it
+    already runs that version (or a newer one); then the newest offered, not known-bad version
+    (`newest`, resolved on the host by pin_library.yml)."""
+    from waops.sandbox.versions import older_than
+
+    expected = target.library_expected or (lib.get("expected") if lib else None)
+    installed = lib.get("installed") if lib else None
+    if getattr(state.diagnosis, "cause", None) != "client_outdated" or not installed:
+        return expected
+    if expected and older_than(str(installed), str(expected)):
+        return expected
+    return "newest"
 
 
 class Recovery:

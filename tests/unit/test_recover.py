@@ -263,3 +263,15 @@ def test_first_evidence_is_never_after_detection() -> None:
     assert first_evidence(Diagnosis("crash", None, [], 0.8, "2026-11-22T04:00:00Z"), detected) == detected
     assert first_evidence(Diagnosis("crash", None, [], 0.8, "garbage"), detected) == detected
     assert first_evidence(Diagnosis("crash", None, [], 0.8, None), detected) == detected
+
+
+def test_pin_target_moves_past_a_version_whatsapp_refuses() -> None:
+    from waops.diagnose import Diagnosis
+    from waops.recover import Target, _pin_target
+    from waops.verify import BotState
+
+    t = Target("h", "shop", library_expected="6.7.18")
+    refused = BotState(Diagnosis("client_outdated", 405))
+    assert _pin_target(t, refused, {"installed": "6.7.18", "expected": "6.7.18"}) == "newest"
+    assert _pin_target(t, refused, {"installed": "6.7.5", "expected": "6.7.18"}) == "6.7.18"
+    assert _pin_target(t, BotState(Diagnosis("crash")), {"installed": "6.7.18"}) == "6.7.18"
