@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from time import sleep
+from typing import Any, BinaryIO
 
 from waops import prefilter
 from waops.errors import UsageError
@@ -23,9 +26,11 @@ from waops.errors import UsageError
 DEFAULT_WINDOW = 262_144  # bytes read from the end of a file (CONTRACTS: log_window_bytes)
 MAX_LINE = 8_192  # a line longer than this is truncated (a 10 MB minified dump is not evidence)
 MAX_DETAIL_LINES = 40  # indented pino-pretty lines folded into one record
+ROTATION_PATIENCE = (0.02, 0.05, 0.1, 0.2, 0.4)  # s between looks at a log path missing mid-rotation
 
 LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
 
+_HOLE = re.compile(rb"\x00{4,}")  # a copy-truncate hole (a NUL run); single NULs are UTF-16 text
 _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PM2_PREFIX = re.compile(r"^\d+\|[\w@./-]+\s*\|\s?")  # `pm2 logs`: "0|shop  | "
 _ISO_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?):? ")
@@ -68,26 +73,75 @@ class Record:
 
 # ------------------------------------------------------------------------------------------ reading
 def read_window(path: str | os.PathLike[str], window: int = DEFAULT_WINDOW) -> bytes:
-    """The last `window` bytes of a file, starting at a line boundary. Cost is bounded by `window`.
-    A file truncated or rotated while read (pm2-logrotate copies then truncates) just yields fewer
-    bytes; a missing or unreadable file is a UsageError with the reason."""
+    """The last `window` bytes of a log, starting at a line boundary. Cost is bounded by `window`.
+
+    A regular file is read from its end (seek), so its size does not matter; a file truncated or
+    rotated while read (pm2-logrotate copies then truncates) just yields fewer bytes, and the NUL hole
+    a copy-truncate leaves ends a line. A pipe or FIFO (`-` is stdin, `<(journalctl ...)` works) is read
+    like `cat` reads it, keeping only its last `window` bytes. Anything else (missing, a directory, a
+    device, a socket, unreadable) is a UsageError with the reason."""
+    if window <= 0:
+        raise UsageError(f"the log window must be a positive number of bytes, not {window}")
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            start = max(0, size - window)
-            f.seek(start)
-            data = f.read(window)
-    except FileNotFoundError:
-        raise UsageError(f"log file not found: {p}") from None
-    except IsADirectoryError:
-        raise UsageError(f"log file is a directory: {p}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read log file {p}: {exc.strerror or exc}") from None
+    if str(path) == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("--log-file -: stdin is a terminal; pipe a log into it")
+        data, start = _read_stream(sys.stdin.buffer, window)
+    else:
+        for pause in (*ROTATION_PATIENCE, None):
+            try:
+                data, start = _read_path(p, window)
+                break
+            except FileNotFoundError:
+                # rotation by rename leaves the path missing for a moment: look again before giving up
+                if pause is None or not _rotated_siblings(p):
+                    raise UsageError(f"log file not found: {p}") from None
+                sleep(pause)
+            except IsADirectoryError:
+                raise UsageError(f"log file is a directory: {p}") from None
+            except OSError as exc:
+                raise UsageError(f"cannot read log file {p}: {exc.strerror or exc}") from None
+    data = _HOLE.sub(b"\n", data)
     if start > 0:
         nl = data.find(b"\n")
         data = data[nl + 1 :] if nl >= 0 else data[-MAX_LINE:]  # one huge line: keep its end
     return data
+
+
+def _rotated_siblings(p: Path) -> bool:
+    """Rotated copies beside a missing path (out.log.1, out.log-20261129, out__2026-11-29.log): it is
+    probably being rotated right now, so it is worth a second look; a mistyped path fails at once."""
+    try:
+        return bool(p.stem) and any(q.name.startswith(p.stem) and q.name != p.name for q in p.parent.iterdir())
+    except OSError:
+        return False
+
+
+def _read_path(p: Path, window: int) -> tuple[bytes, int]:
+    mode = p.stat().st_mode  # before open(): opening some devices blocks or has side effects
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        kind = "socket" if stat.S_ISSOCK(mode) else "device"
+        raise UsageError(f"log file {p} is a {kind}, not a log (save the log to a file first)")
+    with p.open("rb") as f:
+        if stat.S_ISFIFO(os.fstat(f.fileno()).st_mode):
+            return _read_stream(f, window)
+        size = os.fstat(f.fileno()).st_size
+        start = max(0, size - window)
+        f.seek(start)
+        return f.read(window), start
+
+
+def _read_stream(f: BinaryIO, window: int) -> tuple[bytes, int]:
+    """(last `window` bytes, offset of the first of them) of a stream, in bounded memory."""
+    buf = bytearray()
+    total = 0
+    while chunk := f.read(65_536):
+        buf += chunk
+        total += len(chunk)
+        if len(buf) > 2 * window:
+            del buf[: len(buf) - window]
+    data = bytes(buf[-window:])
+    return data, total - len(data)
 
 
 def decode(data: bytes) -> str:
