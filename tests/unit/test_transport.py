@@ -5,6 +5,7 @@ Nothing is mocked: the client speaks SSH to a server that runs the commands with
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from click.testing import CliRunner
 
+from waops.cli import cli
 from waops.diagnose import diagnose_document
 from waops.errors import UnreachableError
 from waops.facts import FactsError, collect
@@ -238,3 +241,21 @@ def test_local_transport_and_facts_errors(tmp_path: Path) -> None:
         collect(t, 10, source=AGENT.read_bytes())
     with pytest.raises(UnreachableError):
         t.run("sleep 5", timeout=0.5)
+
+
+def test_diagnose_row_for_a_refused_host_key_names_reason_and_fingerprint(sshd: SSHD, tmp_path: Path) -> None:
+    """The whole CLI path (inventory -> probe -> row): exit 3, the reason and the offered key, no traceback."""
+    sshd.known_hosts.write_text("")  # the operator never accepted this host's key
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(f"all:\n  hosts:\n    srv:\n      ansible_host: 127.0.0.1\n      ansible_port: {sshd.port}\n"
+                   f"      ansible_user: tester\n      ansible_ssh_private_key_file: {sshd.key_file}\n"
+                   f"      waops_known_hosts_file: {sshd.known_hosts}\n      waops_bots: [{{name: shop}}]\n")
+    r = CliRunner().invoke(cli, ["diagnose", "-i", str(inv), "--all", "--output", "json", "--timeout", "10"])
+    assert r.exit_code == 3, r.output
+    row = json.loads(r.stdout)["results"][0]
+    assert row["reachable"] is False and row["fingerprint"] == fingerprint(sshd.host_key)
+    assert "host key refused" in row["error"] and "not in known_hosts" in row["error"]
+    table = CliRunner().invoke(cli, ["diagnose", "-i", str(inv), "--all", "--timeout", "10"])
+    assert table.exit_code == 3 and "unreachable" in table.stderr
+    assert fingerprint(sshd.host_key) in table.stderr.replace("\n", "").replace("│", "").replace(" ", "")
+    assert "Traceback" not in table.output + table.stderr
