@@ -381,13 +381,13 @@ class Run:
             self.state["outbox"] = [m for m in self.state["outbox"] if m["incident"] != st.get("incident")]
             self.events.append(f"{name}: cleared before it was announced; dropped")
             return
-        opened = parse_iso(st.get("opened_at")) or self.now
+        began = parse_iso(st.get("seen_since")) or parse_iso(st.get("opened_at")) or self.now
         self._queue(
             name,
             st,
             "clear",
             f"[waops] RESOLVED {self.bot}@{self.host}: {RESOLVED[name]} "
-            f"({CONDITIONS[name]} incident lasted {minutes(self.now - opened)} min)",
+            f"({CONDITIONS[name]} incident lasted {minutes(self.now - began)} min)",
             {},
         )
 
@@ -401,7 +401,7 @@ class Run:
             "critical": bool(st.get("critical")),
             "text": text,
             "details": details,
-            "started_at": st.get("opened_at"),
+            "started_at": st.get("seen_since") or st.get("opened_at"),  # first evidence, as incidents count it
             "created_at": iso(self.now),
             "pending": list(self.cc.channels),
             "sent": [],
