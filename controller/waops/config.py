@@ -21,7 +21,7 @@ from waops.errors import UsageError
 class Settings:
     inventory: str = ""  # Ansible inventory (file or directory); empty: ansible.cfg's default
     output: str = "table"  # table | json
-    concurrency: int = 8  # hosts probed at once
+    concurrency: int = 16  # hosts probed at once (a probe mostly waits on SSH and the host; as ansible.cfg forks)
     timeout: float = 30.0  # hard deadline per host, seconds (connect + probe)
     log_window_bytes: int = 262_144  # bytes read from the end of a log file
     health_fresh_s: int = 600  # a health file older than this is stale

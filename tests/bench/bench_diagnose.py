@@ -1,13 +1,25 @@
-"""On-demand benchmark (not collected by pytest): `python tests/bench/bench_diagnose.py`.
+"""On-demand benchmark (not collected by pytest): `python tests/bench/bench_diagnose.py [--lab] [--keep]`.
 
 Prints: `waops diagnose --log-file` on a 2 MB and a 2 GB log (the 2 GB one is sparse with a real
 tail, so it costs no disk, and is deleted afterwards), and `waops --help` wall time. The log read is
 bounded (a window from the end), so the 2 GB figure must stay within 20% of the 2 MB one.
+
+With --lab (root, lab `bench16`): 16 lab hosts (pm2 and systemd in turn) provisioned once with
+`playbooks/site.yml` (its wall time is printed on its own: it is the setup, not the measure), then
+- against one host (`bench16-1`, pm2): `waops diagnose HOST` beside the runbook's manual check, three
+  separate ssh calls run as a script (`pm2 status`, `pm2 logs --lines 50 | grep`, `find AUTH_DIR -type f |
+  wc -l`), each the median of 5 whole commands (target: waops faster, while also naming the cause);
+- 16 hosts in one call: `waops diagnose --all` (target under 2.5 s), and where its time goes (per-host
+  round trip, classification).
+--keep leaves the lab up (a second run reuses it and skips site.yml); otherwise it is removed.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -15,10 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-TAIL = (b'{"level":30,"time":"2026-11-22T07:00:00.000Z","msg":"opened connection to WA"}\n'
-        + b"Session error:Error: Bad MAC Error: Bad MAC\n" * 20
-        + b'{"level":30,"time":"2026-11-22T07:10:00.000Z","msg":"connection closed",'
-          b'"err":{"output":{"statusCode":401}}}\n')
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.lab helpers
+
+TAIL = (
+    b'{"level":30,"time":"2026-11-22T07:00:00.000Z","msg":"opened connection to WA"}\n'
+    + b"Session error:Error: Bad MAC Error: Bad MAC\n" * 20
+    + b'{"level":30,"time":"2026-11-22T07:10:00.000Z","msg":"connection closed",'
+    b'"err":{"output":{"statusCode":401}}}\n'
+)
 LINE = b'2026-11-22T07:00:00: {"level":30,"msg":"received message","key":{"remoteJid":"x@s.whatsapp.net"}}\n'
 
 
@@ -32,14 +48,19 @@ def make_log(path: Path, size: int, sparse: bool) -> None:
         f.write(body + TAIL)
 
 
-def run(*args: str) -> float:
+def waops(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     start = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", "from waops.cli import main; main()", *args],
-                       capture_output=True, text=True, check=False)
+    p = subprocess.run(
+        [sys.executable, "-c", "from waops.cli import main; main()", *args], capture_output=True, text=True, check=False
+    )
     took = time.perf_counter() - start
     if p.returncode not in (0, 1):
         raise SystemExit(f"waops {' '.join(args)} failed ({p.returncode}): {p.stderr}")
-    return took
+    return took, p
+
+
+def run(*args: str) -> float:
+    return waops(*args)[0]
 
 
 def in_process(path: Path, n: int = 20) -> float:
@@ -55,23 +76,223 @@ def in_process(path: Path, n: int = 20) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def bench_logs() -> None:
     with tempfile.TemporaryDirectory(prefix="waops-bench-") as tmp:
         small, big = Path(tmp) / "2mb.log", Path(tmp) / "2gb.log"
         make_log(small, 2 * 1024 * 1024, sparse=False)
         make_log(big, 2 * 1024 * 1024 * 1024, sparse=True)
-        print(f"log sizes: {small.stat().st_size / 2**20:.0f} MiB, {big.stat().st_size / 2**30:.1f} GiB "
-              f"(sparse, {big.stat().st_blocks * 512 / 2**20:.0f} MiB on disk)")
+        print(
+            f"log sizes: {small.stat().st_size / 2**20:.0f} MiB, {big.stat().st_size / 2**30:.1f} GiB "
+            f"(sparse, {big.stat().st_blocks * 512 / 2**20:.0f} MiB on disk)"
+        )
         a, b = in_process(small), in_process(big)
-        print(f"read+diagnose in process (median of 20): 2 MB {a * 1000:.2f} ms, 2 GB {b * 1000:.2f} ms, "
-              f"ratio {b / a:.2f}")
+        print(
+            f"read+diagnose in process (median of 20): 2 MB {a * 1000:.2f} ms, 2 GB {b * 1000:.2f} ms, "
+            f"ratio {b / a:.2f}"
+        )
         ca = statistics.median(run("diagnose", "--log-file", str(small), "--output", "json") for _ in range(5))
         cb = statistics.median(run("diagnose", "--log-file", str(big), "--output", "json") for _ in range(5))
-        print(f"waops diagnose --log-file (median of 5, whole command): 2 MB {ca * 1000:.0f} ms, "
-              f"2 GB {cb * 1000:.0f} ms, ratio {cb / ca:.2f}")
+        print(
+            f"waops diagnose --log-file (median of 5, whole command): 2 MB {ca * 1000:.0f} ms, "
+            f"2 GB {cb * 1000:.0f} ms, ratio {cb / ca:.2f}"
+        )
     helps = [run("--help") for _ in range(7)]
-    print(f"waops --help: median {statistics.median(helps) * 1000:.0f} ms, min {min(helps) * 1000:.0f} ms "
-          f"(target < 300 ms)")
+    print(
+        f"waops --help: median {statistics.median(helps) * 1000:.0f} ms, min {min(helps) * 1000:.0f} ms "
+        f"(target < 300 ms)"
+    )
+
+
+# ------------------------------------------------------------------------------------------ lab
+LAB_HOSTS = 16
+
+
+def run_site_from(inventory: Path, commit: str | None):
+    """site.yml from the working tree, or from a commit exported to a temporary directory (in a shared
+    checkout, someone's half-done role edit must not break the setup)."""
+    from tests.lab.test_provision_support import PlaybookRun, run_site
+
+    if not commit:
+        return run_site(inventory, timeout=3600)
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory(prefix="waops-bench-src-") as src:
+        archive = subprocess.run(["git", "-C", str(root), "archive", commit], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", src], input=archive.stdout, check=True)
+        env = dict(os.environ, ANSIBLE_CONFIG=f"{src}/ansible.cfg", ANSIBLE_NOCOLOR="1")
+        start = time.monotonic()
+        p = subprocess.run(
+            ["ansible-playbook", "-i", str(inventory), f"{src}/playbooks/site.yml"],
+            cwd=src,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        return PlaybookRun(p.returncode, time.monotonic() - start, p.stdout + p.stderr)
+
+
+def provisioned_lab(commit: str | None):
+    """Lab `bench16`: 16 hosts after one site.yml run (reused when a kept one is there)."""
+    from waops.lab import Lab, LabSettings
+
+    base = LabSettings.from_env()
+    lab = Lab(LabSettings(name="bench16", cache_dir=base.cache_dir, runtime_root=base.runtime_root))
+    marker = lab.settings.dir / "bench-provisioned"
+    if marker.exists() and len(lab.hosts()) == LAB_HOSTS and all(r["running"] for r in lab.status()):
+        print(f"reusing lab bench16 ({LAB_HOSTS} hosts, provisioned before)")
+        return lab, lab.inventory_dir
+    lab.down(log=lambda _m: None)
+    start = time.perf_counter()
+    inventory = lab.up(LAB_HOSTS, ("pm2", "systemd"), log=lambda _m: None)
+    booted = time.perf_counter() - start
+    site = run_site_from(inventory, commit)
+    print(
+        f"setup (not the measure): {LAB_HOSTS} hosts booted in {booted:.1f} s, site.yml first run "
+        f"{site.seconds:.0f} s (rc {site.rc}{', from ' + commit if commit else ''})"
+    )
+    if site.rc != 0:
+        print(site.tail(40))
+        raise SystemExit("site.yml failed")
+    marker.write_text("1")
+    return lab, inventory
+
+
+def wait_linked(lab, timeout: float = 180) -> None:
+    """Every bot wrote a health file saying `open` (the simulator links them after a short delay)."""
+    deadline = time.monotonic() + timeout
+    pending = {h.name for h in lab.hosts()}
+    while pending and time.monotonic() < deadline:
+        for h in [h for h in lab.hosts() if h.name in pending]:
+            out = lab.ssh(h, "cat /var/lib/waops/bots/shop/health.json 2>/dev/null", timeout=20)
+            if '"connection": "open"' in out or '"connection":"open"' in out:
+                pending.discard(h.name)
+        if pending:
+            time.sleep(2)
+    if pending:
+        print(f"not linked after {timeout:.0f} s: {sorted(pending)}")
+
+
+MANUAL = """#!/bin/sh
+# The runbook's manual check: three separate ssh calls (what an operator types at 3 a.m.).
+H=root@{ip}
+SSH="ssh {opts}"
+BOT="su -s /bin/sh wa-shop -c"
+ENV="PATH=/usr/local/bin:/usr/bin:/bin PM2_HOME=/var/lib/waops/bots/shop/.pm2"
+$SSH $H "$BOT '$ENV pm2 status'"
+$SSH $H "$BOT '$ENV pm2 logs shop --lines 50 --nostream' | grep -iE 'close|error|logged|conflict|bad mac|401|440|515'"
+$SSH $H "find /var/lib/waops/bots/shop/auth -type f | wc -l"
+"""
+
+
+def inject_logged_out(lab, host, inventory: Path, timeout: float = 90) -> None:
+    """The bench host gets a real fault (the simulator revokes its device), so that the diagnosis has a
+    cause to name; wait until the bot has seen it."""
+    from waops.lab.faults import inject
+
+    inject(lab, host.name, "logged_out")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, w = waops("diagnose", "-i", str(inventory), host.name, "--output", "json")
+        if json.loads(w.stdout)["results"][0]["cause"] == "logged_out":
+            return
+        time.sleep(2)
+    print(f"  {host.name}: logged_out not seen within {timeout:.0f} s")
+
+
+def bench_one_host(lab, inventory: Path, rounds: int = 5) -> None:
+    from waops.lab.container import ssh_options
+
+    host = lab.hosts()[0]
+    assert host.service_manager == "pm2", host
+    inject_logged_out(lab, host, inventory)
+    opts = " ".join(shlex.quote(o) for o in ssh_options(lab.image.key, lab.known_hosts))
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
+        f.write(MANUAL.format(ip=host.ip, opts=opts))
+        script = f.name
+    try:
+        manual, waops_s = [], []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            p = subprocess.run(["sh", script], capture_output=True, text=True, check=False)
+            manual.append(time.perf_counter() - start)
+            took, w = waops("diagnose", "-i", str(inventory), host.name, "--output", "json")
+            waops_s.append(took)
+        row = json.loads(w.stdout)["results"][0]
+        out = p.stdout.strip().splitlines()
+        print(f"one host ({host.name}, pm2, logged_out injected), median of {rounds} whole commands:")
+        print(
+            f"  waops diagnose {statistics.median(waops_s):.2f} s (min {min(waops_s):.2f}): cause "
+            f"{row['cause']} code {row['code']} confidence {row['confidence']}"
+        )
+        print(
+            f"  manual check, 3 ssh calls {statistics.median(manual):.2f} s (min {min(manual):.2f}): names no "
+            f"cause; {len(out)} lines for a person to read, auth files {out[-1] if out else '?'}"
+        )
+    finally:
+        os.unlink(script)
+
+
+def bench_many(inventory: Path, rounds: int = 5) -> None:
+    times, rows = [], []
+    for _ in range(rounds):
+        took, p = waops("diagnose", "-i", str(inventory), "--all", "--output", "json")
+        times.append(took)
+        rows = json.loads(p.stdout)["results"]
+    causes: dict[str, int] = {}
+    for r in rows:
+        causes[r["cause"]] = causes.get(r["cause"], 0) + 1
+    print(
+        f"{len(rows)} hosts in one call (waops diagnose --all, whole command), median of {rounds}: "
+        f"{statistics.median(times):.2f} s, min {min(times):.2f} s (target < 2.5 s); causes {causes}"
+    )
+    print(f"  runs: {', '.join(f'{t:.2f}' for t in times)}")
+    profile_many(inventory)
+
+
+def profile_many(inventory: Path) -> None:
+    """Where the time of one --all call goes, in process: per-host round trips and classification."""
+    from waops import config, probe
+    from waops import inventory as inv
+    from waops.diagnose import diagnose
+
+    s = config.load({"inventory": str(inventory)})
+    hosts = inv.load(str(inventory), ["all"])
+    start = time.perf_counter()
+    reports = probe.probe_hosts(hosts, s)
+    wall = time.perf_counter() - start
+    facts = [b.facts for r in reports for b in r.bots if b.facts]
+    t = time.perf_counter()
+    for f in facts:
+        diagnose(f, s)
+    classify = (time.perf_counter() - t) / max(1, len(facts))
+    per_host = sorted(r.elapsed_s for r in reports)
+    print(
+        f"  in process: probe_hosts {wall:.2f} s (concurrency {s.concurrency}); per-host round trip "
+        f"median {statistics.median(per_host):.2f} s, max {per_host[-1]:.2f} s; classification "
+        f"{classify * 1000:.1f} ms per bot"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lab", action="store_true", help="also the live benchmarks on 16 lab hosts (root)")
+    ap.add_argument("--only-lab", action="store_true", help="only the live benchmarks")
+    ap.add_argument("--keep", action="store_true", help="leave lab bench16 up for another run")
+    ap.add_argument("--from-commit", metavar="REV", help="provision with site.yml as of this commit (e.g. HEAD)")
+    args = ap.parse_args()
+    if not args.only_lab:
+        bench_logs()
+    if not (args.lab or args.only_lab):
+        return
+    print(f"load average: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores, shared)")
+    lab, inventory = provisioned_lab(args.from_commit)
+    try:
+        wait_linked(lab)
+        bench_one_host(lab, inventory)
+        bench_many(inventory)
+    finally:
+        if not args.keep:
+            lab.down(log=lambda _m: None)
 
 
 if __name__ == "__main__":
