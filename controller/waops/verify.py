@@ -44,6 +44,10 @@ class BotState:
         return LinkRequest.from_mapping(self.health, bot=str(self.facts.get("bot") or ""), host=host)
 
 
+# Causes that waiting cannot change while the bot is connected (a folder does not shrink by itself): seen
+# this many probes in a row after a fix, the verify gives up at once and the rollback chain goes on.
+SETTLED_CAUSES = {"file_bloat": 3}
+
 Probe = Callable[[], BotState]  # raises UnreachableError when the host cannot be reached
 RoundTrip = Callable[[float], tuple[bool, str]]  # (timeout) -> (ok, detail)
 
@@ -110,6 +114,7 @@ def wait_verified(
     last: BotState | None = None
     detail = "not checked"
     rt_last = ""  # the last failed round trip, kept for the final message
+    settled = 0
 
     def status(text: str) -> None:
         if on_status is not None:
@@ -132,6 +137,11 @@ def wait_verified(
                 if on_link is not None:
                     on_link(link)
             ok, detail = is_working(last)
+            cause = getattr(last.diagnosis, "cause", None)
+            settled = settled + 1 if cause in SETTLED_CAUSES and last.connection == "open" else 0
+            if settled >= SETTLED_CAUSES.get(str(cause), 0) > 0:
+                why = f"{detail}: the fix did not change it and waiting will not"
+                return VerifyResult(False, why, clock() - start, human, last, link_at is not None)
             if ok and link_at is not None and human == 0.0:
                 human = clock() - link_at  # the person did their part: the link is open
             if not ok:

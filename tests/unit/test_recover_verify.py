@@ -114,3 +114,13 @@ def test_recover_refuses_a_bad_pairing_number() -> None:
 
     result = CliRunner().invoke(cli, ["recover", "h", "--pair-phone", "not-a-number"], standalone_mode=False)
     assert result.exception is not None and "E.164" in str(result.exception)
+
+
+def test_a_cause_waiting_cannot_change_fails_at_once() -> None:
+    r = verify([state("file_bloat", "open")], timeout=150)
+    assert not r.ok and "waiting will not" in r.detail and r.elapsed_s < 10
+
+
+def test_a_settled_cause_while_not_connected_is_waited_for() -> None:
+    r = verify([state("file_bloat", "connecting")] * 3 + [state("healthy", "open")], timeout=60)
+    assert r.ok
