@@ -2,9 +2,11 @@
 
 One lab per module (lean: 2 hosts, provisioned once): host 1 runs `shop` under pm2 with the files store;
 host 2 runs `shop` and `crm` under systemd with the PostgreSQL store, sharing one table, so a repair of
-`shop` must leave `crm`'s rows and process alone. Each case injects a real fault (waops.lab.faults or the
-simulator), runs the real CLI (`waops recover --yes --output json`), then checks the outcome, the
-verified backup taken before any destructive step, the untouched neighbour and the incident row.
+`shop` must leave `crm`'s rows and process alone. Each case injects a real fault (`waops lab fault`'s injector, or the
+simulator with parameters), checks that `waops diagnose --output json` (the CLI, as a person runs it)
+names exactly that cause with its evidence, runs the real CLI (`waops recover --yes --output json`),
+then checks the outcome, the verified backup taken before any destructive step, the untouched neighbour
+and the incident row.
 
 Set WAOPS_TEST_LAB=<name> to reuse a lab that is up and provisioned (development); it is left running.
 """
@@ -28,7 +30,7 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-LAB_NAME = "rc-matrix"
+LAB_NAME = "matrix"
 PG_HOST_INDEX = 2  # the systemd + postgres host
 
 
@@ -124,15 +126,28 @@ def diagnose(r: RcLab, index: int, bot: str = "shop") -> Any:
     return run(facts(r, index, bot))
 
 
-def wait_cause(r: RcLab, index: int, causes: tuple[str, ...], timeout: float = 90) -> str:
+def wait_cause(r: RcLab, index: int, cause: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = diagnose(r, index).cause
-        if last in causes:
-            return last
-        time.sleep(2)
-    raise AssertionError(f"host {index}: diagnosis stayed {last}, expected one of {causes}")
+        last = diagnose(r, index)
+        if last.cause == cause:
+            return
+        time.sleep(1)
+    raise AssertionError(f"host {index}: diagnosis stayed {last and last.cause}, expected {cause}: "
+                         f"{last and last.evidence}")
+
+
+def diagnose_cli(r: RcLab, index: int, bot: str = "shop") -> tuple[int, dict[str, Any]]:
+    """`waops diagnose HOST --bot BOT --output json`, run as a person would."""
+    proc = subprocess.run([_waops(), "diagnose", "-i", str(r.inventory), r.host(index).name, "--bot", bot,
+                           "--output", "json"], capture_output=True, text=True, timeout=120, cwd=_repo(),
+                          env=dict(os.environ, NO_COLOR="1"))
+    try:
+        results = json.loads(proc.stdout)["results"]
+    except (ValueError, KeyError):
+        raise AssertionError(f"no JSON (rc {proc.returncode}): {proc.stdout[-1000:]} {proc.stderr[-2000:]}") from None
+    return proc.returncode, next(x for x in results if x["bot"] == bot)
 
 
 def wait_healthy(r: RcLab, index: int, bot: str = "shop", timeout: float = 150) -> None:
@@ -203,27 +218,13 @@ def auto_link_off(r: RcLab) -> Iterator[None]:
 
 
 def inject(r: RcLab, index: int, cause: str, **params: Any) -> None:
-    from waops.errors import LabError
+    """`waops lab fault HOST CAUSE` (its injector), or the simulator with parameters (burst, count)."""
     from waops.lab.faults import inject as lab_inject
 
     if params:
         r.sim.fault(r.phone(index), cause, **params)
-    elif cause == "creds_lost" and index == PG_HOST_INDEX:
-        # waops.lab.faults passes :'s' with `psql -c`, which does not interpolate variables (a lab bug,
-        # reported); the same crash mid-write, with the statement on stdin.
-        cfg = json.loads(r.ssh(index, "cat /etc/waops/bots/shop.json"))
-        pg = cfg["postgres"]
-        r.ssh(index, f"echo \"DELETE FROM {pg['table']} WHERE session = :'s' AND key = 'creds';\" | "
-                     f"PGPASSFILE={pg['password_file']} psql -v ON_ERROR_STOP=1 -q -v s={pg['session']} "
-                     f"-h {pg['host']} -p {pg['port']} -U {pg['user']} -d {pg['dbname']} && "
-                     f"systemctl restart {cfg['service_name']}")
     else:
-        try:
-            lab_inject(r.lab, r.host(index).name, cause, "shop")
-        except LabError as exc:
-            # `systemctl restart` of a unit that now fails to start exits 1: the fault is made all the same
-            if cause not in ("crash", "library_mismatch") or "systemctl restart" not in str(exc):
-                raise
+        lab_inject(r.lab, r.host(index).name, cause, "shop")
 
 
 def clear(r: RcLab, index: int) -> None:
@@ -235,65 +236,55 @@ def clear(r: RcLab, index: int) -> None:
 # --- the fault matrix -----------------------------------------------------------------------------
 
 # (host, cause, accepted outcomes, backup reasons that prove a verified backup before a destructive
-# step (None: no destructive step), injection params, diagnoses accepted for the injected fault)
-RELEASE = ("crash", "library_mismatch", "restart_required")
-MATRIX: list[tuple[int, str, tuple[str, ...], tuple[str, ...] | None, dict[str, Any], tuple[str, ...]]] = [
-    (1, "process_down", ("resolved",), None, {}, ("process_down",)),
-    (2, "process_down", ("resolved",), None, {}, ("process_down",)),
-    (1, "creds_lost", ("resolved",), ("pre-restore",), {}, ("creds_lost",)),
-    # With the SQL store the restarted bot writes a fresh, unlinked creds row at once, so the facts show
-    # "waiting for a link" (logged_out): the reset-and-relink path then repairs it (reported to diagnose).
-    (2, "creds_lost", ("resolved",), ("pre-restore", "pre-reset"), {}, ("creds_lost", "logged_out")),
-    (1, "corrupt_keys", ("resolved", "rolled_back"), ("pre-prune",), {"burst": 12}, ("corrupt_keys",)),
-    (2, "logged_out", ("resolved",), ("pre-reset",), {}, ("logged_out",)),
-    (1, "conflict", ("resolved",), None, {}, ("conflict",)),
-    (1, "crash", ("resolved",), None, {}, RELEASE),
-    # systemd keeps restarting an ESM crash (activating), which reads as restart_required: the restart
-    # fails its verify and the rollback chain switches the release back.
-    (2, "library_mismatch", ("resolved", "rolled_back"), None, {}, RELEASE),
-    # The agent keeps the newest 812 pre-keys and sender-keys younger than 14 days (its defaults), so on a
-    # 6.x bot pruning alone may not bring the folder under the threshold: the relink fallback then does.
-    (1, "file_bloat", ("resolved", "rolled_back"), ("pre-prune",), {"count": 1500}, ("file_bloat",)),
-    (1, "network", ("resolved",), None, {}, ("network",)),
-    (2, "banned", ("needs_human",), None, {}, ("banned",)),
-    (1, "rate_limited", ("needs_human",), None, {}, ("rate_limited",)),
+# step (None: no destructive step), injection params). `waops diagnose` must name exactly `cause`.
+MATRIX: list[tuple[int, str, tuple[str, ...], tuple[str, ...] | None, dict[str, Any]]] = [
+    (1, "process_down", ("resolved",), None, {}),
+    (2, "process_down", ("resolved",), None, {}),
+    (1, "creds_lost", ("resolved",), ("pre-restore",), {}),
+    (2, "creds_lost", ("resolved",), ("pre-restore",), {}),
+    (1, "corrupt_keys", ("resolved", "rolled_back"), ("pre-prune",), {"burst": 12}),
+    (2, "logged_out", ("resolved",), ("pre-reset",), {}),
+    (1, "conflict", ("resolved",), None, {}),
+    (1, "crash", ("resolved",), None, {}),
+    (2, "library_mismatch", ("resolved",), None, {}),
+    (1, "client_outdated", ("resolved",), None, {}),
+    (1, "file_bloat", ("resolved", "rolled_back"), ("pre-prune",), {"count": 1500}),
+    (1, "network", ("resolved",), None, {}),
+    (2, "banned", ("needs_human",), None, {}),
+    (1, "rate_limited", ("needs_human",), None, {}),
 ]
 
 
-@pytest.mark.parametrize(("index", "cause", "allowed", "backup_reasons", "params", "diagnoses"), MATRIX,
+@pytest.mark.parametrize(("index", "cause", "allowed", "backup_reasons", "params"), MATRIX,
                          ids=[f"{c}-host{i}" for i, c, *_ in MATRIX])
 def test_fault_matrix(rclab: RcLab, index: int, cause: str, allowed: tuple[str, ...],
-                      backup_reasons: tuple[str, ...] | None, params: dict[str, Any],
-                      diagnoses: tuple[str, ...]) -> None:
+                      backup_reasons: tuple[str, ...] | None, params: dict[str, Any]) -> None:
     r = rclab
     expected = allowed[0]
     take_backup(r, index)  # the 6-hourly cron backup, made now so the case does not depend on the clock
     crm_before = _psql(r)
     other = 2 if index == 1 else 1
     other_pid = main_pid(r, other)
+    release_before = facts(r, index)["library"]["release"]
     injected_at = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     clearer = None
     try:
         with auto_link_off(r) if cause == "creds_lost" else contextlib.nullcontext():
             inject(r, index, cause, **params)
-            try:
-                seen = wait_cause(r, index, diagnoses)
-            except AssertionError:
-                if cause == "rate_limited":  # see the xfail reason: recover then (rightly) changes nothing
-                    pytest.xfail("diagnose reads a 429 while the connection stays open as healthy "
-                                 "(the fresh open wins over the rate-limit lines)")
-                raise
+            wait_cause(r, index, cause)
+            rc, diag = diagnose_cli(r, index)  # issue 4: the CLI names the injected cause, with evidence
+            assert (rc, diag["cause"]) == (1, cause), diag
+            assert diag["evidence"] and all(isinstance(e, str) and e for e in diag["evidence"]), diag
             if cause == "network":  # a transient outage: the network comes back during the back-off
                 clearer = threading.Timer(15, clear, (r, index))
                 clearer.start()
             untouched_pid = main_pid(r, index) if expected == "needs_human" else None
-            if seen == "logged_out":
-                r.sim.set_auto_link(True)  # a relink is the fix now: the simulated phone scans
             rc, res = recover_cli(r, index)
         assert res["outcome"] in allowed, res
+        assert res["cause"] == cause, res
         assert rc == (0 if expected == "resolved" else 4), res
         inc = incident(r, res["incident_id"])
-        assert inc is not None and inc.outcome == res["outcome"]
+        assert inc is not None and inc.outcome == res["outcome"] and inc.cause == cause
         if expected == "resolved":
             assert inc.mttr_s is not None and inc.mttr_s > 0
             assert any(s.name == "verify" and s.result == "ok" for s in inc.steps)
@@ -303,29 +294,43 @@ def test_fault_matrix(rclab: RcLab, index: int, cause: str, allowed: tuple[str, 
         if backup_reasons:
             made = [b for b in backups(r, index) if b["reason"] in backup_reasons and b["id"] >= injected_at]
             assert made and all(b["verified"] for b in made), backups(r, index)
+        if cause == "client_outdated":  # pinned past the refused version, in a new release
+            lib = facts(r, index)["library"]
+            assert lib["release"] != release_before and "-pin-" in lib["release"], lib
         # The neighbours: crm's rows in the shared table, and the other host's bot process.
         assert _psql(r) == crm_before
         assert main_pid(r, other) == other_pid
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: never hide the failure above
-            restore(r, index, cause, clearer)
+            restore(r, index, cause, clearer, release_before)
         raise
-    restore(r, index, cause, clearer)
+    restore(r, index, cause, clearer, release_before)
     assert diagnose(r, PG_HOST_INDEX, "crm").cause == "healthy"
 
 
-def restore(r: RcLab, index: int, cause: str, clearer: threading.Timer | None) -> None:
-    """Back to a healthy, linked bot for the next case (a person's part included: lift a ban)."""
+def restore(r: RcLab, index: int, cause: str, clearer: threading.Timer | None, release: str) -> None:
+    """Back to a healthy, linked bot on the release it ran before, for the next case (a person's part
+    included: lift a ban)."""
     if clearer is not None:
         clearer.join()
     clear(r, index)
     r.sim.set_auto_link(True)
+    if facts(r, index)["library"]["release"] != release:  # pinned or switched: back to the same release
+        switch_release(r, index, release)
     if cause in ("banned", "rate_limited"):
         # The person's fix in the lab: the ban or limit is lifted; a restart writes a fresh `open`.
         subprocess.run(["ansible-playbook", "-i", str(r.inventory), "playbooks/restart.yml", "-e",
                         "waops_bot=shop", "--limit", r.host(index).name], cwd=_repo(), capture_output=True,
                        timeout=300)
     wait_healthy(r, index, timeout=240)
+
+
+def switch_release(r: RcLab, index: int, release: str) -> None:
+    cfg = json.loads(r.ssh(index, "cat /etc/waops/bots/shop.json"))
+    restart = (f"systemctl restart {cfg['service_name']}" if cfg["service_manager"] == "systemd" else
+               f"runuser -u {cfg['user']} -- env PM2_HOME={cfg['pm2_home']} pm2 restart {cfg['service_name']}")
+    r.ssh(index, f"cd {cfg['release_root']} && ln -sfn releases/{release} current.tmp && mv -T current.tmp current "
+                 f"&& {restart} >/dev/null", check=True)
 
 
 def test_healthy_bot_changes_nothing(rclab: RcLab) -> None:
@@ -348,7 +353,7 @@ def test_failing_fix_is_rolled_back_and_recorded(rclab: RcLab) -> None:
              "sed -i '1i throw new Error(\"broken deploy\")' $new/index.js; chown -R wa-shop: $new; "
              "ln -sfn ${new} current.tmp; mv -T current.tmp current")
     inject(r, 1, "process_down")
-    wait_cause(r, 1, ("process_down",))
+    wait_cause(r, 1, "process_down")
     try:
         rc, res = recover_cli(r, 1, "--verify-timeout", "40")
         assert res["outcome"] == "rolled_back", res
@@ -371,7 +376,7 @@ def test_pin_library_builds_a_reproducible_release(rclab: RcLab) -> None:
     (npm install --save-exact, then npm ci from the lockfile) and the bot answers again."""
     r = rclab
     inject(r, 2, "library_mismatch")
-    wait_cause(r, 2, RELEASE)
+    wait_cause(r, 2, "library_mismatch")
     proc = subprocess.run(["ansible-playbook", "-i", str(r.inventory), "playbooks/pin_library.yml", "-e",
                            "waops_bot=shop", "-e", "waops_library_version=6.7.18", "--limit", r.host(2).name],
                           cwd=_repo(), capture_output=True, text=True, timeout=600)
