@@ -249,6 +249,31 @@ def bench_many(inventory: Path, rounds: int = 5) -> None:
     profile_many(inventory)
 
 
+def ssh_floor(lab, rounds: int = 3) -> None:
+    """Logging in to every host at once and running `true` (OpenSSH): what any SSH-based check costs
+    here at least, since all the lab's hosts share this machine's cores with the controller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from waops.lab.container import ssh_options
+
+    opts = ssh_options(lab.image.key, lab.known_hosts)
+    hosts = lab.hosts()
+
+    def one(h) -> int:  # type: ignore[no-untyped-def]
+        return subprocess.run(["ssh", *opts, f"root@{h.ip}", "true"], capture_output=True).returncode
+
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            list(pool.map(one, hosts))
+        times.append(time.perf_counter() - start)
+    print(
+        f"  floor: `ssh HOST true` to all {len(hosts)} hosts at once (OpenSSH), median of {rounds}: "
+        f"{statistics.median(times):.2f} s"
+    )
+
+
 def profile_many(inventory: Path) -> None:
     """Where the time of one --all call goes, in process: per-host round trips and classification."""
     from waops import config, probe
@@ -290,6 +315,7 @@ def main() -> None:
         wait_linked(lab)
         bench_one_host(lab, inventory)
         bench_many(inventory)
+        ssh_floor(lab)
     finally:
         if not args.keep:
             lab.down(log=lambda _m: None)
