@@ -235,3 +235,34 @@ def test_lifetimes_with_and_without_keepalive(fast_sim: Sim, make_bot: Callable[
     # The connection-level records carry the same flag.
     sessions = [s for s in fast_sim.client.sessions() if s["phone"] == other and s["end"] is not None]
     assert sessions[0]["reason"] == "inactivity" and sessions[0]["had_keepalive"] is False
+
+
+QUIET_JS = """
+const { parseQuietHours, checkTimeZone, quietRemainingMs } = require(process.argv[2])
+const at = (s) => Date.parse(s)
+const night = parseQuietHours('22:00-06:00'), early = parseQuietHours('01:00-06:00')
+const out = {
+  summer: quietRemainingMs(at('2026-07-01T20:30:00Z'), night, 'Europe/Berlin'),   // 22:30 CEST: inside
+  winter: quietRemainingMs(at('2026-01-01T20:30:00Z'), night, 'Europe/Berlin'),   // 21:30 CET: outside
+  last30s: quietRemainingMs(at('2026-03-02T05:59:30Z'), early, 'UTC'),
+  atEnd: quietRemainingMs(at('2026-03-02T06:00:00Z'), early, 'UTC'),
+  off: parseQuietHours('off'),
+}
+for (const bad of [() => parseQuietHours('1-6'), () => checkTimeZone('Mars/Olympus')]) {
+  try { bad(); out.bad = 'accepted' } catch (e) { out.bad = (out.bad || 0) + 1 }
+}
+console.log(JSON.stringify(out))
+"""
+
+
+def test_quiet_hours_follow_the_time_zone(tmp_path: Path) -> None:
+    from tests.sandbox.harness import KEEPALIVE_DIR, node_binary
+
+    node = node_binary()
+    if not node:
+        pytest.skip("node is required")
+    (tmp_path / "q.js").write_text(QUIET_JS)
+    quiet_js = str(KEEPALIVE_DIR / "waops-keepalive" / "quiet.js")
+    run = subprocess.run([node, "q.js", quiet_js], cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = json.loads(run.stdout)
+    assert out == {"summer": 7.5 * 3600 * 1000, "winter": 0, "last30s": 30000, "atEnd": 0, "off": None, "bad": 2}

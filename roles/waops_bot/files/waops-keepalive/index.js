@@ -14,7 +14,8 @@
 //   file [WAOPS_HEALTH_FILE], bot [WAOPS_BOT], library {name, version},
 //   hours [WAOPS_KEEPALIVE_HOURS, 12; 0 = no keep-alive], quietHours [WAOPS_QUIET_HOURS, 01:00-06:00; off],
 //   tz [WAOPS_TZ, UTC], backup: {cmd: [argv]} | {socket: path} | false
-//   [WAOPS_BACKUP_SOCKET, else WAOPS_BACKUP_CMD, else `waops-host backup --reason keepalive --bot <bot> --json`],
+//   [WAOPS_BACKUP_CMD (JSON list or words; "off"), else WAOPS_BACKUP_SOCKET, else
+//    `waops-host backup --reason keepalive --bot <bot> --json` from PATH],
 //   maxLoggedOutRetries [WAOPS_401_RETRIES, 3], authDir [WAOPS_AUTH_DIR] (files store: "session files exist"),
 //   clock: () => ms | {now() => ms, speed} (an accelerated clock: timers are divided by its speed),
 //   tickMs [WAOPS_KEEPALIVE_TICK_MS, 60000] (longest real wait between two looks at the clock),
@@ -61,7 +62,8 @@ function backupSpec (opt, env, bot) {
   if (opt === false || opt === null) return null
   if (opt && opt.socket) return { socket: opt.socket }
   if (opt && opt.cmd) return { cmd: backup.parseCommand(opt.cmd, bot) }
-  if (env.WAOPS_BACKUP_SOCKET) return { socket: env.WAOPS_BACKUP_SOCKET }
+  // An explicit command wins; then the socket the waops_bot role sets up; then the agent on PATH.
+  if (!env.WAOPS_BACKUP_CMD && env.WAOPS_BACKUP_SOCKET) return { socket: env.WAOPS_BACKUP_SOCKET }
   const cmd = backup.parseCommand(env.WAOPS_BACKUP_CMD, bot)
   return cmd ? { cmd } : null
 }
@@ -237,7 +239,11 @@ class KeepAliveAgent {
     if (wait <= 0) {
       this.timer = setTimeout(() => this.tick(), 0)
     } else {
-      this.state.keepalive.next_at = iso(now + wait)
+      const next = iso(now + wait)
+      if (this.state.keepalive.next_at !== next) {
+        this.state.keepalive.next_at = next
+        this.write()
+      }
       // Sim ms -> real ms; never sleep longer than tickMs, so a sped-up or advanced clock is noticed.
       const real = Math.min(Math.ceil(wait / this.clock.speed()), this.tickMs)
       this.timer = setTimeout(() => this.schedule(), Math.max(real, 1))
