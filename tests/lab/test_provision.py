@@ -122,6 +122,31 @@ def test_cron_entries_exist(converged) -> None:
         assert "*/5 * * * * root /usr/local/bin/waops-host check --bot shop" in cron
 
 
+KEEPALIVE_SOCKET = "/run/waops/keepalive-backup-shop.sock"
+# The keep-alive agent's own socket client, run with the bot unit's hardening (NoNewPrivileges, no
+# capabilities, read-only system): what the bot does after each keep-alive (issue 6).
+KEEPALIVE_REQUEST = (
+    "systemd-run --quiet --wait --pipe --uid=wa-shop --gid=wa-shop -p NoNewPrivileges=yes -p ProtectSystem=strict "
+    "-p PrivateTmp=yes -p CapabilityBoundingSet= node -e 'require(\"/opt/waops/lib/node_modules/waops-keepalive/"
+    f"backup.js\").runSocket(\"{KEEPALIVE_SOCKET}\").then(r => console.log(JSON.stringify(r)))'"
+)
+
+
+def test_keepalive_backup_socket_serves_the_bot_user_only(converged) -> None:
+    lab, _, first = converged
+    assert first.rc == 0, first.tail()
+    for host in lab.hosts():
+        env = lab.ssh(host, "cat /etc/waops/bots/shop.env", check=True)
+        assert f'WAOPS_BACKUP_SOCKET="{KEEPALIVE_SOCKET}"' in env and 'WAOPS_KEEPALIVE_HOURS="12"' in env
+        result = json.loads(lab.ssh(host, KEEPALIVE_REQUEST, check=True).strip().splitlines()[-1])
+        assert result["ok"] and result["verified"] and result["id"], result
+        listed = json.loads(lab.ssh(host, "waops-host list --bot shop --json", check=True))["results"][0]["backups"]
+        assert {b["id"]: b["reason"] for b in listed}.get(result["id"]) == "keepalive"
+        refused = lab.ssh(host, f"setpriv --reuid=nobody --regid=nogroup --clear-groups python3 -c 'import socket; "
+                                f"socket.socket(socket.AF_UNIX).connect(\"{KEEPALIVE_SOCKET}\")' 2>&1; echo rc=$?")
+        assert "PermissionError" in refused and "rc=1" in refused, refused
+
+
 def test_bot_is_back_after_a_reboot(converged) -> None:
     from waops.lab.container import wait_for_ssh
 
