@@ -87,3 +87,18 @@ def test_failing_test_leaves_nothing_behind(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "deliberate failure after boot" in proc.stdout
     assert _lab("t-fail").leftovers() == []
+
+
+def test_labs_whose_names_hash_alike_get_different_subnets(tmp_path: Path) -> None:
+    """`keepalive` and `t-keys` both hash to 10.77.128: the second lab up must claim another subnet."""
+    from waops.lab import Lab, LabSettings
+
+    labs = [Lab(LabSettings(name=n, runtime_root=tmp_path)) for n in ("keepalive", "t-keys")]
+    assert labs[0].settings.octet == labs[1].settings.octet  # the names' first choice collides
+    for lab in labs:
+        lab._claim_subnet()  # what `up` does before it makes the bridge
+    octets = [lab.settings.octet for lab in labs]
+    assert octets[0] != octets[1]
+    assert labs[1].network.prefix == f"10.77.{octets[1]}" and labs[1].postgres.listen == f"10.77.{octets[1]}.1"
+    again = Lab(LabSettings(name="t-keys", runtime_root=tmp_path))
+    assert again.settings.octet == octets[1]  # kept for status, fault and down

@@ -6,6 +6,7 @@ PostgreSQL instance, the simulator, and ip_forward as it was."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -53,8 +54,15 @@ class LabSettings:
 
     @property
     def octet(self) -> int:
-        # 10.77.<octet>.0/24 per lab, so several labs (parallel test runs) never share a subnet.
-        return 0 if self.name == "default" else 1 + zlib.crc32(self.name.encode()) % 250
+        # 10.77.<octet>.0/24 per lab, so several labs (parallel test runs) never share a subnet. The
+        # name's hash is only the first choice: `up` claims a free octet and keeps it in the lab's
+        # directory (Lab._claim_subnet), so two names that hash alike never share a bridge subnet.
+        if self.name == "default":
+            return 0
+        try:
+            return int((self.dir / "octet").read_text())
+        except (OSError, ValueError):
+            return _hash_octet(self.name)
 
     @property
     def prefix(self) -> str:
@@ -91,12 +99,34 @@ class Lab:
         self.settings = settings or LabSettings.from_env()
         s = self.settings
         self.image = Image(s.cache_dir)
-        self.network = LabNetwork(s.bridge, s.prefix, s.nft_table, s.runtime_root)
-        self.postgres = LabPostgres(s.dir / "pg", s.prefix + ".1", PG_PORT, f"{s.prefix}.0/24")
+        self._wire()
         self.known_hosts = s.dir / "known_hosts"
         self.inventory_dir = s.dir / "inventory"
         self.state_file = s.dir / "state.json"
         self.last_boot: dict[str, float] = {}
+
+    def _wire(self) -> None:
+        s = self.settings
+        self.network = LabNetwork(s.bridge, s.prefix, s.nft_table, s.runtime_root)
+        self.postgres = LabPostgres(s.dir / "pg", s.prefix + ".1", PG_PORT, f"{s.prefix}.0/24")
+
+    def _claim_subnet(self) -> None:
+        """Pick this lab's subnet octet (first choice: the name's hash) among those no other lab and no
+        interface uses, under a lock shared by all labs, and keep it in the lab's directory."""
+        s = self.settings
+        if s.name == "default" or (s.dir / "octet").exists():
+            return
+        s.runtime_root.mkdir(parents=True, exist_ok=True)
+        with open(s.runtime_root / ".subnets.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            used = _octets_in_use(s.runtime_root, s.name)
+            first = _hash_octet(s.name)
+            free = [o for o in ((first - 1 + k) % 250 + 1 for k in range(250)) if o not in used]
+            if not free:
+                raise LabError("no free lab subnet left in 10.77.1-250.0/24")
+            s.dir.mkdir(parents=True, exist_ok=True)
+            (s.dir / "octet").write_text(f"{free[0]}\n")
+        self._wire()
 
     # -- state -----------------------------------------------------------------------------------
     def hosts(self) -> list[LabHost]:
@@ -143,6 +173,7 @@ class Lab:
         self.image.ensure(log)
         s = self.settings
         s.dir.mkdir(parents=True, exist_ok=True)
+        self._claim_subnet()
         existing = self.hosts()
         try:
             self.network.up()
@@ -317,11 +348,29 @@ class Lab:
         mounts = Path("/proc/mounts").read_text()
         if str(s.dir) in mounts:
             found.append("overlay mounts")
-        procs = subprocess.run(["pgrep", "-f", f"(-M {self.host_prefix}-[0-9]|waops.sandbox serve .*{s.prefix}.1:)"],
+        procs = subprocess.run(["pgrep", "-f", f"(-M {self.host_prefix}-[0-9]|waops.sandbox serve .*--state {s.dir}/)"],
                                capture_output=True, text=True).stdout.split()
         if procs:
             found.append(f"processes {procs}")
         return found
+
+
+def _hash_octet(name: str) -> int:
+    return 1 + zlib.crc32(name.encode()) % 250
+
+
+def _octets_in_use(runtime_root: Path, me: str) -> set[int]:
+    """Octets claimed by the other labs here (their file, else their name's hash) or on any interface."""
+    used: set[int] = set()
+    for d in runtime_root.iterdir():
+        if d.is_dir() and d.name != me and _NAME_RE.match(d.name):
+            try:
+                used.add(int((d / "octet").read_text()))
+            except (OSError, ValueError):
+                used.add(0 if d.name == "default" else _hash_octet(d.name))
+    addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    used |= {int(m) for m in re.findall(r"inet 10\.77\.(\d+)\.", addrs)}
+    return used
 
 
 def _pid_alive(pid: int) -> bool:
