@@ -76,6 +76,70 @@ def in_process(path: Path, n: int = 20) -> float:
     return statistics.median(times)
 
 
+def full_window_facts() -> dict:
+    """One bot's facts as the agent sends them at most: 200 matched lines and a 20-line tail, long
+    Baileys pino lines (fixture lines and 'stream errored' objects, ~1,000 characters each)."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+    lines = [
+        ln
+        for f in sorted(fixtures.glob("*.log"))
+        for ln in f.read_bytes().decode("utf-8", "replace").splitlines()
+        if ln.strip()
+    ]
+
+    def line(i: int) -> str:
+        if i % 2:
+            return lines[i * 7 % len(lines)][:1000] + f" #{i}"
+        node = {
+            "tag": "stream:error",
+            "attrs": {"code": "515"},
+            "content": [{"tag": "x" * 20, "attrs": {"id": str(i) * 40}}] * 10,
+        }
+        return json.dumps({"level": 50, "time": 1764400000000 + i, "msg": "stream errored out", "node": node})[:1000]
+
+    matched = [{"time": None, "stream": "out", "text": line(i), "code": None} for i in range(200)]
+    return {
+        "bot": "shop",
+        "process": {"manager": "pm2", "status": "online", "restarts": 0},
+        "health": None,
+        "logs": {"source": "pm2", "matched": matched, "tail": [line(1000 + i) for i in range(20)]},
+        "auth": {"store": "files", "file_count": 40},
+    }
+
+
+def bench_classify(n: int = 20) -> None:
+    """Classification of a full facts window, with the rule prefilter and with every rule's regex run on
+    every line (what it cost before the prefilter): pure Python under the GIL, once per bot."""
+    from waops import rules
+    from waops.diagnose import diagnose
+
+    bot = full_window_facts()
+
+    def per_bot() -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            diagnose(bot)
+        return (time.perf_counter() - start) / n
+
+    fast = per_bot()
+    saved = rules._PREFILTER
+
+    class Everything:
+        def candidates(self, _text: str) -> range:
+            return range(len(rules.COMPILED))
+
+    rules._PREFILTER = Everything()  # type: ignore[assignment]
+    try:
+        slow = per_bot()
+    finally:
+        rules._PREFILTER = saved
+    print(
+        f"classification of a full facts window (220 long lines), per bot: {fast * 1000:.1f} ms with the "
+        f"prefilter, {slow * 1000:.1f} ms running every rule regex on every line; x16 bots: "
+        f"{fast * 16 * 1000:.0f} ms vs {slow * 16 * 1000:.0f} ms"
+    )
+
+
 def bench_logs() -> None:
     with tempfile.TemporaryDirectory(prefix="waops-bench-") as tmp:
         small, big = Path(tmp) / "2mb.log", Path(tmp) / "2gb.log"
@@ -306,6 +370,7 @@ def main() -> None:
     ap.add_argument("--from-commit", metavar="REV", help="provision with site.yml as of this commit (e.g. HEAD)")
     args = ap.parse_args()
     if not args.only_lab:
+        bench_classify()
         bench_logs()
     if not (args.lab or args.only_lab):
         return
