@@ -62,7 +62,7 @@ function runSocket (socketPath, timeoutMs = TIMEOUT_MS) {
       const summary = summarize(out)
       let ok = false
       try { ok = JSON.parse(out.trim().split('\n').pop()).ok === true } catch { /* no JSON: failed */ }
-      finish({ ok, exitCode: null, ...summary, error: ok ? null : (summary.error || 'no result from the backup service') })
+      finish({ ok, exitCode: null, ...summary, error: ok ? null : (summary.error || `no result from the backup service behind ${socketPath} (its journal says why)`) })
     })
     conn.end() // nothing to say: connecting is the request, the command is fixed by the unit
   })
