@@ -346,7 +346,7 @@ class Lab:
         if self.network.exists():
             found.append(f"bridge/nft {s.bridge}/{s.nft_table}")
         mounts = Path("/proc/mounts").read_text()
-        if str(s.dir) in mounts:
+        if f" {s.dir}/" in mounts or f" {s.dir} " in mounts:  # not bench16 for lab bench
             found.append("overlay mounts")
         procs = subprocess.run(["pgrep", "-f", f"(-M {self.host_prefix}-[0-9]|waops.sandbox serve .*--state {s.dir}/)"],
                                capture_output=True, text=True).stdout.split()
