@@ -355,10 +355,18 @@ def profile_many(inventory: Path) -> None:
         diagnose(f, s)
     classify = (time.perf_counter() - t) / max(1, len(facts))
     per_host = sorted(r.elapsed_s for r in reports)
+    by_manager: dict[str, list[float]] = {}
+    for r in reports:
+        manager = next((b.facts["process"].get("manager") for b in r.bots if b.facts), "?")
+        by_manager.setdefault(str(manager), []).append(r.elapsed_s)
+    split = ", ".join(f"{m} hosts median {statistics.median(v):.2f} s" for m, v in sorted(by_manager.items()))
+    start = time.perf_counter()
+    inv.load(str(inventory), ["all"])
+    inv_s = time.perf_counter() - start
     print(
         f"  in process: probe_hosts {wall:.2f} s (concurrency {s.concurrency}); per-host round trip "
-        f"median {statistics.median(per_host):.2f} s, max {per_host[-1]:.2f} s; classification "
-        f"{classify * 1000:.1f} ms per bot"
+        f"median {statistics.median(per_host):.2f} s, max {per_host[-1]:.2f} s ({split}); classification "
+        f"{classify * 1000:.1f} ms per bot; inventory load (ansible, imports already done) {inv_s:.2f} s"
     )
 
 
