@@ -195,7 +195,7 @@ def run_site_from(inventory: Path, commit: str | None):
         return PlaybookRun(p.returncode, time.monotonic() - start, p.stdout + p.stderr)
 
 
-def provisioned_lab(commit: str | None):
+def provisioned_lab(commit: str | None, update: bool = False):
     """Lab `bench16`: 16 hosts after one site.yml run (reused when a kept one is there)."""
     from waops.lab import Lab, LabSettings
 
@@ -204,6 +204,12 @@ def provisioned_lab(commit: str | None):
     marker = lab.settings.dir / "bench-provisioned"
     if marker.exists() and len(lab.hosts()) == LAB_HOSTS and all(r["running"] for r in lab.status()):
         print(f"reusing lab bench16 ({LAB_HOSTS} hosts, provisioned before)")
+        if update:
+            site = run_site_from(lab.inventory_dir, commit)
+            print(f"site.yml again (updates the agent and roles): {site.seconds:.0f} s (rc {site.rc})")
+            if site.rc != 0:
+                print(site.tail(40))
+                raise SystemExit("site.yml failed")
         return lab, lab.inventory_dir
     lab.down(log=lambda _m: None)
     start = time.perf_counter()
@@ -376,6 +382,7 @@ def main() -> None:
     ap.add_argument("--only-lab", action="store_true", help="only the live benchmarks")
     ap.add_argument("--keep", action="store_true", help="leave lab bench16 up for another run")
     ap.add_argument("--from-commit", metavar="REV", help="provision with site.yml as of this commit (e.g. HEAD)")
+    ap.add_argument("--update", action="store_true", help="on a kept lab, run site.yml again first")
     args = ap.parse_args()
     if not args.only_lab:
         bench_classify()
@@ -383,7 +390,7 @@ def main() -> None:
     if not (args.lab or args.only_lab):
         return
     print(f"load average: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores, shared)")
-    lab, inventory = provisioned_lab(args.from_commit)
+    lab, inventory = provisioned_lab(args.from_commit, args.update)
     try:
         wait_linked(lab)
         bench_one_host(lab, inventory)
