@@ -40,7 +40,7 @@ db_rows_emergency. --show-settings prints each value and where it came from."""
 @click.option("--output", type=click.Choice(["table", "json"]), default=None,
               help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
 @click.option("--log-file", "log_files", multiple=True, type=click.Path(dir_okay=True),
-              help="Diagnose a saved log instead of a host (repeatable).")
+              help="Diagnose a saved log instead of a host (repeatable; - reads a piped log from stdin).")
 @click.option("--concurrency", type=int, default=None, help="Hosts probed at once [env WAOPS_CONCURRENCY].")
 @click.option("--timeout", type=float, default=None, help="Hard deadline per host, s [env WAOPS_TIMEOUT].")
 @click.option("--window", "log_window_bytes", type=int, default=None,
