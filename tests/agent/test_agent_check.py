@@ -2,8 +2,9 @@
 
 The real agent runs as a process (as cron runs it) against a temp bot; the stand-in is a small HTTP
 server in a thread that records every request. The clock is moved with the agent's `check --now ISO`
-flag (added for testing the clock; nothing else honours it). This machine has no pm2 or systemd as
-PID 1, so the process is "missing" here: the session condition is off except where a test wants it.
+flag (added for testing the clock; nothing else honours it). No bot process runs here (no pm2 daemon for
+the bot, no systemd as PID 1), so the process is down: the session condition is off except where a test
+wants it. The lab test (tests/lab/test_provision.py) runs the same check against real pm2 and systemd.
 """
 
 from __future__ import annotations
@@ -355,7 +356,7 @@ def test_metrics_file_content_and_atomic_replace(abot: Bot, tmp_path: Path) -> N
     assert values['waops_last_keepalive_timestamp_seconds{bot="shop"}'] == str(
         datetime(2026, 11, 30, 11, tzinfo=UTC).timestamp()
     )
-    # No pm2 here: the process is down, so the session does not count as open and has no age.
+    # No bot process here: it is down, so the session does not count as open and has no age.
     assert values['waops_process_up{bot="shop"}'] == "0" and values['waops_session_open{bot="shop"}'] == "0"
     assert not any(k.startswith("waops_session_age_seconds") for k in values)
     assert values['waops_alert_active{bot="shop",condition="auth_files"}'] == "0"
@@ -421,7 +422,7 @@ def test_concurrent_runs_alert_once_and_a_held_repair_lock_never_blocks(abot: Bo
     assert json.loads((abot.root / "state" / "check-shop.json").read_text())["conditions"]["auth_files"]["open"]
 
     # A repair holds the bot's lock (as reset does while it waits for a QR scan): the check does not wait
-    # for it, and leaves the session alone meanwhile. The process here is down (no pm2), so once the lock
+    # for it, and leaves the session alone meanwhile. The process here is down (no bot runs), so once the lock
     # is free the session incident opens after session_down_minutes.
     alerts(abot, session_down_minutes=10)
     abot.lock_dir.mkdir(exist_ok=True)
@@ -437,4 +438,4 @@ def test_concurrent_runs_alert_once_and_a_held_repair_lock_never_blocks(abot: Bo
     r = check(abot, at("12:40"))
     assert "session_down" in r["active"]
     (text,) = [t for t in standin.telegram() if "session" in t]
-    assert text.startswith("[waops] CRITICAL shop@") and "session not open for 10 min: process missing" in text
+    assert text.startswith("[waops] CRITICAL shop@") and "session not open for 10 min: process " in text

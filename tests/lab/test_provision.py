@@ -8,6 +8,7 @@ is back under both managers. The hosts are brought up once for the module (the c
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -120,6 +121,23 @@ def test_cron_entries_exist(converged) -> None:
         cron = lab.ssh(host, "cat /etc/cron.d/waops-shop", check=True)
         assert "0 */6 * * * root /usr/local/bin/waops-host backup --bot shop --reason cron" in cron
         assert "*/5 * * * * root /usr/local/bin/waops-host check --bot shop" in cron
+
+
+def test_health_check_as_cron_runs_it_sees_the_bot_up(converged) -> None:
+    """The role's check line under cron's environment (the cron file's PATH, nothing else inherited): real
+    pm2/systemd facts, no false alarm, the node_exporter metrics file (issue 6; ~2 s a host)."""
+    lab, _, first = converged
+    assert first.rc == 0, first.tail()
+    for host in lab.hosts():
+        cron = lab.ssh(host, "cat /etc/cron.d/waops-shop", check=True).splitlines()
+        path = next(ln.split("=", 1)[1].strip('"') for ln in cron if ln.startswith("PATH="))
+        job = next(ln.split(" root ", 1)[1] for ln in cron if " check --bot shop " in ln)
+        lab.ssh(host, f"env -i PATH={shlex.quote(path)} /bin/sh -c {shlex.quote(job)}", check=True)
+        state = json.loads(lab.ssh(host, "cat /var/lib/waops/agent/check-shop.json", check=True))
+        assert not [n for n, c in state["conditions"].items() if c.get("open")], state["conditions"]
+        prom = lab.ssh(host, "cat /var/lib/node_exporter/textfile_collector/waops.prom", check=True)
+        assert 'waops_process_up{bot="shop"} 1' in prom and 'waops_session_open{bot="shop"} 1' in prom, prom
+        assert lab.ssh(host, "tail -n 1 /var/log/waops/waops-host.log").rstrip().endswith(" shop: ok")
 
 
 KEEPALIVE_SOCKET = "/run/waops/keepalive-backup-shop.sock"

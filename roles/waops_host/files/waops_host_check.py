@@ -43,6 +43,7 @@ DEFAULT_SECRETS_FILE = "/etc/waops/alerts.json"
 MAX_OUTBOX = 100  # a week-long channel outage at one incident an hour still fits; clears are kept first
 PROCESS_UP = ("online", "active")
 SESSION_STATES = ("open", "connecting", "close", "waiting_link", "stopped", "unknown")
+STALE_TOLERANCE_S = 5  # the bot writes its health file within a second of starting
 CHANNELS = ("telegram", "webhook")
 # condition -> label used in messages and metrics (the order is the order of evaluation and output)
 CONDITIONS = {
@@ -181,6 +182,13 @@ def session_view(facts: dict[str, Any]) -> tuple[bool, str]:
     conn = "unknown"
     if isinstance(health, dict) and "error" not in health and health.get("connection") in SESSION_STATES:
         conn = str(health["connection"])
+        # A bot that dies before its first connection.update leaves the last process's "open" behind
+        # (a crash loop under pm2 looks online). Written before this process started = not its state.
+        # Wall clock on both sides: updated_at is wall time, uptime_s is measured by the agent now.
+        updated, uptime = parse_iso(health.get("updated_at")), proc.get("uptime_s")
+        started = time.time() - uptime if isinstance(uptime, (int, float)) else None
+        if conn == "open" and updated and started and updated.timestamp() < started - STALE_TOLERANCE_S:
+            conn = "stale"
     return proc.get("status") in PROCESS_UP, conn
 
 
@@ -206,8 +214,8 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
         )
     elif conn not in ("open", "unknown"):  # no health file: we cannot tell, the process is up
         last = health.get("last_disconnect") or {}
-        why = f"connection {conn}"
-        if isinstance(last, dict) and last.get("code"):
+        why = "health file not written since the process started" if conn == "stale" else f"connection {conn}"
+        if isinstance(last, dict) and last.get("code") and conn != "stale":
             why += f", last disconnect {last.get('code')} {last.get('reason') or ''}".rstrip()
         out["session_down"] = Finding(
             True,
@@ -587,7 +595,8 @@ def samples(bot: str, facts: dict[str, Any], state: dict[str, Any], now: datetim
     ]
     if isinstance(proc.get("restarts"), int):
         out.append(["waops_process_restarts_total", {}, proc["restarts"]])
-    out += [["waops_session_state", {"state": s}, int(s == conn)] for s in SESSION_STATES]
+    shown = conn if conn in SESSION_STATES else "unknown"  # stale: written by an earlier process
+    out += [["waops_session_state", {"state": s}, int(s == shown)] for s in SESSION_STATES]
     started = parse_iso(health.get("session_started_at"))
     if up and conn == "open" and started:
         out.append(["waops_session_age_seconds", {}, max(0, int((now - started).total_seconds()))])
