@@ -315,8 +315,11 @@ def restore(r: RcLab, index: int, cause: str, clearer: threading.Timer | None, r
         clearer.join()
     clear(r, index)
     r.sim.set_auto_link(True)
-    if facts(r, index)["library"]["release"] != release:  # pinned or switched: back to the same release
+    made = facts(r, index)["library"]["release"]
+    if made != release:  # pinned: back to the release of the start, and the case's release goes
         switch_release(r, index, release)
+        root = json.loads(r.ssh(index, "cat /etc/waops/bots/shop.json"))["release_root"]
+        r.ssh(index, f"rm -rf {root}/releases/{made}", check=True)
     if cause in ("banned", "rate_limited"):
         # The person's fix in the lab: the ban or limit is lifted; a restart writes a fresh `open`.
         subprocess.run(["ansible-playbook", "-i", str(r.inventory), "playbooks/restart.yml", "-e",
