@@ -28,8 +28,10 @@ from tests.lab.test_recover import (
     _write_bots,
     auto_link_off,
     clear,
+    facts,
     inject,
     recover_cli,
+    restore,
     take_backup,
     wait_cause,
     wait_healthy,
@@ -38,28 +40,29 @@ from tests.lab.test_recover import (
 RUNBOOK_TARGET_S = (10 * 60, 15 * 60)
 
 
-def bench_one(r: RcLab, index: int, cause: str, params: dict, diagnoses: tuple[str, ...]) -> dict:
+def bench_one(r: RcLab, index: int, cause: str, params: dict) -> dict:
     take_backup(r, index)
+    release = facts(r, index)["library"]["release"]
+    clearer = None
     t0 = time.monotonic()
-    with auto_link_off(r) if cause == "creds_lost" else contextlib.nullcontext():
-        inject(r, index, cause, **params)
-        try:
-            seen = wait_cause(r, index, diagnoses)
-        except AssertionError as exc:
-            clear(r, index)
-            return {"cause": cause, "host": index, "error": str(exc)}
-        detected = time.monotonic()
-        if seen == "logged_out":
-            r.sim.set_auto_link(True)
-        if cause == "network":
-            import threading
+    try:
+        with auto_link_off(r) if cause == "creds_lost" else contextlib.nullcontext():
+            inject(r, index, cause, **params)
+            try:
+                wait_cause(r, index, cause)
+            except AssertionError as exc:
+                return {"cause": cause, "host": index, "error": str(exc)}
+            detected = time.monotonic()
+            if cause == "network":
+                import threading
 
-            threading.Timer(15, clear, (r, index)).start()
-        rc, res = recover_cli(r, index)
-    done = time.monotonic()
-    clear(r, index)
-    with contextlib.suppress(AssertionError):
-        wait_healthy(r, index, timeout=240)
+                clearer = threading.Timer(15, clear, (r, index))
+                clearer.start()
+            rc, res = recover_cli(r, index)
+        done = time.monotonic()
+    finally:
+        with contextlib.suppress(AssertionError):
+            restore(r, index, cause, clearer, release)  # back to healthy on the release of the start
     return {"cause": cause, "host": index, "outcome": res["outcome"], "exit": rc,
             "detect_s": round(detected - t0, 1), "recover_s": round(done - detected, 1),
             "total_s": round(done - t0, 1), "mttr_s": res["mttr_s"], "human_wait_s": res["human_wait_s"],
@@ -84,7 +87,7 @@ def main() -> None:
         for i in (1, 2):
             wait_healthy(r, i)
         wanted = set(filter(None, args.causes.split(",")))
-        rows = [bench_one(r, i, c, p, d) for i, c, _o, _b, p, d in MATRIX if not wanted or c in wanted]
+        rows = [bench_one(r, i, c, p) for i, c, _o, _b, p in MATRIX if not wanted or c in wanted]
     finally:
         if not args.lab:
             lab.down(log=lambda _m: None)
@@ -96,7 +99,8 @@ def main() -> None:
             print(f"{row['cause']:<18}{row['host']:>5}  not detected: {row['error'][:80]}")
             continue
         print(f"{row['cause']:<18}{row['host']:>5}{row['outcome']:>13}{row['detect_s']:>8.1f}s{row['recover_s']:>8.1f}s"
-              f"{row['total_s']:>8.1f}s   {lo / max(row['total_s'], 0.1):.0f}x faster than {lo // 60} min")
+              f"{row['total_s']:>8.1f}s   {lo / max(row['total_s'], 0.1):.0f}x faster than {lo // 60} min   "
+              f"{' '.join(row['steps'])}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
