@@ -35,12 +35,16 @@ def offered(release: str, package: str) -> list[str]:
     slug = package.replace("/", "-").replace("@", "")
     vendor = os.path.join(release, "vendor")
     if os.path.isdir(vendor):
-        found = [name[len(slug) + 1:] for name in os.listdir(vendor)
-                 if name.startswith(slug + "-") and os.path.isfile(os.path.join(vendor, name, "package.json"))]
+        found = [
+            name[len(slug) + 1 :]
+            for name in os.listdir(vendor)
+            if name.startswith(slug + "-") and os.path.isfile(os.path.join(vendor, name, "package.json"))
+        ]
         if found:
             return found
-    p = subprocess.run(["npm", "view", package, "versions", "--json"], capture_output=True, text=True,
-                       timeout=60, check=False)
+    p = subprocess.run(
+        ["npm", "view", package, "versions", "--json"], capture_output=True, text=True, timeout=60, check=False
+    )
     try:
         versions = json.loads(p.stdout or "[]")
     except ValueError:
@@ -54,8 +58,7 @@ def main(argv: list[str]) -> int:
         return 2
     release, package, installed, known_bad = argv[1], argv[2], argv[3], set(json.loads(argv[4] or "[]"))
     floor = key(installed) if VERSION.match(installed) else (-1,)
-    candidates = [v for v in offered(release, package)
-                  if VERSION.match(v) and v not in known_bad and key(v) > floor]
+    candidates = [v for v in offered(release, package) if VERSION.match(v) and v not in known_bad and key(v) > floor]
     stable = [v for v in candidates if "-" not in v]
     if candidates:
         print(max(stable or candidates, key=key))
