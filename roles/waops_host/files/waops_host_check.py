@@ -214,8 +214,13 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
         )
     elif conn not in ("open", "unknown"):  # no health file: we cannot tell, the process is up
         last = health.get("last_disconnect") or {}
-        why = "health file not written since the process started" if conn == "stale" else f"connection {conn}"
-        if isinstance(last, dict) and last.get("code") and conn != "stale":
+        why = {
+            "stale": "health file not written since the process started",
+            "waiting_link": "waiting for the phone to link (QR or pairing code)",
+        }.get(conn, f"connection {conn}")
+        if conn == "stopped" and health.get("stopped_reason"):
+            why += f" ({str(health['stopped_reason'])[:200]})"
+        elif isinstance(last, dict) and last.get("code") and conn != "stale":
             why += f", last disconnect {last.get('code')} {last.get('reason') or ''}".rstrip()
         out["session_down"] = Finding(
             True,
