@@ -98,7 +98,8 @@ class SSHD:
         self.trust(self.host_key)
         self._stop = False
         self._transports: list[paramiko.Transport] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def trust(self, key: paramiko.PKey) -> None:
         hk = paramiko.HostKeys()
@@ -127,7 +128,12 @@ class SSHD:
 
     def close(self) -> None:
         self._stop = True
+        # Wake the blocked accept() before closing: otherwise the thread may call accept() on the fd number
+        # after close() freed it, i.e. on the next test's listening socket, and answer with this old host key.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self._thread.join(5)
         for t in self._transports:
             t.close()
 
@@ -257,5 +263,6 @@ def test_diagnose_row_for_a_refused_host_key_names_reason_and_fingerprint(sshd: 
     assert "host key refused" in row["error"] and "not in known_hosts" in row["error"]
     table = CliRunner().invoke(cli, ["diagnose", "-i", str(inv), "--all", "--timeout", "10"])
     assert table.exit_code == 3 and "unreachable" in table.stderr
-    assert fingerprint(sshd.host_key) in table.stderr.replace("\n", "").replace("│", "").replace(" ", "")
+    flat = table.stderr.replace("\n", "").replace("│", "").replace(" ", "")
+    assert fingerprint(sshd.host_key) in flat, table.stderr
     assert "Traceback" not in table.output + table.stderr
