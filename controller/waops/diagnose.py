@@ -25,7 +25,7 @@ VERSION_FILE_ALLOWANCE = {7: 800}
 FAILED_STATES = ("errored", "failed")
 STOPPED_STATES = ("stopped", "inactive", "stopping")
 CRASH_SUBSTATES = ("auto-restart",)  # systemd: the main process failed, the unit waits to start it again
-WAITING_STATES = ("waiting restart", "launching")  # pm2: between two starts (restart_delay)
+WAITING_STATES = ("waiting restart",)  # pm2: between two starts (restart_delay)
 REVOKED_CODES = {401, 402, 403, 406}  # the server ended the device: no local state explains these
 
 
