@@ -8,8 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# Commands the tests start (waops, python -m waops.sandbox, ansible through runner) import this checkout's
+# waops too, not another checkout that an editable install happens to point at.
+_CONTROLLER = str(Path(__file__).resolve().parents[1] / "controller")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CONTROLLER, os.environ.get("PYTHONPATH")) if p)
 
 
 def lab_available() -> str | None:
