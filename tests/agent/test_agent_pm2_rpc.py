@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -57,4 +58,37 @@ def test_no_daemon_or_a_stranger_on_the_socket_gives_none(tmp_path: Path) -> Non
         assert agent.pm2_rpc_apps(str(tmp_path), timeout=5) is None
     finally:
         t.join()
+        srv.close()
+
+
+def test_a_dripping_socket_cannot_hold_the_agent_past_its_timeout(tmp_path: Path) -> None:
+    """rpc.sock lives in the bot user's PM2_HOME: a server sending a byte now and then (each recv within
+    the per-call timeout) must not keep root's check waiting; the timeout bounds the whole exchange."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(tmp_path / "rpc.sock"))
+    srv.listen(1)
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"\x11\xff\xff\xff\x00")  # announces a huge argument, then sends it slowly
+        with contextlib.suppress(OSError):
+            while not stop.wait(0.2):
+                conn.sendall(b"j")
+        conn.close()
+
+    t = threading.Thread(target=drip)
+    t.start()
+    outcome: list[object] = []
+    caller = threading.Thread(target=lambda: outcome.append(agent.pm2_rpc_apps(str(tmp_path), timeout=1)))
+    caller.start()
+    try:
+        caller.join(30)  # far beyond the 1 s budget: only a loop that never ends is still running
+        assert not caller.is_alive(), "pm2_rpc_apps kept reading a dripping socket"
+        assert outcome == [None]
+    finally:
+        stop.set()
+        t.join()
+        caller.join()
         srv.close()
