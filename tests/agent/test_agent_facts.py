@@ -294,3 +294,19 @@ def test_real_pm2_when_available(bot: Bot, tmp_path: Path) -> None:
         assert 440 in codes and any("Bad MAC" in m["text"] for m in b["logs"]["matched"])
     finally:
         subprocess.run([pm2, "kill"], env=env, capture_output=True, timeout=60, check=False)
+
+
+def test_a_fifo_for_health_file_or_log_is_refused_not_waited_on(bot: Bot, tmp_path: Path) -> None:
+    """The health file and the logs are where the bot user writes: a FIFO put there (or a link to one)
+    must not block root's facts or check in open()/read() with no writer."""
+    health = Path(bot.config["health_file"])
+    health.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(health)
+    os.mkfifo(tmp_path / "out.fifo")
+    (tmp_path / "err.log").symlink_to(tmp_path / "out.fifo")
+    bot.write_config(log_files={"out": str(tmp_path / "out.fifo"), "err": str(tmp_path / "err.log")})
+    p = bot.run("facts", "--json", timeout=30)
+    assert p.returncode == 0, p.stderr
+    (b,) = json.loads(p.stdout)["bots"]
+    assert b["health"] == {"error": "unreadable health file: OSError"}
+    assert set(b["logs"]["errors"]) == {"out", "err"} and "not a regular file" in b["logs"]["errors"]["out"]
