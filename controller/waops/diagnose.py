@@ -363,6 +363,8 @@ def _creds_replaced(creds: Mapping[str, Any] | None, health: Mapping[str, Any] |
         good = latest if latest.get("verified") and latest.get("creds_linked") else {}
     if not good:
         return None  # never linked here (a new bot): a link is the only way
+    if good.get("reason") == "pre-reset":
+        return None  # reset on purpose (after a 401 that may have left the log window): its link is revoked
     return (f"creds are fresh and not linked (the bot made new ones), no 401 seen, while backup "
             f"{good.get('id')} holds linked creds: the local session was lost, not revoked")
 

@@ -162,6 +162,11 @@ CASES: dict[str, tuple[dict[str, Any], str, int | None]] = {
     "fresh unlinked creds, never linked (new bot)": (
         bot(**{"health.connection": "waiting_link", "auth": PG_FRESH_CREDS, "backups": {"count": 0, "latest": None}}),
         "logged_out", None),
+    "fresh unlinked creds after a reset, its 401 out of the log window": (
+        bot(**{"health.connection": "waiting_link", "auth": PG_FRESH_CREDS,
+               "backups": {"count": 1, "latest": {**LINKED_BACKUP["latest"], "reason": "pre-reset"},
+                           "latest_restorable": {**LINKED_BACKUP["latest"], "reason": "pre-reset"}}}),
+        "logged_out", None),
     "fresh unlinked creds after a 401": (
         bot(**{"health.connection": "waiting_link", "auth": PG_FRESH_CREDS, "backups": LINKED_BACKUP,
                "logs": logs(OPEN, L401)}), "logged_out", 401),
