@@ -439,3 +439,14 @@ def test_concurrent_runs_alert_once_and_a_held_repair_lock_never_blocks(abot: Bo
     assert "session_down" in r["active"]
     (text,) = [t for t in standin.telegram() if "session" in t]
     assert text.startswith("[waops] CRITICAL shop@") and "session not open for 10 min: process " in text
+
+
+def test_quiet_hours_may_end_at_24_00(abot: Bot, standin: StandIn) -> None:
+    """Quiet hours "22:00-24:00" are valid for the keep-alive agent and the role's preflight (the same variable): the
+    check must take it too, not fail with a config error on every run."""
+    alerts(abot, quiet_hours="22:00-24:00")
+    auth_files(abot, 45)
+    r = check(abot, at("23:30"))
+    assert r["quiet_hours"] and r["active"] == ["auth_files"] and standin.requests == []
+    check(abot, at("00:00", day=1))
+    assert [h["event"] for h in standin.hooks()] == ["open"]

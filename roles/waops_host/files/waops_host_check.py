@@ -85,7 +85,9 @@ def minutes(td: timedelta) -> int:
 
 def _hhmm(text: str) -> int:
     h, m = text.strip().split(":")
-    if not (0 <= int(h) < 24 and 0 <= int(m) < 60):
+    # 24:00 (end of day) too: the keep-alive agent and the role's preflight take "22:00-24:00" for the
+    # same variable, and a check that refuses it fails on every run and alerts nobody.
+    if not (0 <= int(h) < 24 and 0 <= int(m) < 60) and (int(h), int(m)) != (24, 0):
         raise ValueError(text)
     return int(h) * 60 + int(m)
 
