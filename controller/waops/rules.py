@@ -58,9 +58,10 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8),
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection", "failure",
          "crash", None, 0.45),
-    # -- the process died: node's fatal-exception trailer, the thrown error, the manager's exit line
+    # -- the process died: node's fatal-exception trailer and the manager's exit line. A bare `Error: ...`
+    # line is only noise: bots log errors they handled (console.error(err)) and keep running.
     Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5),
-    Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "failure", "crash", None, 0.4),
+    Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "noise"),
     Rule("exited", r"Main process exited, code=(?:exited|killed|dumped), status=(?!0/)|"
          r"exited with code \[[1-9]", "failure", "crash", None, 0.5),
     # -- needs a link: a QR nobody scanned is 408 but not a network fault
