@@ -271,3 +271,16 @@ def test_quiet_hours_follow_the_time_zone(tmp_path: Path) -> None:
     run = subprocess.run([node, "q.js", quiet_js], cwd=tmp_path, capture_output=True, text=True, check=True)
     out = json.loads(run.stdout)
     assert out == {"summer": 7.5 * 3600 * 1000, "winter": 0, "last30s": 30000, "atEnd": 0, "off": None, "bad": 2}
+
+
+def test_a_bad_quiet_hours_or_zone_setting_never_takes_the_bot_down(
+    sim: Sim, phone: str, make_bot: Callable[..., Bot], tmp_path: Path
+) -> None:
+    bot = make_bot(sim, phone, name="typo", WAOPS_QUIET_HOURS="25:00-06:00", WAOPS_TZ="Europe/Berln",
+                   WAOPS_AUTH_DIR=str(tmp_path / "typo" / "auth"), WAOPS_HEALTH_FILE=str(tmp_path / "typo" / "h.json"))
+    bot.wait_for("opened connection to WA", timeout=15)
+    assert bot.proc is not None and bot.proc.poll() is None
+    errors = {r["msg"]: r for r in bot.records() if r.get("class") == "waops-keepalive" and r.get("level") == 50}
+    assert errors["keep-alive: invalid quiet hours, using the default"]["using"] == "01:00-06:00"
+    assert errors["keep-alive: invalid time zone, using the default"]["using"] == "UTC"
+    assert bot.health()["connection"] == "open"

@@ -75,8 +75,6 @@ class KeepAliveAgent {
     this.bot = opts.bot || env.WAOPS_BOT || 'bot'
     this.clock = makeClock(opts.clock)
     this.intervalMs = Number(opts.hours ?? env.WAOPS_KEEPALIVE_HOURS ?? 12) * HOUR_MS
-    this.quiet = parseQuietHours(opts.quietHours ?? env.WAOPS_QUIET_HOURS ?? '01:00-06:00')
-    this.tz = checkTimeZone(opts.tz || env.WAOPS_TZ || 'UTC')
     this.tickMs = Number(opts.tickMs ?? env.WAOPS_KEEPALIVE_TICK_MS ?? 60000)
     this.maxRetries = Number(opts.maxLoggedOutRetries ?? env.WAOPS_401_RETRIES ?? 3)
     this.authDir = opts.authDir ?? env.WAOPS_AUTH_DIR ?? null
@@ -85,6 +83,11 @@ class KeepAliveAgent {
     this.log = opts.logger
       ? (opts.logger.child ? opts.logger.child({ class: 'waops-keepalive' }) : opts.logger)
       : jsonLogger({ class: 'waops-keepalive' })
+    // A typo in the quiet hours or the zone must not take the bot down for every customer (it would
+    // crash-loop at start): say so loudly and keep the defaults.
+    this.quiet = this.setting('quiet hours', () => parseQuietHours(opts.quietHours ?? env.WAOPS_QUIET_HOURS ?? '01:00-06:00'),
+      () => parseQuietHours('01:00-06:00'))
+    this.tz = this.setting('time zone', () => checkTimeZone(opts.tz || env.WAOPS_TZ || 'UTC'), () => 'UTC')
     this.sock = null
     this.timer = null
     this.backupRunning = false
@@ -216,6 +219,16 @@ class KeepAliveAgent {
   // -- keep-alive schedule -------------------------------------------------------------------------
   isOpen () {
     return this.state.connection === 'open' && this.sock != null && this.sock.ws?.isOpen !== false
+  }
+
+  setting (what, read, fallback) {
+    try {
+      return read()
+    } catch (err) {
+      const used = fallback()
+      this.log.error({ bot: this.bot, err: err?.message, using: used?.spec ?? used }, `keep-alive: invalid ${what}, using the default`)
+      return used
+    }
   }
 
   dueAt () {
