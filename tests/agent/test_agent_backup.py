@@ -325,3 +325,21 @@ def test_restore_failing_midway_leaves_the_old_folder(bot: Bot, tmp_path: Path) 
         assert sorted(os.listdir(mnt)) == ["auth"]
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_min_interval_rate_limits_backups_the_bot_asks_for(bot: Bot) -> None:
+    """The bot's keep-alive socket runs `backup --reason keepalive --prune --min-interval 3600`: a bot that
+    asks again and again must not rotate the older good backups out with fresh ones."""
+    cron = bot.backup("cron")
+    first = bot.json("backup", "--reason", "keepalive", "--prune", "--min-interval", "3600")["results"][0]
+    assert first["ok"] and first["verified"] and not first.get("skipped")
+    for _ in range(3):
+        again = bot.json("backup", "--reason", "keepalive", "--prune", "--min-interval", "3600")["results"][0]
+        assert again["ok"] and again["skipped"] and again["id"] == first["id"], again
+        assert "minimum interval 3600 s" in again["why"]
+    listed = [b["id"] for b in bot.json("list")["results"][0]["backups"]]
+    assert sorted(listed) == sorted([cron["id"], first["id"]])
+    # Without the option nothing is skipped (cron, repairs and people are never rate limited).
+    assert not bot.json("backup", "--reason", "keepalive")["results"][0].get("skipped")
+    human = bot.run("backup", "--reason", "keepalive", "--min-interval", "3600", check=True).stdout
+    assert "backup skipped: a keepalive backup is" in human

@@ -160,6 +160,9 @@ def test_keepalive_backup_socket_serves_the_bot_user_only(converged) -> None:
         assert result["ok"] and result["verified"] and result["id"], result
         listed = json.loads(lab.ssh(host, "waops-host list --bot shop --json", check=True))["results"][0]["backups"]
         assert {b["id"]: b["reason"] for b in listed}.get(result["id"]) == "keepalive"
+        # The bot asking again at once gets the same backup back, not a new one (rate limit of the socket).
+        again = json.loads(lab.ssh(host, KEEPALIVE_REQUEST, check=True).strip().splitlines()[-1])
+        assert again["ok"] and again.get("skipped") and again["id"] == result["id"], again
         refused = lab.ssh(host, f"setpriv --reuid=nobody --regid=nogroup --clear-groups python3 -c 'import socket; "
                                 f"socket.socket(socket.AF_UNIX).connect(\"{KEEPALIVE_SOCKET}\")' 2>&1; echo rc=$?")
         assert "PermissionError" in refused and "rc=1" in refused, refused

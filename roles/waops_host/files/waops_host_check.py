@@ -678,7 +678,9 @@ def write_metrics(agent: Any, path: str, state_dir: str, config_dir: str, lock_d
                 if isinstance(st, dict) and isinstance(st.get("metrics"), list):
                     per_bot[bot] = st["metrics"]
         tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a crashed run's leftover; O_EXCL below then never writes through a planted link
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
             with os.fdopen(fd, "w") as f:
                 os.fchmod(f.fileno(), 0o644)  # node_exporter runs as its own user; our umask is 077

@@ -27,9 +27,10 @@ function summarize (stdout) {
   try {
     const doc = JSON.parse(String(stdout).trim().split('\n').pop())
     const r = (doc.results || [])[0] || {}
-    return { id: r.id || null, verified: r.verified ?? null, error: r.error || null }
+    // skipped: the agent's rate limit answered with the newest keep-alive backup instead of a new one
+    return { id: r.id || null, verified: r.verified ?? null, skipped: r.skipped === true, error: r.error || null }
   } catch {
-    return { id: null, verified: null, error: null }
+    return { id: null, verified: null, skipped: false, error: null }
   }
 }
 
