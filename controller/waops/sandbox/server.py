@@ -23,7 +23,7 @@ from typing import Any
 
 from waops.sandbox import state as st
 from waops.sandbox.clock import SimClock
-from waops.sandbox.versions import bump_patch, older_than
+from waops.versions import bump_patch, older_than
 
 log = logging.getLogger("waops.sandbox")
 

@@ -1,4 +1,4 @@
-"""Library version ordering ("6.7.18" < "7.0.0-rc.9" < "7.0.0"), enough for the 405 check."""
+"""Library version ordering ("6.7.18" < "7.0.0-rc.9" < "7.0.0"): the 405 check, pins and the simulator."""
 
 from __future__ import annotations
 
