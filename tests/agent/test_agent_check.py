@@ -142,6 +142,13 @@ def alerts(bot: Bot, **changes: Any) -> None:
     bot.write_config(alerts={**bot.config["alerts"], **changes})
 
 
+def check_argv(bot: Bot, now: str) -> list[str]:
+    """The whole command line of a check run (for tests that start it themselves, to watch it run)."""
+    return [PYTHON, str(AGENT), "check", "--bot", bot.name, "--config-dir", str(bot.cfg_dir), "--lock-dir",
+            str(bot.lock_dir), "--state-dir", str(bot.root / "state"), "--metrics-file",
+            str(bot.root / "metrics" / "waops.prom"), "--now", now]
+
+
 def run_check(bot: Bot, now: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """The agent as cron runs it, with the clock at `now`; state and metrics inside the test's tmp dir."""
     state, metrics = str(bot.root / "state"), str(bot.root / "metrics" / "waops.prom")
@@ -262,23 +269,7 @@ def test_secrets_never_in_argv_environment_output_or_state(abot: Bot, standin: S
 
     # While the agent waits for the stand-in, its argv and environment hold none of the secrets.
     auth_files(abot, 45)
-    cmd = [
-        PYTHON,
-        str(AGENT),
-        "check",
-        "--bot",
-        "shop",
-        "--config-dir",
-        str(abot.cfg_dir),
-        "--lock-dir",
-        str(abot.lock_dir),
-        "--state-dir",
-        str(abot.root / "state"),
-        "--metrics-file",
-        str(abot.root / "metrics" / "waops.prom"),
-        "--now",
-        at("12:00"),
-    ]
+    cmd = check_argv(abot, at("12:00"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     standin.agent_pid = proc.pid
     out, err = proc.communicate(timeout=30)
@@ -397,23 +388,7 @@ def test_backup_stale_then_fresh_then_failing_verification(abot: Bot, standin: S
 
 def test_concurrent_runs_alert_once_and_a_held_repair_lock_never_blocks(abot: Bot, standin: StandIn) -> None:
     auth_files(abot, 45)
-    cmd = [
-        PYTHON,
-        str(AGENT),
-        "check",
-        "--bot",
-        "shop",
-        "--config-dir",
-        str(abot.cfg_dir),
-        "--lock-dir",
-        str(abot.lock_dir),
-        "--state-dir",
-        str(abot.root / "state"),
-        "--metrics-file",
-        str(abot.root / "metrics" / "waops.prom"),
-        "--now",
-        at("12:00"),
-    ]
+    cmd = check_argv(abot, at("12:00"))
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
     for p in procs:
         _, err = p.communicate(timeout=60)
