@@ -22,7 +22,6 @@ One run per bot (cron, every 5 minutes):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -670,7 +669,7 @@ def write_metrics(agent: Any, path: str, state_dir: str, config_dir: str, lock_d
         os.mkdir(d)
         os.chmod(d, 0o755)
     bots = sorted(n[:-5] for n in os.listdir(config_dir) if n.endswith(".json"))
-    with host_lock(os.path.join(lock_dir, "waops-metrics.lock"), 30):
+    with agent.file_lock(os.path.join(lock_dir, "waops-metrics.lock"), 30, "another run is writing the metrics"):
         per_bot = {}
         for bot in bots:
             with contextlib.suppress(OSError, ValueError):
@@ -692,25 +691,6 @@ def write_metrics(agent: Any, path: str, state_dir: str, config_dir: str, lock_d
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-
-
-@contextlib.contextmanager
-def host_lock(path: str, wait_s: float) -> Any:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- one bot, and the command
@@ -745,7 +725,8 @@ def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
     host = socket.gethostname()
     os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
     path = os.path.join(args.state_dir, f"check-{cfg.name}.json")
-    with host_lock(os.path.join(args.lock_dir, f"waops-{cfg.name}.check.lock"), args.lock_wait):
+    busy = "another check of this bot is running"
+    with agent.file_lock(os.path.join(args.lock_dir, f"waops-{cfg.name}.check.lock"), args.lock_wait, busy):
         events: list[str] = []
         state = load_state(agent, path, cfg.name, events)
         run = Run(cfg.name, host, cc, state, now)
@@ -803,14 +784,6 @@ def main(agent: Any, args: Any, configs: list[Any]) -> int:
         try:
             r = check_bot(agent, cfg, args, now)
             code = max(code, agent.EXIT_OK if r["ok"] else agent.EXIT_FAILED)
-        except BlockingIOError:
-            r = {
-                "bot": cfg.name,
-                "ok": False,
-                "error": "another check of this bot is running",
-                "exit_code": agent.EXIT_LOCKED,
-            }
-            code = agent.EXIT_LOCKED
         except agent.AgentError as e:
             r = {"bot": cfg.name, "ok": False, "error": str(e), "exit_code": e.code}
             code = e.code if e.code != agent.EXIT_OK else code
@@ -826,7 +799,7 @@ def main(agent: Any, args: Any, configs: list[Any]) -> int:
     if args.metrics_file:
         try:
             write_metrics(agent, args.metrics_file, args.state_dir, args.config_dir, args.lock_dir)
-        except (OSError, BlockingIOError) as e:
+        except (OSError, agent.AgentError) as e:
             agent.log(f"metrics file {args.metrics_file}: {e.strerror if isinstance(e, OSError) else e}")
             code = max(code, agent.EXIT_FAILED)
     if args.json:
