@@ -13,7 +13,6 @@ the runbook's keep-alive is meant for. Needs node and npm (the sandbox bot is in
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "controller"))
 
-from tests.sandbox.harness import BOT_SRC, KEEPALIVE_DIR, Bot, Sim, node_binary, wait_until  # noqa: E402
+from tests.sandbox.harness import BOT_SRC, Bot, Sim, bot_env, node_binary, wait_until  # noqa: E402
 
 DAY = 86400.0
 
@@ -52,23 +51,10 @@ def run_case(app: Path, work: Path, counts: bool, args: argparse.Namespace) -> l
             phone = f"155502{int(counts)}{i:04d}"
             phones[phone] = keepalive
             name = f"b{i}"
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "NODE_PATH": str(KEEPALIVE_DIR),
-                "WAOPS_BOT": name,
-                "WAOPS_PHONE": phone,
-                "WAOPS_AUTH_STORE": "files",
-                "WAOPS_AUTH_DIR": str(work / name / "auth"),
-                "WAOPS_HEALTH_FILE": str(work / name / "health.json"),
-                "WAOPS_SIM_URL": sim.url,
-                "WAOPS_RECONNECT_DELAY_MS": "200",
-                "WAOPS_CONNECT_TIMEOUT_MS": "2000",
-                "WAOPS_KEEPALIVE_HOURS": str(args.hours if keepalive else 0),
-                "WAOPS_QUIET_HOURS": "01:00-06:00",
-                "WAOPS_TZ": "UTC",
-                "WAOPS_KEEPALIVE_TICK_MS": "50",
-                "WAOPS_BACKUP_CMD": "off",  # the backup is not what is measured here
-            }
+            env = bot_env(sim.url, phone, name, work, WAOPS_CONNECT_TIMEOUT_MS="2000",
+                          WAOPS_KEEPALIVE_HOURS=str(args.hours if keepalive else 0), WAOPS_QUIET_HOURS="01:00-06:00",
+                          WAOPS_TZ="UTC", WAOPS_KEEPALIVE_TICK_MS="50",
+                          WAOPS_BACKUP_CMD="off")  # the backup is not what is measured here
             bots.append(Bot(app, work, name, env).start())
         for bot in bots:
             bot.wait_for("opened connection to WA", timeout=30)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox.harness import BOT_SRC, KEEPALIVE_DIR, Bot, Sim, node_binary
+from tests.sandbox.harness import BOT_SRC, Bot, Sim, bot_env, node_binary
 
 _phones = itertools.count(1)
 
@@ -50,19 +50,7 @@ def make_bot(bot_app: Path, tmp_path: Path) -> Iterator[Callable[..., Bot]]:
     bots: list[Bot] = []
 
     def make(sim: Sim, phone: str, name: str = "shop", app: Path | None = None, **env: str) -> Bot:
-        base = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "NODE_PATH": str(KEEPALIVE_DIR),
-            "WAOPS_BOT": name,
-            "WAOPS_PHONE": phone,
-            "WAOPS_AUTH_STORE": "files",
-            "WAOPS_AUTH_DIR": str(tmp_path / name / "auth"),
-            "WAOPS_HEALTH_FILE": str(tmp_path / name / "health.json"),
-            "WAOPS_SIM_URL": sim.url,
-            "WAOPS_RECONNECT_DELAY_MS": "200",
-            "WAOPS_CONNECT_TIMEOUT_MS": "1000",
-        }
-        base.update(env)
+        base = bot_env(sim.url, phone, name, tmp_path, **env)
         bot = Bot(app or bot_app, tmp_path, name, base)
         bots.append(bot)
         return bot.start()

@@ -108,6 +108,24 @@ class Sim:
         self.log.close()
 
 
+
+def bot_env(sim_url: str, phone: str, name: str, root: Path, **extra: str) -> dict[str, str]:
+    """The environment a sandbox bot runs with (the role writes the same keys into its env file):
+    files store under root/name, the keep-alive agent on NODE_PATH, quick reconnects for tests."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "NODE_PATH": str(KEEPALIVE_DIR),
+        "WAOPS_BOT": name,
+        "WAOPS_PHONE": phone,
+        "WAOPS_AUTH_STORE": "files",
+        "WAOPS_AUTH_DIR": str(root / name / "auth"),
+        "WAOPS_HEALTH_FILE": str(root / name / "health.json"),
+        "WAOPS_SIM_URL": sim_url,
+        "WAOPS_RECONNECT_DELAY_MS": "200",
+        "WAOPS_CONNECT_TIMEOUT_MS": "1000",
+        **extra,
+    }
+
 class Bot:
     """One sandbox bot process; its stdout (pino JSON + console lines) and stderr go to files."""
 
