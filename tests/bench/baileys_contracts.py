@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'release':{width}}  " + "  ".join(f"{c:>17}" for c in checks))
     notes: dict[tuple[str, str, str], list[str]] = {}  # (check, difference, reason or '') -> releases
     failed = False
-    with tempfile.TemporaryDirectory(prefix="waops-baileys-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="baileys-contracts-") as tmp:
         for spec in pins:
             rel = bc.unpack(fb.tarball_path(spec, cache), Path(tmp) / fb.tarball_name(spec), spec)
             cells = []

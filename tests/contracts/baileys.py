@@ -308,7 +308,7 @@ def check_keepalive_types(rel: Release, cache: Path) -> list[str]:
     node = shutil.which("node")
     if node is None or not tsc.is_file():
         return [f"cannot type-check: {'node' if node is None else tsc} is missing (run fetch_baileys.py)"]
-    with tempfile.TemporaryDirectory(prefix="waops-tsc-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="baileys-tsc-") as tmp:
         w = Path(tmp)
         shutil.copytree(AGENT_JS, w / "agent")
         shutil.copy(TSC_DIR / "tsconfig.json", w / "tsconfig.json")

@@ -86,9 +86,16 @@ def _npm(args: list[str], cwd: Path) -> str:
         raise RuntimeError("npm is not installed")
     res = subprocess.run([npm, *args], cwd=cwd, capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
     if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"npm {' '.join(args)}: {last}")
+        raise RuntimeError(f"npm {' '.join(args)}: {npm_error(res.stderr)}")
     return res.stdout
+
+
+def npm_error(stderr: str) -> str:
+    """npm's own words for a failure, without its log-file trailer."""
+    raw = [ln for ln in stderr.splitlines() if ln.startswith(("npm error", "npm ERR!"))] or stderr.splitlines()
+    lines = [ln.removeprefix("npm error").removeprefix("npm ERR!").strip() for ln in raw]
+    lines = [ln for ln in lines if ln and not ln.startswith(("A complete log", "Log files were not written"))]
+    return "; ".join(lines[:2]) or "failed without a message"
 
 
 def fetch(cache: Path, specs: list[str], log=print) -> None:
@@ -99,7 +106,7 @@ def fetch(cache: Path, specs: list[str], log=print) -> None:
         if dest.is_file():
             continue
         log(f"npm pack {spec}")
-        _npm(["pack", "--silent", "--pack-destination", str(dest.parent), spec], cwd=cache)
+        _npm(["pack", "--loglevel=error", "--pack-destination", str(dest.parent), spec], cwd=cache)
         if not dest.is_file():
             raise RuntimeError(f"npm pack {spec} did not leave {dest.name}")
     for name in PACKAGE_NAMES:
