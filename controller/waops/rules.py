@@ -28,6 +28,10 @@ CAUSES = (
 )  # fmt: skip
 
 Kind = Literal["failure", "open", "pairing", "flood", "support", "noise"]
+# Where a log rule's text comes from: Baileys' own lines (`literal` names them), libsignal's console
+# lines, the bot's code (templates, runbook phrases), pm2, node itself, systemd, the other end (WhatsApp's
+# server text passed through, or a peer product), runtime libraries besides those (@hapi/boom, ws).
+ORIGINS = ("baileys", "libsignal", "bot", "pm2", "node", "systemd", "peer", "runtime")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class Rule:
     code: int | None = None
     weight: float = 0.0
     min_count: int = 1  # flood: lines needed in the current session
+    # Who writes the text this rule matches (ORIGINS); for Baileys' own lines, the exact words expected in
+    # its lib/*.js (tests/contracts checks them against real releases, so a renamed message is noticed).
+    origin: str = "unmarked"
+    literal: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.cause is not None and self.cause not in CAUSES:
@@ -49,50 +57,60 @@ class Rule:
 LOG_RULES: tuple[Rule, ...] = (
     # -- state: the connection is open (newest state wins over older failures)
     Rule("opened", r"opened connection to WA|connection (?:is )?open\b|\"connection\"\s*:\s*\"open\"",
-         "open"),
-    Rule("pairing", r"pairing configured successfully|pair[- ]success|isNewLogin\W+true", "pairing"),
+         "open", origin="baileys", literal="opened connection to WA"),
+    Rule("pairing", r"pairing configured successfully|pair[- ]success|isNewLogin\W+true", "pairing",
+         origin="baileys", literal="pairing configured successfully"),
     # -- the library does not load: wrong module system or a broken install
-    Rule("esm", r"ERR_REQUIRE_ESM|ERR_REQUIRE_ASYNC_MODULE", "failure", "library_mismatch", None, 0.95),
+    Rule("esm", r"ERR_REQUIRE_ESM|ERR_REQUIRE_ASYNC_MODULE", "failure", "library_mismatch", None, 0.95, origin="node"),
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
-         "failure", "library_mismatch", None, 0.93),
-    Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8),
+         "failure", "library_mismatch", None, 0.93, origin="node"),
+    Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection", "failure",
-         "crash", None, 0.45),
+         "crash", None, 0.45, origin="node"),
     # -- the process died: node's fatal-exception trailer and the manager's exit line. A bare `Error: ...`
     # line is only noise: bots log errors they handled (console.error(err)) and keep running.
-    Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5),
-    Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "noise"),
+    Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5, origin="node"),
+    Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "noise", origin="node"),
     Rule("exited", r"Main process exited, code=(?:exited|killed|dumped), status=(?!0/)|"
-         r"exited with code \[[1-9]", "failure", "crash", None, 0.5),
+         r"exited with code \[[1-9]", "failure", "crash", None, 0.5,
+         origin="systemd"),  # systemd's exit line, and pm2's ("exited with code [1]")
     # -- needs a link: a QR nobody scanned is 408 but not a network fault
-    Rule("qr_ended", r"QR refs attempts ended", "failure", "logged_out", 408, 0.9),
-    Rule("template_logged_out", r"Device Logged Out|Intentional Logout", "failure", "logged_out", 401, 0.85),
+    Rule("qr_ended", r"QR refs attempts ended", "failure", "logged_out", 408, 0.9,
+         origin="baileys", literal="QR refs attempts ended"),
+    Rule("template_logged_out", r"Device Logged Out|Intentional Logout", "failure", "logged_out", 401, 0.85,
+         origin="bot"),
     Rule("runbook_session", r"session.*expir|Expired session keys|device.*removed|authentication.*fail",
-         "failure", "logged_out", 401, 0.55),
-    Rule("template_replaced", r"Connection Replaced", "failure", "conflict", 440, 0.85),
-    Rule("template_bad_session", r"Bad Session File", "failure", "corrupt_keys", 500, 0.6),
-    Rule("template_restart", r"Restart Required, Restarting", "failure", "restart_required", 515, 0.7),
-    Rule("template_lost", r"Connection Lost from Server", "failure", "network", 408, 0.7),
+         "failure", "logged_out", 401, 0.55, origin="bot"),
+    Rule("template_replaced", r"Connection Replaced", "failure", "conflict", 440, 0.85, origin="bot"),
+    Rule("template_bad_session", r"Bad Session File", "failure", "corrupt_keys", 500, 0.6, origin="bot"),
+    Rule("template_restart", r"Restart Required, Restarting", "failure", "restart_required", 515, 0.7, origin="bot"),
+    Rule("template_lost", r"Connection Lost from Server", "failure", "network", 408, 0.7, origin="bot"),
     # -- rate limit / ban: change nothing on the session (429 in Boom data is not corrupt keys)
     Rule("rate_overlimit", r"rate-overlimit|rate_overlimit|Too Many Requests|\bdata\W{0,4}429\b", "failure",
-         "rate_limited", 429, 0.9),
-    Rule("version_old", r"Method Not Allowed", "failure", "client_outdated", 405, 0.8),
+         "rate_limited", 429, 0.9, origin="peer"),
+    Rule("version_old", r"Method Not Allowed", "failure", "client_outdated", 405, 0.8, origin="runtime"),
     # -- network: DNS, TCP, TLS, websocket
-    Rule("dns", r"ENOTFOUND|EAI_AGAIN|getaddrinfo", "failure", "network", 408, 0.75),
+    Rule("dns", r"ENOTFOUND|EAI_AGAIN|getaddrinfo", "failure", "network", 408, 0.75, origin="node"),
     Rule("tcp", r"ETIMEDOUT|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|socket hang up", "failure",
-         "network", 408, 0.7),
-    Rule("tls", r"certificate|\bTLS\b|\bSSL\b|self[- ]signed|ERR_TLS|EPROTO", "failure", "network", 408, 0.65),
+         "network", 408, 0.7, origin="node"),
+    Rule("tls", r"certificate|\bTLS\b|\bSSL\b|self[- ]signed|ERR_TLS|EPROTO", "failure", "network", 408, 0.65,
+         origin="node"),
     Rule("ws", r"WebSocket Error|Connection Terminated|Connection Closed|Connection was lost|Timed Out",
-         "failure", "network", 428, 0.5),
-    Rule("keepalive", r"error in sending keep alive", "failure", "network", 408, 0.4),
+         "failure", "network", 428, 0.5, origin="baileys",
+         literal=("WebSocket Error", "Connection Terminated", "Connection Closed", "Connection was lost", "Timed Out")),
+    Rule("keepalive", r"error in sending keep alive", "failure", "network", 408, 0.4,
+         origin="baileys", literal="error in sending keep alive"),
     Rule("creds_unreadable", r"creds\.json.{0,80}(?:Unexpected end of JSON|SyntaxError|ENOENT)|"
-         r"(?:Unexpected end of JSON|SyntaxError).{0,80}creds\.json", "failure", "creds_lost", None, 0.6),
+         r"(?:Unexpected end of JSON|SyntaxError).{0,80}creds\.json", "failure", "creds_lost", None, 0.6,
+         origin="node"),
     # -- signal sessions: a Bad MAC burst means broken keys; one line is everyday noise
-    Rule("bad_mac", r"Bad MAC", "flood", "corrupt_keys", 500, 0.8, min_count=10),
+    Rule("bad_mac", r"Bad MAC", "flood", "corrupt_keys", 500, 0.8, min_count=10, origin="libsignal"),
     Rule("no_session", r"No open session|No session record|No matching sessions found|"
-         r"Failed to decrypt message with any known session", "support", "corrupt_keys"),
-    Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "noise"),
-    Rule("decrypt_failed", r"failed to decrypt message", "noise"),
+         r"Failed to decrypt message with any known session", "support", "corrupt_keys", origin="libsignal"),
+    Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "noise",
+         origin="libsignal"),
+    Rule("decrypt_failed", r"failed to decrypt message", "noise", origin="baileys",
+         literal="failed to decrypt message"),
 )
 
 COMPILED: tuple[tuple[Rule, re.Pattern[str]], ...] = tuple(

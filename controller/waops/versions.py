@@ -30,3 +30,18 @@ def bump_patch(version: str) -> str:
     """The smallest plain release above `version` (for client_outdated without an explicit minimum)."""
     major, minor, patch = version_key(version)[:3]
     return f"{major}.{minor}.{patch + 1}"
+
+
+# The module-system boundary (what a CommonJS bot's `require` meets): 6.7.18 is the last CommonJS
+# release; 6.7.19+ and 7.x ship `"type": "module"`.
+LAST_COMMONJS = "6.7.18"
+# Numbered above the boundary, CommonJS all the same: 6.17.16 (npm's `latest` tag of both package names)
+# is 6.7.16's code republished under a mistyped number.
+COMMONJS_ABOVE_BOUNDARY = frozenset({"6.17.16"})
+
+
+def module_system(version: str) -> str:
+    """"commonjs" or "module" for a release of baileys / @whiskeysockets/baileys."""
+    if version in COMMONJS_ABOVE_BOUNDARY or not older_than(LAST_COMMONJS, version):
+        return "commonjs"
+    return "module"

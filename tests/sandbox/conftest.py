@@ -64,5 +64,5 @@ def make_bot(bot_app: Path, tmp_path: Path) -> Iterator[Callable[..., Bot]]:
 def linked_bot(sim: Sim, phone: str, make_bot: Callable[..., Bot]) -> Bot:
     """A bot linked by QR (the simulated phone scans it after --link-delay) and answering."""
     bot = make_bot(sim, phone)
-    bot.wait_for("uploaded pre-keys successfully")
+    bot.wait_for("uploaded pre-keys")
     return bot

@@ -42,7 +42,7 @@ def test_postgres_store_links_and_answers(sim: Sim, phone: str, make_bot, pg_tab
         WAOPS_PG_USER=PG["user"],
         WAOPS_PG_TABLE=pg_table,
     )
-    bot.wait_for("uploaded pre-keys successfully")
+    bot.wait_for("uploaded pre-keys")
     assert "is up" in sim.client.send_message(phone, "test", timeout=5)
     with psycopg.connect(**PG) as conn:
         rows = conn.execute(f"SELECT session, key, value FROM {pg_table}").fetchall()

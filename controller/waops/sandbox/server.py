@@ -23,6 +23,17 @@ from typing import Any
 
 from waops.sandbox import state as st
 from waops.sandbox.clock import SimClock
+from waops.sandbox.codes import (
+    BANNED,
+    CLIENT_OUTDATED,
+    CONNECTION_CLOSED,
+    CONNECTION_REPLACED,
+    FORBIDDEN,
+    LOGGED_OUT,
+    RATE_LIMITED,
+    RESTART_REQUIRED,
+    TEMPORARY_BAN,
+)
 from waops.versions import bump_patch, older_than
 
 log = logging.getLogger("waops.sandbox")
@@ -163,7 +174,7 @@ class Simulator:
     async def handle_bot(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = BotConn(writer=writer)
         self.conns.add(conn)
-        reason, code = "transport closed", 428
+        reason, code = "transport closed", CONNECTION_CLOSED
         try:
             while True:
                 line = await reader.readline()
@@ -228,7 +239,7 @@ class Simulator:
             found = conn.device_id and self.state.find_device(conn.device_id)
             if found:
                 self.live.pop(found[1].id, None)
-                self._end_session(conn, 401, "intentional_logout")
+                self._end_session(conn, LOGGED_OUT, "intentional_logout")
                 await self.remove_device(found[1], "intentional_logout")
             await conn.close_after({"t": "ack", "id": msg.get("id")})
 
@@ -249,8 +260,8 @@ class Simulator:
             return
         minimum = faults.min_version or self.state.config.default_min_version
         if minimum and older_than(conn.version, minimum):
-            self.event(conn.phone, "refused", code=405, version=conn.version, minimum=minimum)
-            await conn.close_after({"t": "failure", "attrs": {"reason": "405", "location": "frc"}})
+            self.event(conn.phone, "refused", code=CLIENT_OUTDATED, version=conn.version, minimum=minimum)
+            await conn.close_after({"t": "failure", "attrs": {"reason": str(CLIENT_OUTDATED), "location": "frc"}})
             return
         device_id = msg.get("device")
         if device_id:
@@ -261,8 +272,8 @@ class Simulator:
     async def _login(self, conn: BotConn, device_id: str) -> None:
         found = self.state.find_device(device_id)
         if not found or found[1].removed or found[1].noise != conn.noise:
-            self.event(conn.phone, "refused", code=401, device=device_id)
-            await conn.close_after({"t": "failure", "attrs": {"reason": "401", "location": "frc"}})
+            self.event(conn.phone, "refused", code=LOGGED_OUT, device=device_id)
+            await conn.close_after({"t": "failure", "attrs": {"reason": str(LOGGED_OUT), "location": "frc"}})
             return
         phone, device = found
         conn.device_id = device_id
@@ -270,7 +281,7 @@ class Simulator:
         if older is not None and older is not conn:
             # Two sockets on one set of credentials: the older one is told it was replaced.
             self.event(phone.number, "replaced", device=device_id)
-            self._end_session(older, 440, "replaced")
+            self._end_session(older, CONNECTION_REPLACED, "replaced")
             older.device_id = None
             await older.close_after(
                 {
@@ -365,7 +376,8 @@ class Simulator:
                 },
             }
         )
-        await conn.close_after({"t": "stream_error", "node": {"tag": "stream:error", "attrs": {"code": "515"}}})
+        restart = {"tag": "stream:error", "attrs": {"code": str(RESTART_REQUIRED)}}
+        await conn.close_after({"t": "stream_error", "node": restart})
         return {"device": device.id, "method": method}
 
     def _prekeys_uploaded(self, conn: BotConn, count: int) -> None:
@@ -389,12 +401,12 @@ class Simulator:
     async def _bot_sends(self, conn: BotConn, msg: dict[str, Any]) -> None:
         found = conn.device_id and self.state.find_device(conn.device_id)
         if not found:
-            await conn.send({"t": "ack", "id": msg.get("id"), "error": 401, "text": "not-authorized"})
+            await conn.send({"t": "ack", "id": msg.get("id"), "error": LOGGED_OUT, "text": "not-authorized"})
             return
         phone, device = found
         if phone.faults.rate_limited:
             self.event(phone.number, "rate_limited", to=msg.get("to"))
-            await conn.send({"t": "ack", "id": msg.get("id"), "error": 429, "text": "rate-overlimit"})
+            await conn.send({"t": "ack", "id": msg.get("id"), "error": RATE_LIMITED, "text": "rate-overlimit"})
             return
         device.last_active = self.now()
         to, text = str(msg.get("to")), str(msg.get("text", ""))
@@ -514,13 +526,13 @@ class Simulator:
             self.event(phone.number, "device_removed", device=device.id, reason=reason)
         conn = self.live.pop(device.id, None)
         if conn is not None:
-            self._end_session(conn, 401, reason)
+            self._end_session(conn, LOGGED_OUT, reason)
             await conn.close_after(
                 {
                     "t": "stream_error",
                     "node": {
                         "tag": "stream:error",
-                        "attrs": {"code": "401"},
+                        "attrs": {"code": str(LOGGED_OUT)},
                         "content": [{"tag": "conflict", "attrs": {"type": "device_removed"}}],
                     },
                 }
@@ -548,11 +560,11 @@ class Simulator:
             phone.faults.network_cut = True
             for conn in [c for c in self.conns if c.phone == number]:
                 if conn.session:
-                    self._end_session(conn, 428, "network")
+                    self._end_session(conn, CONNECTION_CLOSED, "network")
                 conn.drop()
         elif cause == "banned":
-            code = int(params.get("code", 403))
-            if code not in (402, 403, 406):
+            code = int(params.get("code", FORBIDDEN))
+            if code not in (TEMPORARY_BAN, FORBIDDEN, BANNED):
                 raise FaultError("banned code must be 402, 403 or 406")
             phone.faults.ban_code = code
             for conn in [c for c in self.conns if c.phone == number]:
@@ -569,8 +581,8 @@ class Simulator:
             phone.faults.min_version = minimum
             result["min_version"] = minimum
             for conn in [c for c in self.conns if c.phone == number and older_than(c.version, minimum)]:
-                self._end_session(conn, 405, "client_outdated")
-                await conn.close_after({"t": "failure", "attrs": {"reason": "405", "location": "frc"}})
+                self._end_session(conn, CLIENT_OUTDATED, "client_outdated")
+                await conn.close_after({"t": "failure", "attrs": {"reason": str(CLIENT_OUTDATED), "location": "frc"}})
         elif cause == "corrupt_keys":
             result.update(await self._corrupt_keys(number, params))
         elif cause == "file_bloat":

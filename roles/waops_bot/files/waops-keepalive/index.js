@@ -27,14 +27,24 @@ const { writeAtomic, readPrevious } = require('./health')
 const { parseQuietHours, checkTimeZone, quietRemainingMs } = require('./quiet')
 const backup = require('./backup')
 
+// Types only (comments; nothing is loaded at run time): the socket API this agent relies on, checked
+// against each real Baileys release's .d.ts by the contract tests.
+/** @typedef {import('baileys', { with: { 'resolution-mode': 'import' } }).WASocket} WASocket */
+/** @typedef {import('baileys', { with: { 'resolution-mode': 'import' } }).ConnectionState} ConnectionState */
+/** @typedef {import('baileys', { with: { 'resolution-mode': 'import' } }).BaileysEventMap} BaileysEventMap */
+/** @typedef {import('@hapi/boom', { with: { 'resolution-mode': 'import' } }).Boom} Boom */
+
 const LOGGED_OUT = 401
 const HOUR_MS = 3600 * 1000
+/** @type {Map<string | null, KeepAliveAgent>} */
 const agents = new Map()
+const wrappedSockets = new WeakSet() // sockets whose requestPairingCode reports to the agent already
 
 const iso = (ms) => (ms == null ? null : new Date(ms).toISOString())
 const parseIso = (s) => { const t = Date.parse(s); return Number.isFinite(t) ? t : null }
 const seconds = (ms) => (ms == null ? null : Math.round(ms / 1000))
 
+/** @param {Boom | undefined} error */
 function disconnectReason (error) {
   const node = error?.data
   const child = node && Array.isArray(node.content) ? node.content[0] : undefined
@@ -142,6 +152,7 @@ class KeepAliveAgent {
   }
 
   // -- socket events -------------------------------------------------------------------------------
+  /** @param {WASocket} sock @param {Partial<ConnectionState>} update */
   onConnectionUpdate (sock, update) {
     if (sock !== this.sock) return // an old socket's late events
     const now = this.clock.now()
@@ -157,7 +168,7 @@ class KeepAliveAgent {
       Object.assign(patch, { connection: 'open', session_started_at: iso(now), qr: null, pairing_code: null, stopped_reason: null })
     }
     if (update.connection === 'close') {
-      const error = update.lastDisconnect?.error
+      const error = /** @type {Boom | undefined} */ (update.lastDisconnect?.error)
       const code = error?.output?.statusCode ?? null
       const reason = disconnectReason(error)
       patch.connection = 'close'
@@ -171,6 +182,7 @@ class KeepAliveAgent {
     if (update.connection === 'open') this.schedule()
   }
 
+  /** @param {BaileysEventMap['messages.upsert']} upsert */
   onMessages ({ messages }) {
     const now = iso(this.clock.now())
     if (messages.some((m) => m.key?.fromMe)) this.state.last_message_sent_at = now
@@ -192,8 +204,10 @@ class KeepAliveAgent {
 
   // The bot's reconnect rule. Any code but 401: reconnect. 401 (device removed, session expired):
   // reconnect at most maxLoggedOutRetries times in a row while session keys exist, then stop for good.
+  /** @param {ConnectionState['lastDisconnect'] | number} lastDisconnect */
   shouldReconnect (lastDisconnect) {
-    const code = typeof lastDisconnect === 'number' ? lastDisconnect : lastDisconnect?.error?.output?.statusCode
+    const error = typeof lastDisconnect === 'number' ? undefined : /** @type {Boom | undefined} */ (lastDisconnect?.error)
+    const code = typeof lastDisconnect === 'number' ? lastDisconnect : error?.output?.statusCode
     if (code !== LOGGED_OUT) return true
     const filesExist = this.sessionFilesExist()
     if (filesExist && this.loggedOutTries < this.maxRetries) {
@@ -322,19 +336,20 @@ class KeepAliveAgent {
     }
   }
 
+  /** @param {WASocket} sock */
   attachTo (sock) {
     this.sock = sock
     sock.ev.on('connection.update', (update) => this.onConnectionUpdate(sock, update))
     sock.ev.on('messages.upsert', (upsert) => this.onMessages(upsert))
     // Capture pairing codes without the bot having to report them.
-    if (typeof sock.requestPairingCode === 'function' && !sock.requestPairingCode.waopsWrapped) {
+    if (typeof sock.requestPairingCode === 'function' && !wrappedSockets.has(sock)) {
       const original = sock.requestPairingCode.bind(sock)
       sock.requestPairingCode = async (...args) => {
         const code = await original(...args)
         this.set({ pairing_code: code, connection: 'waiting_link' })
         return code
       }
-      sock.requestPairingCode.waopsWrapped = true
+      wrappedSockets.add(sock)
     }
     return this
   }
@@ -342,6 +357,7 @@ class KeepAliveAgent {
 
 // One agent per health file for the whole process: its state (last keep-alive, 401 attempts) survives
 // the bot's reconnects, each of which makes a new socket and calls attach again.
+/** @param {WASocket} sock @param {Record<string, any>} [opts] */
 function attach (sock, opts = {}) {
   const file = opts.file || process.env.WAOPS_HEALTH_FILE || null
   let agent = agents.get(file)

@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
+/** @type {typeof import('./index.js')} */
 const agent = require('./index.js')
 
 export const { attach, KeepAliveAgent, HealthAgent } = agent

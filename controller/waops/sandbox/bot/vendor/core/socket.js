@@ -22,6 +22,8 @@ const DisconnectReason = {
 for (const [name, code] of Object.entries(DisconnectReason)) DisconnectReason[code] = name
 
 const MIN_PREKEY_COUNT = 5
+// A line whose words changed between majors (tests/contracts checks both against the real releases).
+const PREKEYS_UPLOADED = { 6: 'uploaded pre-keys', 7: 'uploaded pre-keys successfully' }
 const PAIRING_ALPHABET = '123456789ABCDEFGHJKLMNPQRSTVWXYZ'
 
 const b64 = (buf) => Buffer.from(buf || []).toString('base64')
@@ -102,7 +104,9 @@ function setRecordCounter (record, counter) {
 }
 
 function createSocketFactory (libVersion) {
-  const preKeyBatch = Number(libVersion.split('.')[0]) >= 7 ? 812 : 30
+  const major = Number(libVersion.split('.')[0])
+  const preKeyBatch = major >= 7 ? 812 : 30
+  const uploadedMsg = PREKEYS_UPLOADED[Math.min(Math.max(major, 6), 7)]
 
   return function makeWASocket (config = {}) {
     const logger = (config.logger || defaultLogger()).child({ class: 'baileys' })
@@ -266,7 +270,7 @@ function createSocketFactory (libVersion) {
       Object.assign(creds, update)
       ev.emit('creds.update', update)
       await query({ t: 'prekeys_upload', count: preKeyBatch })
-      logger.info({ count: preKeyBatch }, 'uploaded pre-keys successfully')
+      logger.info({ count: preKeyBatch }, uploadedMsg)
     }
 
     async function onSenderKeys (items) {
