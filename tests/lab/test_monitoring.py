@@ -323,3 +323,17 @@ def test_every_dashboard_panel_returns_data(mon: Mon) -> None:
     except AssertionError:
         raise AssertionError("panels without data:\n" + "\n".join(empty)) from None
     assert len({t for t, _ in queries}) >= 15
+
+
+def test_every_rule_evaluates_without_error_on_real_series(mon: Mon) -> None:
+    """Vector matching (ignoring/on) meets the real label sets: no rule fails its evaluation."""
+    from tests.monitoring_files import rules
+
+    def clean() -> list[dict[str, Any]]:
+        groups = _get(f"{mon.stack.prometheus}/api/v1/rules")["data"]["groups"]
+        loaded = [r for g in groups for r in g["rules"]]
+        bad = [r for r in loaded if r["health"] != "ok" or r.get("lastError")]
+        return loaded if loaded and not bad and all(r.get("lastEvaluation", "").startswith("2") for r in loaded) else []
+
+    loaded = until(mon, "every rule evaluated cleanly", clean, timeout=60)
+    assert sorted(r["name"] for r in loaded) == sorted(r.get("alert") or r["record"] for r in rules())
