@@ -89,3 +89,54 @@ def test_mttr_cli_table_on_stderr(tmp_path: Path) -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(x) for x in (None, 5, 65, 3700)] == ["-", "5s", "1m05s", "1h01m"]
+
+
+def _prom(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Parse the exposition format the way a scraper does (name{labels} value); comments checked apart."""
+    import re
+
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.match(r"^# (HELP|TYPE) waops_\w+ \S", line), line
+            continue
+        m = re.fullmatch(r'(waops_\w+)(?:\{(.*)\})? (\S+)', line)
+        assert m, line
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def test_report_as_prometheus_text(tmp_path: Path) -> None:
+    db = str(tmp_path / "i.db")
+    _seed(db)
+    with connect(db) as s:  # one incident still open
+        s.open(host="lab-1", bot="shop", cause="network", code=408, started_at=T0)
+    result = CliRunner().invoke(cli, ["mttr", "report", "--store", db, "--output", "prometheus"])
+    assert result.exit_code == 0, result.output
+    got = _prom(result.output)
+
+    def v(name: str, **labels: str) -> float:
+        return got[(name, frozenset(labels.items()))]
+
+    assert v("waops_incidents", cause="network", outcome="resolved") == 5
+    assert v("waops_incidents", cause="network", outcome="open") == 1
+    assert v("waops_incidents", cause="banned", outcome="needs_human") == 1
+    assert v("waops_incidents_repaired", cause="network") == 5
+    assert v("waops_incidents_within_target", cause="network") == 4
+    assert v("waops_incident_mttr_seconds", cause="network", quantile="0.5") == 6 * 60
+    assert v("waops_incident_mttr_seconds", cause="network", quantile="0.9") == pytest.approx((8 + 0.6 * 22) * 60)
+    assert v("waops_incident_mttr_excl_human_seconds", cause="logged_out", quantile="0.5") == 5 * 60
+    assert v("waops_incident_mttr_seconds", cause="all", quantile="0.5") == 8 * 60  # 2,4,6,8,10,20,30 min
+    assert v("waops_mttr_target_seconds") == 15 * 60
+    assert ("waops_incidents_repaired", frozenset({("cause", "all")})) not in got  # sums stay true
+    # nothing repaired: counted, never timed
+    assert not [k for k in got if k[0] == "waops_incident_mttr_seconds" and ("cause", "banned") in k[1]]
+    assert result.output.count("# TYPE waops_incidents gauge") == 1
+
+
+def test_prometheus_text_of_an_empty_store(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["mttr", "report", "--store", str(tmp_path / "e.db"), "-o", "prometheus"])
+    assert result.exit_code == 0
+    names = {k[0] for k in _prom(result.output)}
+    assert names == {"waops_mttr_report_timestamp_seconds", "waops_mttr_target_seconds"}

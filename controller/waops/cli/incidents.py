@@ -157,7 +157,12 @@ def mttr() -> None:
 
 @mttr.command("report")
 @_store
-@_output
+@click.option(
+    "--output", "-o", envvar="WAOPS_OUTPUT", type=click.Choice(["table", "json", "prometheus"]), default="table",
+    show_default=True,
+    help="table on stderr, json on stdout, or prometheus: text format on stdout for node_exporter's textfile "
+    "collector [env WAOPS_OUTPUT].",
+)  # fmt: skip
 @_since
 @click.option("--host", default=None, help="Only this host.")
 @click.option("--bot", default=None, help="Only this bot.")
@@ -168,10 +173,21 @@ def mttr() -> None:
 def report_(
     store: str | None, output: str, since: str | None, host: str | None, bot: str | None, target_min: float
 ) -> None:
-    """Median and p90 MTTR (resolved_at - started_at) per cause, also excluding time waiting for a person."""
+    """Median and p90 MTTR (resolved_at - started_at) per cause, also excluding time waiting for a person.
+
+    \b
+    For Prometheus (node_exporter's textfile collector on the controller, e.g. from cron):
+      waops mttr report --since 30d -o prometheus > DIR/waops_incidents.prom.tmp \\
+        && mv DIR/waops_incidents.prom.tmp DIR/waops_incidents.prom
+    """
     with connect(store) as s:
         found = s.list(host=host, bot=bot, since=_parse_since(since), limit=None)
     rows = report(found, target_s=target_min * 60)
+    if output == "prometheus":
+        from waops.mttr_metrics import render
+
+        click.echo(render(found, rows, target_min * 60, datetime.now(UTC)), nl=False)
+        return
     if output == "json":
         _json({"target_s": target_min * 60, "causes": [r.to_dict() for r in rows]})
         return
