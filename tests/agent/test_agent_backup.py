@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_helpers import BOT_UID, AGENT, PYTHON, Bot, psql, rows, snapshot
+from agent_helpers import AGENT, BOT_UID, PYTHON, Bot, psql, rows, snapshot
 
 
 def test_files_round_trip_is_identical(bot: Bot) -> None:
