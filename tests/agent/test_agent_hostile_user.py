@@ -382,3 +382,29 @@ def test_restore_writes_only_as_the_bot_user(bot: Bot, root_secret: Path) -> Non
     assert sorted(p.name for p in target.iterdir()) == before
     owners = {p.lstat().st_uid for p in bot.auth.parent.rglob("*")}
     assert owners == {BOT_UID}
+
+
+def test_an_old_bot_owned_backup_dir_is_taken_over_without_following_anything(
+        bot: Bot, bot_home: Path, root_secret: Path) -> None:
+    """A backup dir an older role gave the bot user: the agent makes it root's, removing (never chowning)
+    links, a hard link to a root file (possible where protected_hardlinks is off) and nested folders."""
+    bot.write_config(backup_dir=str(bot_home / "backups"))
+    bid = bot.backup()["id"]
+    d = bot.backups / bid
+    old_layout(bot)
+    os.link(root_secret, d / "hard.json")  # made by root here: protected_hardlinks stops the bot user
+
+    def plant() -> None:
+        (d / "link.json").symlink_to(root_secret)
+        (d / "nested" / "deeper").mkdir(parents=True)
+        os.mkfifo(d / "fifo")
+
+    as_bot_user(plant)
+    listed = bot.listing()
+    assert [b["id"] for b in listed] == [bid]
+    assert sorted(p.name for p in d.iterdir()) == ["auth.tar", "manifest.json", "verify.json"]
+    assert {(p.stat().st_uid, p.stat().st_mode & 0o777) for p in d.iterdir()} == {(0, 0o600)}
+    assert [(p.stat().st_uid, p.stat().st_mode & 0o777) for p in (bot.backups, d)] == [(0, 0o700)] * 2
+    st = root_secret.stat()
+    assert (st.st_uid, st.st_mode & 0o777, st.st_nlink) == (0, 0o600, 1)
+    assert bot.json("verify")["ok"]
