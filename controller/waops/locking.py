@@ -1,7 +1,7 @@
 """Controller-side per-bot lock: two `waops recover` runs on one controller never work on the same bot.
 
 An flock on a file in the user's state dir; the kernel drops it when the process dies, so a crashed run
-never leaves a stale lock. The host-side lock (/run/lock/waops-<bot>.lock) is the agent's business.
+never leaves a stale lock. The host-side lock (/run/waops/waops-<bot>.lock) is the agent's business.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 
 AGENT = Path(__file__).resolve().parents[2] / "roles" / "waops_host" / "files" / "waops-host"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+BOT_UID = 65534  # `nobody`: the bot user of the tests' bots
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 TABLE_DDL = (
     "CREATE TABLE baileys_auth(session text not null, key text not null, value jsonb not null, "
@@ -83,6 +84,14 @@ class Bot:
         (self.auth / "session-15550100002.0.json").write_text('{"_sessions": {}}')
         (self.auth / "app-state-sync-key-AAAAAbc.json").write_text('{"keyData": "x"}')
         (self.auth / "sender-key-memory-120363@g.us.json").write_text('{"a": true}')
+        give_to_bot(self.auth)
+
+
+def give_to_bot(path: Path) -> None:
+    """Files the tests write as root in the bot's folders become the bot user's, as on a host."""
+    if os.geteuid() == 0:
+        for p in [path, *path.rglob("*")]:
+            os.chown(p, BOT_UID, BOT_UID, follow_symlinks=False)
 
 
 def snapshot(path: Path) -> dict[str, bytes]:

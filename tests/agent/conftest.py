@@ -3,21 +3,37 @@ throwaway PostgreSQL database on 127.0.0.1, dropped afterwards."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import TABLE_DDL, Bot, psql
+from agent_helpers import BOT_UID, TABLE_DDL, Bot, psql
 
 
 @pytest.fixture
-def bot(tmp_path: Path) -> Bot:
+def bot_home() -> Iterator[Path]:
+    """The bot user's directories, as on a host: reachable by that user (pytest's tmp dirs are root 0700),
+    its state dir owned by it. Config, backups, locks and check state stay in root's tmp_path."""
+    home = Path(tempfile.mkdtemp(prefix="waops-bot-"))
+    home.chmod(0o711)
+    (home / "state").mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(home / "state", BOT_UID, BOT_UID)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def bot(tmp_path: Path, bot_home: Path) -> Bot:
     b = Bot(tmp_path)
     b.write_config(
         schema=1, name="shop", user="nobody", service_manager="pm2", service_name="shop",
-        pm2_home=str(tmp_path / "pm2"), release_root=str(tmp_path / "opt"), auth_store="files",
-        auth_dir=str(tmp_path / "state" / "auth"), health_file=str(tmp_path / "state" / "health.json"),
+        pm2_home=str(bot_home / "pm2"), release_root=str(bot_home / "opt"), auth_store="files",
+        auth_dir=str(bot_home / "state" / "auth"), health_file=str(bot_home / "state" / "health.json"),
         backup_dir=str(tmp_path / "backups"), backup_keep=12, library_package="baileys",
         expected_library_version="6.7.18", known_bad_versions=["6.7.20"], log_window_bytes=65536,
     )

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_helpers import AGENT, PYTHON, Bot, psql, rows, snapshot
+from agent_helpers import AGENT, BOT_UID, PYTHON, Bot, psql, rows, snapshot
 
 
 def test_files_round_trip_is_identical(bot: Bot) -> None:
@@ -35,9 +35,9 @@ def test_files_round_trip_is_identical(bot: Bot) -> None:
     assert snapshot(bot.auth) == before
     assert (bot.auth.stat().st_mode & 0o777) == 0o700
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in bot.auth.rglob("*") if p.is_file())
-    if os.geteuid() == 0:  # chowned to the bot's user (config user "nobody")
+    if os.geteuid() == 0:  # written by the bot's user (config user "nobody"); the backups stay root's
         assert {p.stat().st_uid for p in [bot.auth, *bot.auth.rglob("*")]} == {65534}
-        assert {p.stat().st_uid for p in (bot.backups / r["id"]).iterdir()} == {65534}
+        assert {p.stat().st_uid for p in [bot.backups, *(bot.backups / r["id"]).iterdir()]} == {0}
 
 
 def test_latest_verified_skips_unlinked_snapshots(bot: Bot) -> None:
@@ -159,7 +159,7 @@ def test_retention_keeps_last_n_newest_verified_and_pre_reset(bot: Bot) -> None:
     _mark_unverified(bot, ids[4])
     _mark_unverified(bot, ids[5])
     r = bot.json("prune", "--keep", "2")["results"][0]
-    left = [b["id"] for b in bot.listing()]
+    left = [b["id"] for b in reversed(bot.listing())]  # list prints newest first
     assert left == [ids[0], ids[3], ids[4], ids[5]]
     assert sorted(r["deleted"]) == sorted([ids[1], ids[2]])
 
@@ -169,7 +169,7 @@ def test_retention_keeps_the_newest_linked_backup(bot: Bot) -> None:
     (bot.auth / "creds.json").write_text("{}")  # logged out: every later backup holds unlinked creds
     later = [bot.backup("cron")["id"] for _ in range(3)]
     bot.json("prune", "--keep", "2")
-    assert [b["id"] for b in bot.listing()] == [linked, *later[-2:]]
+    assert [b["id"] for b in bot.listing()] == [*later[-2:][::-1], linked]  # newest first
 
 
 def test_retention_uses_backup_keep_and_backup_prune_flag(bot: Bot) -> None:
@@ -303,13 +303,14 @@ def test_runs_from_stdin(bot: Bot) -> None:
     assert doc["schema"] == 1 and doc["bots"][0]["bot"] == "shop"
 
 
-def test_restore_failing_midway_leaves_the_old_folder(bot: Bot, tmp_path: Path) -> None:
+def test_restore_failing_midway_leaves_the_old_folder(bot: Bot, bot_home: Path) -> None:
     """Extraction runs out of space half way: the live folder is untouched, the temp sibling gone."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs")
-    mnt = tmp_path / "small"
+    mnt = bot_home / "small"  # the bot user's state dir on a small disk
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)]).returncode != 0:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=512k,mode=0700,uid={BOT_UID},gid={BOT_UID}", "tmpfs",
+                       str(mnt)]).returncode != 0:
         pytest.skip("cannot mount tmpfs here")
     try:
         bot.write_config(auth_dir=str(mnt / "auth"))

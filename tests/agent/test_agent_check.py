@@ -304,8 +304,8 @@ def test_metrics_file_content_and_atomic_replace(abot: Bot, tmp_path: Path) -> N
         **{
             **abot.config,
             "name": "support",
-            "auth_dir": str(tmp_path / "s2" / "auth"),
-            "health_file": str(tmp_path / "s2" / "health.json"),
+            "auth_dir": str(Path(abot.config["auth_dir"]).parent / "s2" / "auth"),  # the bot user's dirs
+            "health_file": str(Path(abot.config["auth_dir"]).parent / "s2" / "health.json"),
             "backup_dir": str(tmp_path / "s2" / "backups"),
             "alerts": {"quiet_hours": ""},
         }
@@ -366,12 +366,14 @@ def test_metrics_file_content_and_atomic_replace(abot: Bot, tmp_path: Path) -> N
 
 
 def test_backup_stale_then_fresh_then_failing_verification(abot: Bot, standin: StandIn) -> None:
-    alerts(abot, backup_max_age_hours=0.01)  # 36 s, so real backups made a moment apart tell old from new
+    # The backups are real, so their times follow the wall clock: quiet hours off, or a run at 01:00-06:00
+    # UTC would defer these warnings (no test may depend on the time of day).
+    alerts(abot, backup_max_age_hours=0.01, quiet_hours="")  # 36 s: backups a moment apart tell old from new
     abot.backup()
-    first = datetime.fromisoformat(abot.listing()[-1]["created_at"].replace("Z", "+00:00"))
+    first = datetime.fromisoformat(abot.listing()[0]["created_at"].replace("Z", "+00:00"))
     assert check(abot, (first + timedelta(seconds=60)).isoformat())["active"] == ["backup_stale"]
     second = abot.backup()
-    created = datetime.fromisoformat(abot.listing()[-1]["created_at"].replace("Z", "+00:00"))
+    created = datetime.fromisoformat(abot.listing()[0]["created_at"].replace("Z", "+00:00"))
     assert check(abot, (created + timedelta(seconds=5)).isoformat())["ok"]
     with (Path(second["path"]) / "auth.tar").open("ab") as f:  # bit rot on the backup disk
         f.write(b"\0" * 512)

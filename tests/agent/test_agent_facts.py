@@ -296,12 +296,13 @@ def test_real_pm2_when_available(bot: Bot, tmp_path: Path) -> None:
         subprocess.run([pm2, "kill"], env=env, capture_output=True, timeout=60, check=False)
 
 
-def test_a_fifo_for_health_file_or_log_is_refused_not_waited_on(bot: Bot, tmp_path: Path) -> None:
+def test_a_fifo_for_health_file_or_log_is_refused_not_waited_on(bot: Bot, bot_home: Path) -> None:
     """The health file and the logs are where the bot user writes: a FIFO put there (or a link to one)
     must not block root's facts or check in open()/read() with no writer."""
     health = Path(bot.config["health_file"])
     health.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(health)
+    tmp_path = bot_home
     os.mkfifo(tmp_path / "out.fifo")
     (tmp_path / "err.log").symlink_to(tmp_path / "out.fifo")
     bot.write_config(log_files={"out": str(tmp_path / "out.fifo"), "err": str(tmp_path / "err.log")})

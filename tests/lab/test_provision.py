@@ -100,7 +100,7 @@ def test_files_modes_and_local_fact(converged) -> None:
                        check=True).split("\n")
         assert "/etc/waops/bots/shop.env root wa-shop 640" in stat
         assert "/etc/waops/bots/shop.json root root 600" in stat
-        assert "/var/backups/waops/shop wa-shop wa-shop 700" in stat
+        assert "/var/backups/waops/shop root root 700" in stat  # root's: the bot never writes backups
         assert "/var/lib/waops/bots/shop/auth wa-shop wa-shop 700" in stat
         assert "/usr/local/bin/waops-host root root 755" in stat
         config = json.loads(lab.ssh(host, "cat /etc/waops/bots/shop.json", check=True))

@@ -723,7 +723,7 @@ def load_state(agent: Any, path: str, bot: str, events: list[str]) -> dict[str, 
 def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
     cc = CheckConfig.from_bot(agent, cfg)
     host = socket.gethostname()
-    os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    agent.ensure_root_dir(args.state_dir, 0o700)  # root's alone: a link or a foreign dir is refused
     path = os.path.join(args.state_dir, f"check-{cfg.name}.json")
     busy = "another check of this bot is running"
     with agent.file_lock(os.path.join(args.lock_dir, f"waops-{cfg.name}.check.lock"), args.lock_wait, busy):
