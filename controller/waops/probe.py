@@ -69,11 +69,16 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
         report.bots = [BotReport(b.name, Diagnosis("unknown", None, [str(exc)], 0.1))
                        for b in host.bots if not bots or b.name in bots]
     else:
-        for entry in doc.get("bots") or []:
-            name = str(entry.get("bot")) if isinstance(entry, dict) else "?"
+        for entry in doc["bots"]:  # facts.parse checked the shape
+            name = entry["bot"]
             if bots and name not in bots:
                 continue
-            report.bots.append(BotReport(name, diagnose(entry, settings), entry))
+            try:
+                d = diagnose(entry, settings)
+            except Exception as exc:  # a rule tripping on this host's facts must not stop the others
+                report.error = f"{host.name}: cannot diagnose {name}: {type(exc).__name__}: {exc}"
+                d = Diagnosis("unknown", None, [report.error], 0.0)
+            report.bots.append(BotReport(name, d, entry))
         missing = [b.name for b in host.bots if b.name not in {r.bot for r in report.bots}
                    and (not bots or b.name in bots)]
         for name in missing:  # the inventory says the bot is here, the agent does not know it

@@ -90,7 +90,7 @@ def _hosts(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, bots: tu
            s: config.Settings) -> tuple[list[dict[str, Any]], int]:
     from waops import inventory, probe
 
-    hosts = inventory.load(s.inventory or None, ["all"] if all_hosts else list(names))
+    hosts = inventory.load(config.require_inventory(s), ["all"] if all_hosts else list(names))
     factory = (ctx.obj or {}).get("transport_factory", probe.ssh_factory)  # tests pass their own
     progress = _progress(len(hosts)) if s.output == "table" else None
     reports = probe.probe_hosts(hosts, s, factory, bots, on_done=progress)
@@ -99,7 +99,8 @@ def _hosts(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, bots: tu
         base = {"host": r.host, "file": None, "reachable": r.reachable, "error": r.error,
                 "fingerprint": r.fingerprint}
         if not r.reachable or not r.bots:
-            rows.append({**base, "bot": None, "cause": "unknown", "code": None,
+            # one label for an unreachable host in JSON and in the table
+            rows.append({**base, "bot": None, "cause": "unknown" if r.reachable else "unreachable", "code": None,
                          "evidence": [r.error or "no bot on this host"], "confidence": 0.0, "started_at": None,
                          "rule": None, "facts": None})
         rows.extend({**base, **b.to_dict()} for b in r.bots)
@@ -130,7 +131,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         where = r["host"] or r["file"] or ""
         if not r["reachable"]:
-            cause = "[red]unreachable[/]"
+            cause = f"[red]{r['cause']}[/]"
             ev = r["error"] or ""
             if r.get("fingerprint"):
                 ev += f"\nfingerprint: {r['fingerprint']}"

@@ -39,7 +39,10 @@ def _parse_since(text: str | None) -> datetime | None:
         return None
     units = {"d": "days", "h": "hours", "m": "minutes"}
     if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+        try:
+            return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+        except (OverflowError, ValueError):  # before year 1: not a useful bound
+            raise UsageError(f"--since: {text} reaches back before year 1") from None
     try:
         t = datetime.fromisoformat(text)
     except ValueError:

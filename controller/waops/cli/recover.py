@@ -146,7 +146,7 @@ def recover(hosts: tuple[str, ...], all_hosts: bool, inventory: str | None, bot:
         raise UsageError("name hosts (or groups), or use --all")
     if pair_phone is not None and not pair_phone.lstrip("+").isdigit():
         raise UsageError("--pair-phone: a phone number in E.164 digits, e.g. 15550100001")
-    inv = s.inventory or _default_inventory()
+    inv = config.require_inventory(s)
     found = svc.targets(inv, ["all"] if all_hosts else list(hosts), bot, pair_phone)
     opts = svc.RecoverOptions(dry_run=dry_run, yes=yes, pair_phone=pair_phone.lstrip("+") if pair_phone else None,
                               verify_timeout_s=verify_timeout, link_timeout_s=link_timeout)
@@ -183,12 +183,6 @@ def _exit(results: list[Any]) -> int:
         if code in codes:
             return code
     return EXIT_OK
-
-
-def _default_inventory() -> str:
-    from waops.assets import asset_root
-
-    return str(asset_root() / "inventories" / "sandbox")
 
 
 def summary(results: list[Any]) -> None:
@@ -230,7 +224,7 @@ def qr(host: str, inventory: str | None, bot: str | None, output: str | None, ti
     from waops.locking import state_dir
 
     s = config.load({"inventory": inventory, "output": output, "timeout": timeout})
-    found = svc.targets(s.inventory or _default_inventory(), [host], bot)
+    found = svc.targets(config.require_inventory(s), [host], bot)
     if len(found) > 1:
         raise UsageError(f"{host} runs several bots ({', '.join(t.bot for _, t in found)}): use --bot")
     h, target = found[0]
