@@ -1,12 +1,13 @@
 """Plain YAML/INI inventories read without importing Ansible (importing it costs most of a diagnose).
 
-The rules are Ansible's own, for what they cover (docs/INVENTORY.md): a file or a directory of files,
+The rules are Ansible's own, for what they cover: a file or a directory of files,
 `all`/`children`/`hosts`/`vars` in YAML, `[group]`, `[group:vars]`, `[group:children]` and
 `host key=value` in INI (values through `ast.literal_eval`, as Ansible does), host ranges such as
 `web[01:03]` and `db[a:c]`, `group_vars/` and `host_vars/` beside the inventory (files or
-directories), and variable precedence: `all`'s inventory vars < group_vars/all < the other groups'
-inventory vars (by depth, ansible_group_priority, name) < their group_vars files < the host's
-inventory vars < host_vars/<host>. Top-level keys replace, as with Ansible's default hash_behaviour.
+directories), and variable precedence (Ansible's default VARIABLE_PRECEDENCE): `all`'s inventory vars <
+the other groups' inventory vars (by depth, ansible_group_priority, name) < group_vars/all < the other
+groups' group_vars files < the host's inventory vars < host_vars/<host>. Top-level keys replace, as
+with Ansible's default hash_behaviour.
 
 Anything outside that raises NeedAnsible with the reason, and the caller hands the inventory to
 Ansible's loader: a whole-file vault, an executable (script) inventory, a plugin config, an unusual
@@ -34,6 +35,12 @@ _GROUPNAME = re.compile(r"^([^:\]\s]+)\s*(?:#.*)?$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+$")
 _RANGE = re.compile(r"\[[a-zA-Z0-9]*:[a-zA-Z0-9]+(?::[0-9]+)?\]")
 _HOST_PORT = re.compile(r"^([^:\[\]]*(?:\[[^\]]*\][^:\[\]]*)*)(?::([0-9]+))?$")
+
+
+# Settings that change how Ansible reads an inventory: when one is set in the environment, Ansible reads.
+_ANSIBLE_ENV = ("ANSIBLE_PRECEDENCE", "ANSIBLE_HASH_BEHAVIOUR", "ANSIBLE_INVENTORY_ENABLED",
+                "ANSIBLE_INVENTORY_IGNORE", "ANSIBLE_INVENTORY_IGNORE_REGEX", "ANSIBLE_YAML_FILENAME_EXT",
+                "ANSIBLE_VARS_ENABLED")
 
 
 class NeedAnsible(Exception):
@@ -66,6 +73,9 @@ class PlainInventory:
     host_groups: dict[str, list[str]] = field(default_factory=dict)  # direct groups of each host
     files: list[str] = field(default_factory=list)  # what was read
     _vars_cache: dict[Path, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.add_child("all", "ungrouped")  # as Ansible's InventoryData starts
 
     # --------------------------------------------------------------------------------- building
     def group(self, name: str) -> Group:
@@ -157,30 +167,30 @@ class PlainInventory:
         return sorted(names, key=lambda n: (self.groups[n].depth, self.groups[n].priority, n))
 
     def hosts_of(self, group: str) -> list[str]:
-        """Hosts of a group and its descendants, in inventory order (Ansible's get_hosts)."""
+        """Hosts of a group and its descendants, as Ansible's get_hosts walks them: the group, its
+        children in order, then deeper levels breadth first (Ansible's order there is a set's)."""
+        ordered = [group, *self.groups[group].children]
+        level = list(self.groups[group].children)
+        while level:
+            nxt: list[str] = []
+            for g in level:
+                for c in self.groups[g].children:
+                    if c not in ordered:
+                        ordered.append(c)
+                        nxt.append(c)
+            level = nxt
         out: list[str] = []
-        seen_groups: set[str] = set()
-
-        def walk(name: str) -> None:
-            if name in seen_groups:
-                return
-            seen_groups.add(name)
-            for h in self.groups[name].hosts:
-                if h not in out:
-                    out.append(h)
-            for c in self.groups[name].children:
-                walk(c)
-
-        walk(group)
+        for g in ordered:
+            out.extend(h for h in self.groups[g].hosts if h not in out)
         return out
 
     def vars_for(self, host: str) -> dict[str, Any]:
         groups = self.groups_of(host)
         out: dict[str, Any] = dict(self.groups["all"].vars)
-        out.update(self._files("group_vars", "all"))
         for g in groups:
             if g != "all":
                 out.update(self.groups[g].vars)
+        out.update(self._files("group_vars", "all"))
         for g in groups:
             if g != "all":
                 out.update(self._files("group_vars", g))
@@ -207,6 +217,9 @@ class PlainInventory:
 # ------------------------------------------------------------------------------------------ files
 def read(source: Path) -> PlainInventory:
     """The plain inventory at `source` (a file or a directory), or NeedAnsible."""
+    for name in _ANSIBLE_ENV:
+        if os.environ.get(name):
+            raise NeedAnsible(f"{name} is set")
     if source.is_dir():
         inv = PlainInventory(basedirs=[source])
         for path in _dir_sources(source):
