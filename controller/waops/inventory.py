@@ -218,7 +218,10 @@ def _ansible_host(name: str, hostvars: dict[str, Any], loader: Any) -> Host:
         try:
             return _plain(templar.template(hostvars[key]))
         except AnsibleError as exc:
-            raise UsageError(f"host {name}: cannot read {key}: {str(exc).splitlines()[0]}") from None
+            why = str(exc).splitlines()[0]
+            if "undecryptable" in why or "vault" in why.lower():
+                why = "it is vault-encrypted and no vault password is set (ANSIBLE_VAULT_PASSWORD_FILE)"
+            raise UsageError(f"host {name}: cannot read {key}: {why}") from None
 
     return _host(name, var)
 

@@ -6,9 +6,10 @@ their own; the default is strict SSH (waops.transport).
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,15 +95,43 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
 
 def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFactory = ssh_factory,
                 bots: Sequence[str] = (), on_done: Callable[[HostReport], None] | None = None) -> list[HostReport]:
-    """Every host, at most `settings.concurrency` at once; results in inventory order."""
-    def one(h: Host) -> HostReport:
-        r = probe_host(h, settings, factory, bots)
-        if on_done is not None:
-            on_done(r)
-        return r
+    """Every host, at most `settings.concurrency` at once; results in inventory order.
 
-    with ThreadPoolExecutor(max_workers=max(1, min(settings.concurrency, len(hosts) or 1))) as pool:
-        return list(pool.map(one, hosts))
+    Workers are daemon threads and the caller waits in short slices: Ctrl-C during a hung probe
+    returns at once instead of after the probe's deadline (a thread pool would join its workers, at
+    the `with` and again at exit)."""
+    results: list[HostReport | None] = [None] * len(hosts)
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for k in range(len(hosts)):
+        todo.put(k)
+    finished = threading.Semaphore(0)
+
+    def worker() -> None:
+        while True:
+            try:
+                k = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                r = probe_host(hosts[k], settings, factory, bots)
+            except Exception as exc:  # one host's surprise must not blind the rest of the fleet
+                r = HostReport(hosts[k].name, reachable=False,
+                               error=f"{hosts[k].name}: probe failed: {type(exc).__name__}: {exc}")
+            results[k] = r
+            if on_done is not None:
+                with _done_lock:
+                    on_done(r)
+            finished.release()
+
+    for n in range(max(1, min(settings.concurrency, len(hosts)))):
+        threading.Thread(target=worker, name=f"waops-probe-{n}", daemon=True).start()
+    for _ in hosts:
+        while not finished.acquire(timeout=0.2):
+            pass
+    return [r for r in results if r is not None]
+
+
+_done_lock = threading.Lock()
 
 
 def exit_code(reports: Sequence[HostReport]) -> int:

@@ -91,8 +91,9 @@ def list_(
     limit: int,
 ) -> None:
     """Recorded incidents, newest first."""
+    when = _parse_since(since)  # bad input is refused before the store is opened (or created)
     with connect(store) as s:
-        found = s.list(host=host, bot=bot, cause=cause, outcome=outcome, since=_parse_since(since),
+        found = s.list(host=host, bot=bot, cause=cause, outcome=outcome, since=when,
                        open_only=open_only, limit=limit)  # fmt: skip
     if output == "json":
         _json([i.to_dict() for i in found])
@@ -172,8 +173,9 @@ def report_(
     store: str | None, output: str, since: str | None, host: str | None, bot: str | None, target_min: float
 ) -> None:
     """Median and p90 MTTR (resolved_at - started_at) per cause, also excluding time waiting for a person."""
+    when = _parse_since(since)
     with connect(store) as s:
-        found = s.list(host=host, bot=bot, since=_parse_since(since), limit=None)
+        found = s.list(host=host, bot=bot, since=when, limit=None)
     rows = report(found, target_s=target_min * 60)
     if output == "json":
         _json({"target_s": target_min * 60, "causes": [r.to_dict() for r in rows]})

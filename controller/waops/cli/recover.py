@@ -11,6 +11,7 @@ import click
 
 from waops import config
 from waops.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from waops.locking import EXIT_LOCK_BUSY
 
 RECOVER_EPILOG = """\b
 Examples:
@@ -152,6 +153,7 @@ def recover(hosts: tuple[str, ...], all_hosts: bool, inventory: str | None, bot:
                               verify_timeout_s=verify_timeout, link_timeout_s=link_timeout)
     ui = RichUI(state_dir() / "qr", interactive=sys.stdin.isatty() and sys.stderr.isatty())
     results = []
+    busy = 0  # bots whose lock another run holds
     cancel = Cancel()
     with connect(store) as st, cancel.trap_sigint():
         for host, target in found:
@@ -168,13 +170,14 @@ def recover(hosts: tuple[str, ...], all_hosts: bool, inventory: str | None, bot:
                 r = svc.RecoverResult(target.host, target.bot, "failed", str(exc))
                 results.append(r)
                 ui.c.print(f"[red]{target.host}/{target.bot}: {exc}[/]")
-                if getattr(exc, "exit_code", 1) == 75 and len(found) == 1:
-                    sys.exit(75)
+                if exc.exit_code == EXIT_LOCK_BUSY:
+                    busy += 1
     if s.output == "json":
         click.echo(json.dumps({"schema": 1, "results": [r.to_dict() for r in results]}, indent=2, default=str))
     else:
         summary(results)
-    sys.exit(_exit(results))
+    # every bot asked for was busy: 75 (try again later), after the document that says so
+    sys.exit(EXIT_LOCK_BUSY if results and busy == len(results) else _exit(results))
 
 
 def _exit(results: list[Any]) -> int:
