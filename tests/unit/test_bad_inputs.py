@@ -204,3 +204,31 @@ def test_busy_bot_exits_75_with_a_json_document(tmp_path: Path) -> None:
     assert p.returncode == 75, p.stderr
     (row,) = json.loads(p.stdout)["results"]
     assert (row["host"], row["bot"]) == ("gone", "shop") and "Traceback" not in p.stderr
+
+
+def test_ctrl_c_during_a_hung_probe_returns_at_once(tmp_path: Path) -> None:
+    """An SSH server that accepts and then says nothing: the probe would wait for its whole deadline."""
+    import signal
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    (tmp_path / "hosts.yml").write_text(f"all:\n  hosts:\n    mute: {{ansible_host: 127.0.0.1, ansible_port: {port}, "
+                                        "waops_bots: [{name: shop}]}\n")
+    try:
+        p = subprocess.Popen([sys.executable, "-c", "from waops.cli import main; main()", "diagnose", "-i",
+                              "hosts.yml", "--all", "--timeout", "60"], cwd=tmp_path, env=_env(tmp_path, {}),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        conn, _ = srv.accept()  # the probe is connected and waiting for a banner
+        time.sleep(0.5)
+        start = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        took = time.monotonic() - start
+        conn.close()
+    finally:
+        srv.close()
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert took < 5, took
