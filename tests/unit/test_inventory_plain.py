@@ -136,3 +136,16 @@ def test_script_inventory_goes_to_ansible(tmp_path: Path) -> None:
         read(script)
     assert [h.name for h in load(script)] == ["s-1"]
     assert inventory.last_read.reader == "ansible" and "script" in inventory.last_read.why
+
+
+def test_show_settings_says_which_reader(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from waops.cli import cli
+
+    root = _files(tmp_path / "inv", TRICKY["children"])
+    r = CliRunner().invoke(cli, ["diagnose", "-i", str(root / "hosts.yml"), "--show-settings"])
+    assert "inventory reader = 'plain'" in r.output, r.output
+    (root / "more.yml").write_text("plugin: constructed\n")
+    r = CliRunner().invoke(cli, ["diagnose", "-i", str(root), "--show-settings"])
+    assert "inventory reader = 'ansible': " in r.output and "plugin" in r.output, r.output

@@ -56,6 +56,12 @@ def diagnose(ctx: click.Context, hosts: tuple[str, ...], all_hosts: bool, invent
     if show_settings:
         for name, value, source in s.explain():
             click.echo(f"{name} = {value!r}  ({source})")
+        if s.inventory:
+            from waops import inventory as inv
+
+            inv.load(s.inventory, ["all"])
+            why = f": {inv.last_read.why}" if inv.last_read.why else " (plain YAML/INI, Ansible not loaded)"
+            click.echo(f"inventory reader = {inv.last_read.reader!r}{why}")
         return
     if log_files:
         if hosts or all_hosts:
