@@ -71,7 +71,8 @@ def _descendants(pid: int) -> list[int]:
                 continue
     out, todo = [], [pid]
     while todo:
-        kids = [c for c, pp in parent.items() if pp == todo.pop()]
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
         out.extend(kids)
         todo.extend(kids)
     return out
