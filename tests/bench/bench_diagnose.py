@@ -374,15 +374,19 @@ def bench_many_bots(lab, inventory: Path, rounds: int = 5) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda h: lab.ssh(h, add, check=True), lab.hosts()))
     try:
-        times, rows = [], []
+        times, rows, failed = [], [], 0
         for _ in range(rounds):
-            took, p = waops("diagnose", "-i", str(inventory), "--all", "--output", "json")
-            times.append(took)
-            rows = json.loads(p.stdout)["results"]
+            start = time.perf_counter()
+            p = subprocess.run([sys.executable, "-c", "from waops.cli import main; main()", "diagnose", "-i",
+                                str(inventory), "--all", "--output", "json"], capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+            rows = json.loads(p.stdout)["results"] if p.stdout.strip() else []
+            failed += p.returncode not in (0, 1)
         bots = [r for r in rows if r.get("bot")]
         med = statistics.median(times)
         print(f"{len(lab.hosts())} hosts x {BOTS_PER_HOST} bots ({len(bots)} bot rows) in one call, median of "
-              f"{rounds}: {med:.2f} s, min {min(times):.2f} s (goal < 2 s: {'holds' if med < 2 else 'MISSED'})")
+              f"{rounds}: {med:.2f} s, min {min(times):.2f} s (goal < 2 s: {'holds' if med < 2 else 'MISSED'}); "
+              f"runs with an unreachable host: {failed}")
     finally:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda h: lab.ssh(h, remove), lab.hosts()))

@@ -28,10 +28,13 @@ EPILOG = """\b
 Exit codes:
   0  healthy / done
   1  problem found (diagnose) or not resolved (recover)
-  2  usage error: bad flags, malformed inventory or input
+  2  usage error: bad flags, no or malformed inventory, bad store, config or input
   3  a host was unreachable or its SSH host key was refused
   4  a person must act (ban, rate limit, QR not scanned)
+  75 busy: another run holds the bot's lock (try again later)
   130 interrupted
+\b
+Inventory: -i, else WAOPS_INVENTORY, else `inventory` in waops.toml; there is no default.
 \b
 Environment: every global option also reads WAOPS_<NAME>; NO_COLOR turns colour off."""
 

@@ -24,7 +24,7 @@ Output: a table on stderr for people; with --output json one document on stdout:
 Exit codes:
   0  every bot (or log) is healthy
   1  a problem was found (or the cause is unknown)
-  2  usage error: bad flags, malformed inventory, unreadable log file or config
+  2  usage error: bad flags, no or malformed inventory, unreadable log file or config
   3  a host was unreachable or its SSH host key was refused (the row shows the fingerprint)
 \b
 Settings (flag > WAOPS_<NAME> env > waops.toml > default): inventory, output, concurrency, timeout,
