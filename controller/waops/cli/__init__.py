@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import click
 
 from waops import __version__
-from waops.errors import EXIT_INTERRUPTED, EXIT_USAGE, WaopsError
+from waops.errors import EXIT_INTERRUPTED, EXIT_PROBLEM, EXIT_USAGE, WaopsError
 
 # name -> (module, attribute, one-line help shown without importing the module)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -87,5 +88,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: one line for the operator, the traceback only when asked for
+        if os.environ.get("WAOPS_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        click.echo(f"waops: internal error: {type(exc).__name__}: {first} (WAOPS_DEBUG=1 shows where)", err=True)
+        sys.exit(EXIT_PROBLEM)
     else:
         sys.exit(code if isinstance(code, int) else 0)
