@@ -232,3 +232,16 @@ def test_ctrl_c_during_a_hung_probe_returns_at_once(tmp_path: Path) -> None:
         srv.close()
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert took < 5, took
+
+
+def test_an_unreachable_host_has_one_label_in_json_and_table(tmp_path: Path) -> None:
+    _inventory(tmp_path)
+    base = [sys.executable, "-c", "from waops.cli import main; main()", "diagnose", "-i", "hosts.yml", "--all",
+            "--timeout", "5"]
+    js = subprocess.run([*base, "--output", "json"], cwd=tmp_path, env=_env(tmp_path, {}), capture_output=True,
+                        text=True, timeout=120)
+    table = subprocess.run(base, cwd=tmp_path, env=_env(tmp_path, {}), capture_output=True, text=True, timeout=120)
+    (row,) = json.loads(js.stdout)["results"]
+    assert (js.returncode, table.returncode) == (3, 3)
+    assert row["cause"] == "unreachable" and not row["reachable"]
+    assert "unreachable" in table.stderr and "unknown" not in table.stderr
