@@ -6,19 +6,23 @@ their own; the default is strict SSH (waops.transport).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waops.config import Settings
-from waops.diagnose import Diagnosis, diagnose
 from waops.errors import EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, UnreachableError, WaopsError
 from waops.facts import collect
 from waops.inventory import Host
 from waops.transport import Transport
+
+if TYPE_CHECKING:
+    from waops.diagnose import Diagnosis
 
 TransportFactory = Callable[[Host, float], Transport]
 
@@ -56,6 +60,8 @@ def ssh_factory(host: Host, timeout: float) -> Transport:
 
 def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_factory,
                bots: Sequence[str] = ()) -> HostReport:
+    from waops.diagnose import Diagnosis, diagnose
+
     start = time.monotonic()
     report = HostReport(host.name)
     transport: Transport | None = None
@@ -94,12 +100,14 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
 
 
 def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFactory = ssh_factory,
-                bots: Sequence[str] = (), on_done: Callable[[HostReport], None] | None = None) -> list[HostReport]:
+                bots: Sequence[str] = (), on_done: Callable[[HostReport], None] | None = None,
+                warm: Sequence[str] = ()) -> list[HostReport]:
     """Every host, at most `settings.concurrency` at once; results in inventory order.
 
     Workers are daemon threads and the caller waits in short slices: Ctrl-C during a hung probe
     returns at once instead of after the probe's deadline (a thread pool would join its workers, at
-    the `with` and again at exit)."""
+    the `with` and again at exit). While the hosts answer, this thread imports the `warm` modules
+    (and the classifier), so that their import time hides behind the network wait."""
     results: list[HostReport | None] = [None] * len(hosts)
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for k in range(len(hosts)):
@@ -125,6 +133,9 @@ def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFac
 
     for n in range(max(1, min(settings.concurrency, len(hosts)))):
         threading.Thread(target=worker, name=f"waops-probe-{n}", daemon=True).start()
+    for module in ("waops.diagnose", *warm):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     for _ in hosts:
         while not finished.acquire(timeout=0.2):
             pass

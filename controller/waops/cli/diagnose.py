@@ -99,7 +99,8 @@ def _hosts(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, bots: tu
     hosts = inventory.load(config.require_inventory(s), ["all"] if all_hosts else list(names))
     factory = (ctx.obj or {}).get("transport_factory", probe.ssh_factory)  # tests pass their own
     progress = _progress(len(hosts)) if s.output == "table" else None
-    reports = probe.probe_hosts(hosts, s, factory, bots, on_done=progress)
+    warm = ("rich.console", "rich.table", "rich.markup") if s.output == "table" else ()
+    reports = probe.probe_hosts(hosts, s, factory, bots, on_done=progress, warm=warm)
     rows: list[dict[str, Any]] = []
     for r in reports:
         base = {"host": r.host, "file": None, "reachable": r.reachable, "error": r.error,
