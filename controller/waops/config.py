@@ -19,7 +19,7 @@ from waops.errors import UsageError
 
 @dataclass
 class Settings:
-    inventory: str = ""  # Ansible inventory (file or directory); empty: ansible.cfg's default
+    inventory: str = ""  # Ansible inventory (file or directory); no default: see require_inventory
     output: str = "table"  # table | json
     concurrency: int = 16  # hosts probed at once (a probe mostly waits on SSH and the host; as ansible.cfg forks)
     timeout: float = 30.0  # hard deadline per host, seconds (connect + probe)
@@ -40,6 +40,17 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in names()}
+
+
+NO_INVENTORY = ("no inventory given: pass -i/--inventory, set WAOPS_INVENTORY, or put `inventory = \"PATH\"` "
+                "in waops.toml (./waops.toml, $XDG_CONFIG_HOME/waops/waops.toml or the file named by WAOPS_CONFIG)")
+
+
+def require_inventory(s: Settings) -> str:
+    """The inventory to act on. Never a built-in default: a forgotten flag must not point at the lab."""
+    if not s.inventory:
+        raise UsageError(NO_INVENTORY)
+    return s.inventory
 
 
 def names() -> list[str]:
@@ -73,8 +84,10 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    from waops.files import read_small
+
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(read_small(path, "config file").decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

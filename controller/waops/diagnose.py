@@ -325,7 +325,11 @@ def _annotate(d: Diagnosis, bot: Mapping[str, Any], s: Settings) -> None:
     if backups and not latest:
         d.evidence.append("no backup yet")
     elif latest:
-        d.evidence.append(f"latest backup {latest.get('id')} age={latest.get('age_s')}s "
+        age = _int(latest.get("age_s"))
+        # a negative age is a backup dated in the future (a clock that was wrong, or a planted file)
+        when = f"DATED {-age}s IN THE FUTURE (clock skew or a planted backup)" if age is not None and age < 0 \
+            else f"age={latest.get('age_s')}s"
+        d.evidence.append(f"latest backup {latest.get('id')} {when} "
                           f"verified={latest.get('verified')} creds_linked={latest.get('creds_linked')}")
 
 

@@ -1,8 +1,11 @@
 """Run one playbook with ansible-runner and turn its events into progress and a RunResult.
 
-Per run: a short private dir (0700, from mkdtemp) removed in `finally`; `suppress_env_files` so runner
-writes no env/ files; `timeout` always set; an explicit `cancel_callback` (runner then installs no
-signal handlers of its own: Ctrl-C sets our flag and the run stops cleanly); a cheap event handler.
+Per run: a private dir (0700) under the controller's own 0700 `runs/` state dir, removed in `finally`,
+and, after a SIGKILL left one behind, at the next run (its name carries the pid that made it);
+`suppress_env_files` so runner writes no env/ files; runner's `artifacts/*/command` file (the whole
+environment) gets an environment without secrets (an allow-list of what Ansible needs, see `_scrub`);
+`timeout` always set; an explicit `cancel_callback` (runner then installs no signal handlers of its
+own: Ctrl-C sets our flag and the run stops cleanly); a cheap event handler.
 
 Secrets never reach the disk in clear. Plain `extravars` end up on ansible-playbook's command line
 (and in runner's artifacts/command file), so secrets take another road: they are vault-encrypted with
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets as _secrets
 import shlex
 import shutil
@@ -222,6 +226,90 @@ def _write_secrets(private: Path, values: Mapping[str, Any]) -> tuple[list[str],
     return ["--vault-id", f"{_VAULT_ID}@{fifo}", "-e", f"@{vars_file}"], release
 
 
+# --- private dirs and environment ------------------------------------------------------------------
+
+RUN_PREFIX = "waops-run-"
+# A Unix socket path holds at most 107 bytes; ssh's control sockets live under <private>/cp/<40 chars>.
+_MAX_PRIVATE_LEN = 60
+
+
+def runs_dir() -> Path:
+    """Where runs keep their private dirs: the state dir's `runs/` (0700, this user's), or the temp
+    dir when that path would be too long for ssh's control sockets."""
+    from waops.locking import state_dir
+
+    d = state_dir() / "runs"
+    if len(str(d)) + len(RUN_PREFIX) + 20 > _MAX_PRIVATE_LEN:
+        return Path(tempfile.gettempdir())
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    return d
+
+
+def _private_dir() -> Path:
+    base = runs_dir()
+    clean_stale_runs(base)
+    return Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-", dir=base))  # 0700
+
+
+def clean_stale_runs(base: Path) -> list[Path]:
+    """Remove private dirs whose run was killed (its pid is gone): they hold runner's artifacts."""
+    removed = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return removed
+    for d in entries:
+        if not d.name.startswith(RUN_PREFIX) or d.is_symlink() or not d.is_dir():
+            continue
+        try:
+            pid = int(d.name[len(RUN_PREFIX):].split("-", 1)[0])
+            if d.stat().st_uid != os.getuid():
+                continue
+        except (ValueError, OSError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# What ansible-playbook needs from the controller's environment. Anything else (a store DSN with its
+# password, PGPASSWORD, tokens) stays out of the child and out of runner's artifacts/*/command file.
+_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR",
+             "SSH_AUTH_SOCK", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "NO_COLOR", "COLUMNS",
+             "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+_ENV_KEEP_PREFIX = ("LC_", "XDG_", "ANSIBLE_")
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|API_KEY", re.IGNORECASE)
+
+
+def _scrub(env: Mapping[str, str], inherited: Mapping[str, str]) -> dict[str, str]:
+    """`env` without what it inherited from `inherited` that is not on the allow-list. Values runner or
+    waops set themselves (different from the inherited ones) stay."""
+    out = {}
+    for k, v in env.items():
+        if k in inherited and inherited[k] == v:
+            keep = k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIX)
+            if keep and _SECRET_NAME.search(k) and not k.endswith("_FILE"):
+                keep = False
+            if keep and "@" in v and "://" in v:  # a URL with credentials (a proxy with a password)
+                keep = False
+            if not keep:
+                continue
+        out[k] = v
+    return out
+
+
 # --- running ---------------------------------------------------------------------------------------
 
 
@@ -246,7 +334,7 @@ def run_playbook(
     `check`/`diff` are ansible-playbook's --check and --diff.
     Raises ExecuteError only when the run could not start; a failed play is a RunResult.
     """
-    import ansible_runner
+    import ansible_runner.interface
 
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive: a run without a deadline can hang a 3 a.m. repair")
@@ -261,8 +349,7 @@ def run_playbook(
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         **(envvars or {}),
     }
-    # Short and private: mkdtemp makes it 0700; a short path keeps SSH control sockets under limits.
-    private = Path(tempfile.mkdtemp(prefix="waops-"))
+    private = _private_dir()
     release = None
     try:
         cmdline: list[str] = []
@@ -291,7 +378,9 @@ def run_playbook(
         if limit:
             kwargs["limit"] = limit
         with cancel.trap_sigint():
-            runner = ansible_runner.run(**kwargs)
+            runner = ansible_runner.interface.init_runner(**kwargs)
+            runner.config.env = _scrub(runner.config.env, os.environ)
+            runner.run()
         result.status = runner.status
         result.rc = runner.rc
         return result

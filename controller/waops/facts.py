@@ -53,7 +53,41 @@ def parse(stdout: bytes, stderr: bytes, status: int, host: str = "host") -> dict
         raise FactsError(f"{host}: no facts from waops-host ({why})")
     if doc.get("schema") != SCHEMA:
         raise FactsError(f"{host}: facts schema {doc.get('schema')!r}, this waops reads schema {SCHEMA}")
+    why = shape_error(doc)
+    if why:
+        raise FactsError(f"{host}: malformed facts from waops-host: {why}")
     return doc
+
+
+# Contract 2's containers and their types: checked once here, so that the rules can trust `.get()` and
+# iteration, and one host with a broken or hostile agent fails alone instead of aborting the fleet.
+_BOT_SHAPE: dict[str, type] = {"process": dict, "health": dict, "logs": dict, "auth": dict, "backups": dict,
+                               "library": dict, "node": dict, "disk": dict}
+_NESTED: dict[tuple[str, str], type] = {
+    ("logs", "matched"): list, ("logs", "tail"): list, ("auth", "creds"): dict, ("auth", "db"): dict,
+    ("auth", "by_type"): dict, ("backups", "latest"): dict, ("backups", "latest_restorable"): dict,
+    ("health", "last_disconnect"): dict, ("health", "keepalive"): dict,
+}
+
+
+def shape_error(doc: dict[str, Any]) -> str | None:
+    """Why `doc` does not have contract 2's shape, or None. None values stand for "absent"."""
+    for k, bot in enumerate(doc["bots"]):
+        if not isinstance(bot, dict):
+            return f"bots[{k}] is {type(bot).__name__}, expected an object"
+        if not isinstance(bot.get("bot"), str) or not bot["bot"]:
+            return f"bots[{k}].bot is not a bot name"
+        for key, kind in _BOT_SHAPE.items():
+            if bot.get(key) is not None and not isinstance(bot[key], kind):
+                return f"bots[{k}].{key} is {type(bot[key]).__name__}, expected {_NAME[kind]}"
+        for (outer, inner), kind in _NESTED.items():
+            value = (bot.get(outer) or {}).get(inner)
+            if value is not None and not isinstance(value, kind):
+                return f"bots[{k}].{outer}.{inner} is {type(value).__name__}, expected {_NAME[kind]}"
+    return None
+
+
+_NAME = {dict: "an object", list: "a list"}
 
 
 def _last_line(b: bytes) -> str:

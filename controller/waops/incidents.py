@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -430,17 +432,31 @@ def default_store() -> Path:
     return state_dir() / "incidents.db"
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def is_dsn(store: str) -> bool:
     return store.startswith(("postgresql://", "postgres://")) or ("dbname=" in store and os.path.sep not in store)
 
 
 def connect(store: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> IncidentStore:
-    """Open the store: a PostgreSQL DSN, a SQLite path, or (None) $WAOPS_STORE, then the default."""
+    """Open the store: a PostgreSQL DSN, a SQLite path, or (None) $WAOPS_STORE, then the default.
+
+    Errors are UsageError (a store that can never work: unknown scheme, malformed DSN, a directory)
+    or StoreError (cannot open or read it now), one line each, and never carry a password."""
     where = str(store) if store is not None else os.environ.get("WAOPS_STORE") or str(default_store())
+    scheme = _SCHEME.match(where)
+    if scheme and not is_dsn(where):
+        # Never a SQLite file named after a URL (its password would end up in a file name).
+        raise UsageError(f"incident store: unsupported scheme {scheme.group(1)!r}: use a SQLite path or "
+                         "postgresql://USER@HOST/DB")
     s = _connect_postgres(where) if is_dsn(where) else _connect_sqlite(Path(where).expanduser())
     if migrate:
         try:
             s.migrate()
+        except sqlite3.DatabaseError as exc:
+            s.close_store()
+            raise StoreError(f"the incident store {s.where} is not a waops SQLite database: {exc}") from None
         except BaseException:
             s.close_store()
             raise
@@ -448,15 +464,26 @@ def connect(store: str | os.PathLike[str] | None = None, *, migrate: bool = True
 
 
 def _connect_sqlite(path: Path) -> IncidentStore:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # Create it 0600 before sqlite does: evidence may hold phone numbers.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if path.is_dir():
+        raise UsageError(f"incident store {path} is a directory: name a file, e.g. {path / 'incidents.db'}")
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Create it 0600 before sqlite does: evidence may hold phone numbers. O_NONBLOCK: a FIFO
+        # planted at the path must not hang the open; it is refused below.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o600)
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        if not regular:
+            raise UsageError(f"incident store {path} is not a regular file")
         conn = sqlite3.connect(path, isolation_level=None, timeout=10)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the incident store {path}: {exc}") from exc
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA journal_mode = WAL")  # readers (incidents list) never block a running recover
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_mode = WAL")  # readers (incidents list) never block a running recover
+    except OSError as exc:
+        raise StoreError(f"cannot open the incident store {path}: {exc.strerror or exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"the incident store {path} is not a waops SQLite database: {exc}") from None
     return IncidentStore(conn, _Dialect(), str(path))
 
 
@@ -464,7 +491,12 @@ def _connect_postgres(dsn: str) -> IncidentStore:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    info = conninfo_to_dict(dsn)
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        # The driver's message quotes the DSN, password included: say only that it is malformed.
+        raise UsageError("incident store: malformed PostgreSQL DSN (expected postgresql://USER@HOST[:PORT]/DB "
+                         "or key=value pairs; the password belongs in ~/.pgpass or PGPASSWORD)") from None
     where = f"postgresql://{info.get('host', 'localhost')}/{info.get('dbname', '')}"  # no password
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)

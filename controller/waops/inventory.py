@@ -1,9 +1,11 @@
 """Ansible inventory (YAML or INI, a file or a directory) -> hosts with connection params and bots.
 
-ansible-core does the reading (InventoryManager + VariableManager, so group_vars, host_vars,
-patterns and vault work as they do for ansible-playbook); it is imported only when an inventory is
-read, because it is slow to import. Vault secrets come from ANSIBLE_VAULT_PASSWORD_FILE when set.
-A malformed inventory is a UsageError with ansible's reason, never a traceback.
+Plain inventories are read by waops.inventory_plain, without importing Ansible (its import is most of
+a diagnose's time). Everything else (vault, templated connection variables, plugins, scripts, complex
+host patterns) goes to ansible-core's InventoryManager + VariableManager + Templar, so it works as it
+does for ansible-playbook; `last_read` says which reader ran and why. Vault secrets come from
+ANSIBLE_VAULT_PASSWORD_FILE when set. A malformed inventory is a UsageError with the reason, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +51,7 @@ class Host:
     strict_host_keys: bool = True
     become: bool = False
     bots: list[Bot] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # EXTRA_VARS that are set
 
     def public(self) -> dict[str, Any]:
         """What may be shown: no password."""
@@ -55,40 +59,154 @@ class Host:
                 "bots": [b.name for b in self.bots]}
 
 
-def load(source: str | os.PathLike[str] | None, patterns: Sequence[str] = ("all",)) -> list[Host]:
-    """Hosts of `source` that match the Ansible host patterns (names, groups, `all`)."""
+# Host variables the controller reads besides the connection ones (recover's simulator URL).
+EXTRA_VARS = ("waops_sim_control_url",)
+
+
+@dataclass
+class ReadInfo:
+    """Which reader took the last inventory (shown by --show-settings and WAOPS_DEBUG)."""
+
+    reader: str = ""  # "plain" (no Ansible import) or "ansible"
+    why: str = ""  # why Ansible was needed
+
+
+last_read = ReadInfo()
+
+
+def load(source: str | os.PathLike[str] | None, patterns: Sequence[str] = ("all",),
+         reader: str = "auto") -> list[Host]:
+    """Hosts of `source` that match the Ansible host patterns (names, groups, `all`).
+
+    reader: "auto" reads plain YAML/INI inventories itself and hands the rest (vault, templates,
+    plugins, scripts, complex patterns) to Ansible; "plain" or "ansible" forces one (tests)."""
+    from waops.config import NO_INVENTORY
+
+    if not source:
+        raise UsageError(NO_INVENTORY)
+    src = str(source)
+    if not Path(src).exists():
+        raise UsageError(f"inventory not found: {src}")
+    if reader != "ansible":
+        from waops.inventory_plain import NeedAnsible
+
+        try:
+            hosts = _load_plain(Path(src), patterns)
+        except NeedAnsible as exc:
+            if reader == "plain":
+                raise
+            last_read.reader, last_read.why = "ansible", str(exc)
+        else:
+            last_read.reader, last_read.why = "plain", ""
+            _debug(src)
+            if not hosts:
+                raise UsageError(f"no host in {src} matches {' '.join(patterns)}")
+            return hosts
+    else:
+        last_read.reader, last_read.why = "ansible", "asked for"
+    hosts = _load_ansible(src, patterns)
+    _debug(src)
+    return hosts
+
+
+def _debug(src: str) -> None:
+    if os.environ.get("WAOPS_DEBUG"):
+        why = f" ({last_read.why})" if last_read.why else ""
+        print(f"waops: debug: inventory {src} read by {last_read.reader}{why}", file=sys.stderr)
+
+
+_SIMPLE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\-]+$")
+
+
+def _load_plain(src: Path, patterns: Sequence[str]) -> list[Host]:
+    from fnmatch import fnmatchcase
+
+    from waops.inventory_plain import NeedAnsible, read
+
+    words = [w for p in patterns for w in re.split(r"[,:]", p) if w] or ["all"]
+    if any(not _SIMPLE_PATTERN.match(w) for w in words):
+        raise NeedAnsible("host pattern needs Ansible's pattern rules")
+    inv = read(src)
+    names: list[str] = []
+    for w in words:
+        found: list[str] = []
+        groups = [g for g in inv.groups if fnmatchcase(g, w)] if w != "*" else ["all"]
+        for g in groups:
+            found.extend(inv.hosts_of(g))
+        if not groups or any(c in w for c in ".?*["):
+            found.extend(h for h in inv.host_vars if fnmatchcase(h, w))
+        if not found and w in ("localhost", "127.0.0.1", "::1"):
+            raise NeedAnsible("implicit localhost")
+        names.extend(h for h in found if h not in names)
+    hosts = []
+    for name in names:
+        hostvars = inv.vars_for(name)
+
+        def var(key: str, default: Any = None, hv: dict[str, Any] = hostvars) -> Any:
+            value = hv.get(key, default)
+            if _needs_templar(value):
+                raise NeedAnsible(f"{key} is templated or vaulted")
+            return value
+
+        hosts.append(_host(name, var))
+    return hosts
+
+
+def _needs_templar(value: Any) -> bool:
+    from waops.inventory_plain import Vaulted
+
+    if isinstance(value, Vaulted):
+        return True
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value or "{#" in value
+    if isinstance(value, dict):
+        return any(_needs_templar(k) or _needs_templar(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_needs_templar(v) for v in value)
+    return False
+
+
+def _load_ansible(src: str, patterns: Sequence[str]) -> list[Host]:
     from ansible import constants as C
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.vars.manager import VariableManager
 
-    src = str(source) if source else str(C.DEFAULT_HOST_LIST[0] if C.DEFAULT_HOST_LIST else "")
-    if not src or not Path(src).exists():
-        raise UsageError(f"inventory not found: {src or '(none given; use -i or WAOPS_INVENTORY)'}")
     loader = DataLoader()
     _vault(loader)
     saved = C.INVENTORY_ANY_UNPARSED_IS_FAILED, C.INVENTORY_UNPARSED_IS_FAILED
     warnings = io.StringIO()
+    single = not Path(src).is_dir()
     try:
-        # Any unparsable source is fatal here: a half-read inventory would hide hosts silently.
-        C.INVENTORY_ANY_UNPARSED_IS_FAILED = C.INVENTORY_UNPARSED_IS_FAILED = True
+        # A single unparsable file is fatal (a half-read inventory would hide hosts); in a directory,
+        # a stray file is named in a warning and the others are read, as ansible-playbook does.
+        C.INVENTORY_UNPARSED_IS_FAILED = True
+        C.INVENTORY_ANY_UNPARSED_IS_FAILED = single
         with contextlib.redirect_stderr(warnings):
             inv = InventoryManager(loader=loader, sources=[src])
             vm = VariableManager(loader=loader, inventory=inv)
             matched = inv.get_hosts(",".join(patterns) or "all")
-            hosts = [_host(h.name, vm.get_vars(host=h), loader) for h in matched]
+            hosts = [_ansible_host(h.name, vm.get_vars(host=h), loader) for h in matched]
     except AnsibleError as exc:
         why = _first_reason(warnings.getvalue()) or str(exc).splitlines()[0]
         raise UsageError(f"malformed inventory {src}: {why}") from None
     finally:
         C.INVENTORY_ANY_UNPARSED_IS_FAILED, C.INVENTORY_UNPARSED_IS_FAILED = saved
+    for path in _unparsed(warnings.getvalue()):
+        print(f"waops: warning: {path} in the inventory directory is not an inventory; ignored",
+              file=sys.stderr)
     if not hosts:
         raise UsageError(f"no host in {src} matches {' '.join(patterns)}")
     return hosts
 
 
-def _host(name: str, hostvars: dict[str, Any], loader: Any) -> Host:
+def _unparsed(text: str) -> list[str]:
+    flat = re.sub(r"\s+", " ", text)
+    return list(dict.fromkeys(re.findall(r"Unable to parse (\S+) as an inventory source", flat)))
+
+
+def _ansible_host(name: str, hostvars: dict[str, Any], loader: Any) -> Host:
     from ansible.errors import AnsibleError
     from ansible.template import Templar
 
@@ -100,8 +218,15 @@ def _host(name: str, hostvars: dict[str, Any], loader: Any) -> Host:
         try:
             return _plain(templar.template(hostvars[key]))
         except AnsibleError as exc:
-            raise UsageError(f"host {name}: cannot read {key}: {str(exc).splitlines()[0]}") from None
+            why = str(exc).splitlines()[0]
+            if "undecryptable" in why or "vault" in why.lower():
+                why = "it is vault-encrypted and no vault password is set (ANSIBLE_VAULT_PASSWORD_FILE)"
+            raise UsageError(f"host {name}: cannot read {key}: {why}") from None
 
+    return _host(name, var)
+
+
+def _host(name: str, var: Any) -> Host:
     common = " ".join(str(var(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
     known, strict = _ssh_args(common)
     if var("waops_known_hosts_file"):
@@ -113,18 +238,24 @@ def _host(name: str, hostvars: dict[str, Any], loader: Any) -> Host:
     defaults = {**BOT_DEFAULTS, "service_manager": var("waops_service_manager") or BOT_DEFAULTS["service_manager"],
                 "auth_store": var("waops_auth_store") or BOT_DEFAULTS["auth_store"]}
     key = var("ansible_ssh_private_key_file") or var("ansible_private_key_file")
+    password = var("ansible_password") or var("ansible_ssh_pass")
     return Host(
         name=name,
         address=str(var("ansible_host") or name),
         port=port,
-        user=var("ansible_user") or var("ansible_ssh_user"),
+        user=_str(var("ansible_user") or var("ansible_ssh_user")),
         key_file=os.path.expanduser(str(key)) if key else None,
-        password=var("ansible_password") or var("ansible_ssh_pass"),
+        password=str(password) if password else None,
         known_hosts=[os.path.expanduser(k) for k in known],
         strict_host_keys=strict,
         become=_truthy(var("ansible_become", False)),
         bots=_bots(name, var("waops_bots") or [], defaults),
+        extra={k: str(var(k)) for k in EXTRA_VARS if isinstance(var(k), str)},
     )
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
 
 
 def _bots(host: str, raw: Any, defaults: dict[str, str]) -> list[Bot]:

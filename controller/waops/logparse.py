@@ -122,7 +122,9 @@ def _read_path(p: Path, window: int) -> tuple[bytes, int]:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
         kind = "socket" if stat.S_ISSOCK(mode) else "device"
         raise UsageError(f"log file {p} is a {kind}, not a log (save the log to a file first)")
-    with p.open("rb") as f:
+    from waops.files import open_read
+
+    with open_read(p, "log file") as f:  # a FIFO without a writer is an error, not a hang
         if stat.S_ISFIFO(os.fstat(f.fileno()).st_mode):
             return _read_stream(f, window)
         size = os.fstat(f.fileno()).st_size

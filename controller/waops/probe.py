@@ -6,18 +6,23 @@ their own; the default is strict SSH (waops.transport).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waops.config import Settings
-from waops.diagnose import Diagnosis, diagnose
 from waops.errors import EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, UnreachableError, WaopsError
 from waops.facts import collect
 from waops.inventory import Host
 from waops.transport import Transport
+
+if TYPE_CHECKING:
+    from waops.diagnose import Diagnosis
 
 TransportFactory = Callable[[Host, float], Transport]
 
@@ -55,6 +60,8 @@ def ssh_factory(host: Host, timeout: float) -> Transport:
 
 def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_factory,
                bots: Sequence[str] = ()) -> HostReport:
+    from waops.diagnose import Diagnosis, diagnose
+
     start = time.monotonic()
     report = HostReport(host.name)
     transport: Transport | None = None
@@ -69,11 +76,16 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
         report.bots = [BotReport(b.name, Diagnosis("unknown", None, [str(exc)], 0.1))
                        for b in host.bots if not bots or b.name in bots]
     else:
-        for entry in doc.get("bots") or []:
-            name = str(entry.get("bot")) if isinstance(entry, dict) else "?"
+        for entry in doc["bots"]:  # facts.parse checked the shape
+            name = entry["bot"]
             if bots and name not in bots:
                 continue
-            report.bots.append(BotReport(name, diagnose(entry, settings), entry))
+            try:
+                d = diagnose(entry, settings)
+            except Exception as exc:  # a rule tripping on this host's facts must not stop the others
+                report.error = f"{host.name}: cannot diagnose {name}: {type(exc).__name__}: {exc}"
+                d = Diagnosis("unknown", None, [report.error], 0.0)
+            report.bots.append(BotReport(name, d, entry))
         missing = [b.name for b in host.bots if b.name not in {r.bot for r in report.bots}
                    and (not bots or b.name in bots)]
         for name in missing:  # the inventory says the bot is here, the agent does not know it
@@ -88,16 +100,49 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
 
 
 def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFactory = ssh_factory,
-                bots: Sequence[str] = (), on_done: Callable[[HostReport], None] | None = None) -> list[HostReport]:
-    """Every host, at most `settings.concurrency` at once; results in inventory order."""
-    def one(h: Host) -> HostReport:
-        r = probe_host(h, settings, factory, bots)
-        if on_done is not None:
-            on_done(r)
-        return r
+                bots: Sequence[str] = (), on_done: Callable[[HostReport], None] | None = None,
+                warm: Sequence[str] = ()) -> list[HostReport]:
+    """Every host, at most `settings.concurrency` at once; results in inventory order.
 
-    with ThreadPoolExecutor(max_workers=max(1, min(settings.concurrency, len(hosts) or 1))) as pool:
-        return list(pool.map(one, hosts))
+    Workers are daemon threads and the caller waits in short slices: Ctrl-C during a hung probe
+    returns at once instead of after the probe's deadline (a thread pool would join its workers, at
+    the `with` and again at exit). While the hosts answer, this thread imports the `warm` modules
+    (and the classifier), so that their import time hides behind the network wait."""
+    results: list[HostReport | None] = [None] * len(hosts)
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for k in range(len(hosts)):
+        todo.put(k)
+    finished = threading.Semaphore(0)
+
+    def worker() -> None:
+        while True:
+            try:
+                k = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                r = probe_host(hosts[k], settings, factory, bots)
+            except Exception as exc:  # one host's surprise must not blind the rest of the fleet
+                r = HostReport(hosts[k].name, reachable=False,
+                               error=f"{hosts[k].name}: probe failed: {type(exc).__name__}: {exc}")
+            results[k] = r
+            if on_done is not None:
+                with _done_lock:
+                    on_done(r)
+            finished.release()
+
+    for n in range(max(1, min(settings.concurrency, len(hosts)))):
+        threading.Thread(target=worker, name=f"waops-probe-{n}", daemon=True).start()
+    for module in ("waops.diagnose", *warm):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    for _ in hosts:
+        while not finished.acquire(timeout=0.2):
+            pass
+    return [r for r in results if r is not None]
+
+
+_done_lock = threading.Lock()
 
 
 def exit_code(reports: Sequence[HostReport]) -> int:

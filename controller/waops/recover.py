@@ -438,21 +438,6 @@ def playbook_runner(inventory: str | Path | None) -> RunStep:
     return run
 
 
-def host_vars(inventory: str | Path, host: str, names: tuple[str, ...]) -> dict[str, Any]:
-    """A few plain host variables that waops.inventory.Host does not carry (waops_sim_control_url)."""
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.vars.manager import VariableManager
-
-    loader = DataLoader()
-    inv = InventoryManager(loader=loader, sources=[str(inventory)])
-    h = inv.get_host(host)
-    if h is None:
-        return {}
-    hv = VariableManager(loader=loader, inventory=inv).get_vars(host=h)
-    return {n: str(hv[n]) for n in names if isinstance(hv.get(n), str)}
-
-
 def targets(inventory: str | Path, patterns: list[str], bot: str | None, pair_phone: str | None = None
             ) -> list[tuple[Any, Target]]:
     """(inventory Host, Target) for every bot of the matched hosts (only `bot` when given)."""
@@ -461,17 +446,14 @@ def targets(inventory: str | Path, patterns: list[str], bot: str | None, pair_ph
 
     hosts = load(inventory, patterns or ["all"])
     out: list[tuple[Any, Target]] = []
-    cache: dict[str, dict[str, Any]] = {}
     for h in hosts:
         for b in h.bots:
             if bot and b.name != bot:
                 continue
-            if h.name not in cache:
-                cache[h.name] = host_vars(inventory, h.name, ("waops_sim_control_url",))
             phone = b.extra.get("phone")
             out.append((h, Target(
                 host=h.name, bot=b.name, pairing="code" if pair_phone else b.pairing,
-                phone=str(phone) if phone else None, sim_control_url=cache[h.name].get("waops_sim_control_url"),
+                phone=str(phone) if phone else None, sim_control_url=h.extra.get("waops_sim_control_url"),
                 library_expected=b.library_expected,
             )))  # fmt: skip
     if not out:

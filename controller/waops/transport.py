@@ -93,10 +93,31 @@ class SSHTarget:
     password: str | None = None
 
 
-def ssh_target(host: Host, ssh_config: str | os.PathLike[str] | None = None) -> SSHTarget:
+def _paramiko(ssh_config: Path) -> Any:
+    """paramiko, without `invoke` (and the unittest.mock it pulls in, ~50 ms of a diagnose) unless the
+    ssh config needs it: paramiko uses it only for `Match exec`."""
+    import sys
+
+    if "paramiko" not in sys.modules and "invoke" not in sys.modules:
+        try:
+            needs_invoke = "exec" in ssh_config.read_text(errors="replace")
+        except OSError:
+            needs_invoke = False
+        if not needs_invoke:
+            sys.modules["invoke"] = None  # type: ignore[assignment]  # import invoke -> ImportError
+            try:
+                import paramiko
+            finally:
+                del sys.modules["invoke"]
+            return paramiko
     import paramiko
 
+    return paramiko
+
+
+def ssh_target(host: Host, ssh_config: str | os.PathLike[str] | None = None) -> SSHTarget:
     path = Path(ssh_config) if ssh_config else Path.home() / ".ssh" / "config"
+    paramiko = _paramiko(path)
     cfg: dict[str, Any] = {}
     if path.is_file():
         try:

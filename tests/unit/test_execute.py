@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from waops.execute import Cancel, ExecuteError, Progress, run_playbook
+from waops.execute import RUN_PREFIX, Cancel, ExecuteError, Progress, run_playbook, runs_dir
 
 SECRET = "pw-Zq81-not-for-disk"
 
@@ -84,7 +84,7 @@ def lab(tmp_path: Path) -> Path:
 
 
 def _private_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "waops-*")))
+    return set(glob.glob(os.path.join(runs_dir(), RUN_PREFIX + "*")))
 
 
 def test_successful_run_collects_progress_stats_and_set_stats(lab: Path) -> None:
@@ -199,3 +199,57 @@ def test_missing_playbook_and_bad_timeout(lab: Path) -> None:
         run_playbook(lab / "nope.yml", timeout_s=10)
     with pytest.raises(ValueError):
         run_playbook(lab / "site.yml", timeout_s=0)
+
+
+def test_runner_artifacts_hold_no_secret_even_after_sigkill(lab: Path, tmp_path: Path) -> None:
+    """A controller killed mid-run leaves its private dir; its artifacts/*/command (runner writes the
+    whole environment there) holds no secret from the controller's environment, and the next run
+    removes the leftover."""
+    import shutil
+    import signal
+    import tempfile
+
+    state = Path(tempfile.mkdtemp(prefix="wst"))  # short: tmp_path is too long for ssh's control sockets
+    env = {**os.environ, "XDG_STATE_HOME": str(state), "WAOPS_STORE": f"postgresql://u:{SECRET}@h/db",
+           "PGPASSWORD": SECRET, "MY_API_TOKEN": SECRET, "ANSIBLE_NOCOLOR": "1"}
+    code = ("from waops.execute import run_playbook; import sys; "
+            f"run_playbook({str(lab / 'slow.yml')!r}, inventory={str(lab / 'hosts')!r}, timeout_s=120)")
+    p = subprocess.Popen([sys.executable, "-c", code], env=env)
+    runs = state / "waops" / "runs"
+    deadline = time.monotonic() + 60
+    commands: list[Path] = []
+    while time.monotonic() < deadline and not commands:
+        commands = list(runs.glob("waops-run-*/artifacts/*/command")) if runs.is_dir() else []
+        time.sleep(0.1)
+    time.sleep(1)
+    children = _descendants(p.pid)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    for pid in children:  # runner's ansible-playbook (its own session) would sleep on: end it by its pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert commands, "the run never started"
+    assert oct(runs.stat().st_mode & 0o777) == "0o700"
+    left = [f for f in runs.rglob("*") if f.is_file()]
+    assert left and all(SECRET.encode() not in f.read_bytes() for f in left)
+    assert "PATH" in commands[0].read_text()  # the file is runner's, with the environment it used
+    # the next run cleans the leftover of the killed one
+    q = subprocess.run([sys.executable, "-c", "from waops.execute import _private_dir; print(_private_dir())"],
+                       env=env, capture_output=True, text=True, check=True)
+    assert [d.name for d in runs.iterdir()] == [Path(q.stdout.strip()).name]
+    shutil.rmtree(state)
+
+
+def _descendants(pid: int) -> list[int]:
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out.extend(kids)
+        todo.extend(kids)
+    return out

@@ -204,3 +204,10 @@ def test_document_and_garbage_facts() -> None:
 def test_matched_and_tail_merge_keeps_order() -> None:
     recs = records_from_logs({"matched": [{"text": L401, "code": 401}, {"text": OPEN}], "tail": ["x", OPEN, "y"]})
     assert [r.text.split()[0] for r in recs] == ["connection", "x", "opened", "y"]
+
+
+def test_a_backup_dated_in_the_future_is_flagged_not_a_negative_age() -> None:
+    b = healthy_bot()
+    b["backups"] = {"count": 1, "latest": {"id": "b9", "verified": True, "creds_linked": True, "age_s": -86400}}
+    ev = " ".join(diagnose(b).evidence)
+    assert "IN THE FUTURE" in ev and "age=-" not in ev

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import click
 
 from waops import __version__
-from waops.errors import EXIT_INTERRUPTED, EXIT_USAGE, WaopsError
+from waops.errors import EXIT_INTERRUPTED, EXIT_PROBLEM, EXIT_USAGE, WaopsError
 
 # name -> (module, attribute, one-line help shown without importing the module)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -28,10 +29,13 @@ EPILOG = """\b
 Exit codes:
   0  healthy / done
   1  problem found (diagnose) or not resolved (recover)
-  2  usage error: bad flags, malformed inventory or input
+  2  usage error: bad flags, no or malformed inventory, bad store, config or input
   3  a host was unreachable or its SSH host key was refused
   4  a person must act (ban, rate limit, QR not scanned)
+  75 busy: another run holds the bot's lock (try again later)
   130 interrupted
+\b
+Inventory: -i, else WAOPS_INVENTORY, else `inventory` in waops.toml; there is no default.
 \b
 Environment: every global option also reads WAOPS_<NAME>; NO_COLOR turns colour off."""
 
@@ -84,5 +88,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: one line for the operator, the traceback only when asked for
+        if os.environ.get("WAOPS_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        click.echo(f"waops: internal error: {type(exc).__name__}: {first} (WAOPS_DEBUG=1 shows where)", err=True)
+        sys.exit(EXIT_PROBLEM)
     else:
         sys.exit(code if isinstance(code, int) else 0)

@@ -24,7 +24,7 @@ Output: a table on stderr for people; with --output json one document on stdout:
 Exit codes:
   0  every bot (or log) is healthy
   1  a problem was found (or the cause is unknown)
-  2  usage error: bad flags, malformed inventory, unreadable log file or config
+  2  usage error: bad flags, no or malformed inventory, unreadable log file or config
   3  a host was unreachable or its SSH host key was refused (the row shows the fingerprint)
 \b
 Settings (flag > WAOPS_<NAME> env > waops.toml > default): inventory, output, concurrency, timeout,
@@ -56,6 +56,12 @@ def diagnose(ctx: click.Context, hosts: tuple[str, ...], all_hosts: bool, invent
     if show_settings:
         for name, value, source in s.explain():
             click.echo(f"{name} = {value!r}  ({source})")
+        if s.inventory:
+            from waops import inventory as inv
+
+            inv.load(s.inventory, ["all"])
+            why = f": {inv.last_read.why}" if inv.last_read.why else " (plain YAML/INI, Ansible not loaded)"
+            click.echo(f"inventory reader = {inv.last_read.reader!r}{why}")
         return
     if log_files:
         if hosts or all_hosts:
@@ -90,16 +96,18 @@ def _hosts(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, bots: tu
            s: config.Settings) -> tuple[list[dict[str, Any]], int]:
     from waops import inventory, probe
 
-    hosts = inventory.load(s.inventory or None, ["all"] if all_hosts else list(names))
+    hosts = inventory.load(config.require_inventory(s), ["all"] if all_hosts else list(names))
     factory = (ctx.obj or {}).get("transport_factory", probe.ssh_factory)  # tests pass their own
     progress = _progress(len(hosts)) if s.output == "table" else None
-    reports = probe.probe_hosts(hosts, s, factory, bots, on_done=progress)
+    warm = ("rich.console", "rich.table", "rich.markup") if s.output == "table" else ()
+    reports = probe.probe_hosts(hosts, s, factory, bots, on_done=progress, warm=warm)
     rows: list[dict[str, Any]] = []
     for r in reports:
         base = {"host": r.host, "file": None, "reachable": r.reachable, "error": r.error,
                 "fingerprint": r.fingerprint}
         if not r.reachable or not r.bots:
-            rows.append({**base, "bot": None, "cause": "unknown", "code": None,
+            # one label for an unreachable host in JSON and in the table
+            rows.append({**base, "bot": None, "cause": "unknown" if r.reachable else "unreachable", "code": None,
                          "evidence": [r.error or "no bot on this host"], "confidence": 0.0, "started_at": None,
                          "rule": None, "facts": None})
         rows.extend({**base, **b.to_dict()} for b in r.bots)
@@ -130,7 +138,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         where = r["host"] or r["file"] or ""
         if not r["reachable"]:
-            cause = "[red]unreachable[/]"
+            cause = f"[red]{r['cause']}[/]"
             ev = r["error"] or ""
             if r.get("fingerprint"):
                 ev += f"\nfingerprint: {r['fingerprint']}"

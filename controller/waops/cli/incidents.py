@@ -39,7 +39,10 @@ def _parse_since(text: str | None) -> datetime | None:
         return None
     units = {"d": "days", "h": "hours", "m": "minutes"}
     if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+        try:
+            return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+        except (OverflowError, ValueError):  # before year 1: not a useful bound
+            raise UsageError(f"--since: {text} reaches back before year 1") from None
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
@@ -88,8 +91,9 @@ def list_(
     limit: int,
 ) -> None:
     """Recorded incidents, newest first."""
+    when = _parse_since(since)  # bad input is refused before the store is opened (or created)
     with connect(store) as s:
-        found = s.list(host=host, bot=bot, cause=cause, outcome=outcome, since=_parse_since(since),
+        found = s.list(host=host, bot=bot, cause=cause, outcome=outcome, since=when,
                        open_only=open_only, limit=limit)  # fmt: skip
     if output == "json":
         _json([i.to_dict() for i in found])
@@ -180,8 +184,9 @@ def report_(
       waops mttr report --since 30d -o prometheus > DIR/waops_incidents.prom.tmp \\
         && mv DIR/waops_incidents.prom.tmp DIR/waops_incidents.prom
     """
+    when = _parse_since(since)
     with connect(store) as s:
-        found = s.list(host=host, bot=bot, since=_parse_since(since), limit=None)
+        found = s.list(host=host, bot=bot, since=when, limit=None)
     rows = report(found, target_s=target_min * 60)
     if output == "prometheus":
         from waops.mttr_metrics import render

@@ -44,7 +44,7 @@ def provision(hosts: tuple[str, ...], inventory: str | None, check: bool, diff: 
 
     s = config.load({"inventory": inventory, "output": output})
     c = Console(stderr=True, highlight=False)
-    result = run_provision(s.inventory, hosts or ("waops_bot_hosts",), check=check, diff=diff,
+    result = run_provision(config.require_inventory(s), hosts or ("waops_bot_hosts",), check=check, diff=diff,
                            on_progress=_progress(c))
     if s.output == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))

@@ -11,6 +11,7 @@ import click
 
 from waops import config
 from waops.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from waops.locking import EXIT_LOCK_BUSY
 
 RECOVER_EPILOG = """\b
 Examples:
@@ -146,12 +147,13 @@ def recover(hosts: tuple[str, ...], all_hosts: bool, inventory: str | None, bot:
         raise UsageError("name hosts (or groups), or use --all")
     if pair_phone is not None and not pair_phone.lstrip("+").isdigit():
         raise UsageError("--pair-phone: a phone number in E.164 digits, e.g. 15550100001")
-    inv = s.inventory or _default_inventory()
+    inv = config.require_inventory(s)
     found = svc.targets(inv, ["all"] if all_hosts else list(hosts), bot, pair_phone)
     opts = svc.RecoverOptions(dry_run=dry_run, yes=yes, pair_phone=pair_phone.lstrip("+") if pair_phone else None,
                               verify_timeout_s=verify_timeout, link_timeout_s=link_timeout)
     ui = RichUI(state_dir() / "qr", interactive=sys.stdin.isatty() and sys.stderr.isatty())
     results = []
+    busy = 0  # bots whose lock another run holds
     cancel = Cancel()
     with connect(store) as st, cancel.trap_sigint():
         for host, target in found:
@@ -168,13 +170,14 @@ def recover(hosts: tuple[str, ...], all_hosts: bool, inventory: str | None, bot:
                 r = svc.RecoverResult(target.host, target.bot, "failed", str(exc))
                 results.append(r)
                 ui.c.print(f"[red]{target.host}/{target.bot}: {exc}[/]")
-                if getattr(exc, "exit_code", 1) == 75 and len(found) == 1:
-                    sys.exit(75)
+                if exc.exit_code == EXIT_LOCK_BUSY:
+                    busy += 1
     if s.output == "json":
         click.echo(json.dumps({"schema": 1, "results": [r.to_dict() for r in results]}, indent=2, default=str))
     else:
         summary(results)
-    sys.exit(_exit(results))
+    # every bot asked for was busy: 75 (try again later), after the document that says so
+    sys.exit(EXIT_LOCK_BUSY if results and busy == len(results) else _exit(results))
 
 
 def _exit(results: list[Any]) -> int:
@@ -183,12 +186,6 @@ def _exit(results: list[Any]) -> int:
         if code in codes:
             return code
     return EXIT_OK
-
-
-def _default_inventory() -> str:
-    from waops.assets import asset_root
-
-    return str(asset_root() / "inventories" / "sandbox")
 
 
 def summary(results: list[Any]) -> None:
@@ -230,7 +227,7 @@ def qr(host: str, inventory: str | None, bot: str | None, output: str | None, ti
     from waops.locking import state_dir
 
     s = config.load({"inventory": inventory, "output": output, "timeout": timeout})
-    found = svc.targets(s.inventory or _default_inventory(), [host], bot)
+    found = svc.targets(config.require_inventory(s), [host], bot)
     if len(found) > 1:
         raise UsageError(f"{host} runs several bots ({', '.join(t.bot for _, t in found)}): use --bot")
     h, target = found[0]
