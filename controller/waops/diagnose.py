@@ -18,6 +18,7 @@ from waops.config import Settings
 from waops.logparse import Record, parse_line
 from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
 
+FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
 RECENCY_DECAY = 0.97  # per newer failure line: an old line needs much more weight to win
 MAX_EVIDENCE = 6
 # A v7 session uploads ~812 pre-keys where 6.x uploads 30: the folder thresholds grow by this much.
@@ -87,8 +88,21 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
         failures.sort(key=lambda t: t[0])
         notes.append(f"{len(bad_mac)} Bad MAC lines in this session"
                      + (f", {len(support)} 'no session' errors" if support else ""))
+    elif bad_mac and last_open < 0 and not failures:
+        # Evidence is never `unknown`: a few decryption errors and nothing else say the keys of some
+        # chats are broken. Low confidence, with the count: acting is the planner's call (a flood).
+        i, rec, _ = bad_mac[-1]
+        w = min(FEW_DECRYPT_MAX, FEW_DECRYPT_BASE + 0.02 * len(bad_mac)) + (0.05 if support else 0.0)
+        failures.append((i, rec, Match("failure", "corrupt_keys", None, w, "decrypt_errors")))
+        notes.append(f"{len(bad_mac)} decryption error(s), fewer than a flood ({s.bad_mac_flood}): "
+                     "some chats' keys are broken; no connection state in the window")
     elif bad_mac:
         notes.append(f"{len(bad_mac)} Bad MAC line(s) with a working session: noise")
+    if not failures and last_open < 0 and expected:
+        # pairing, then the expected 515, and no reconnect after it: a restart is what is missing
+        i, rec, m = expected[-1]
+        failures.append((i, rec, Match("failure", "restart_required", m.code, 0.45, "515_without_reconnect")))
+        notes.append("515 after pairing with no reconnect after it: the bot did not restart the socket")
 
     if failures:
         n = len(failures)

@@ -41,6 +41,9 @@ _PRETTY = re.compile(
     r"^(?:\[(?P<time>[\d:.\- TZ+]+)\]\s+)?(?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL|USERLVL)"
     r"(?:\s*\([^)]*\))?: ?(?P<msg>.*)$"
 )
+_PRETTY_LEVEL_FIRST = re.compile(  # pino-pretty's levelFirst: `ERROR [2022-08-03 13:48:18.768 +0700]: msg`
+    r"^(?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL)\s+\[(?P<time>[^\]]{5,40})\](?:\s*\([^)]*\))?:\s?(?P<msg>.*)$"
+)
 _SYSLOG_TAIL = re.compile(r"^(?P<host>[\w.-]+) (?P<unit>[\w@./-]+)\[\d+\]: (?P<msg>.*)$")
 _FRAME = re.compile(r"^\s*at\s")
 _STATUS = re.compile(r"""["']?status(?:Code|Reason)["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
@@ -53,10 +56,13 @@ _NAMED = re.compile(
     r"Restart Required|Connection (?:Closed|Lost|Replaced|Failure)|Timed Out|Logged ?Out|Bad Session)"
     r"\s?\(([1-5]\d\d)\)|Unexpected status\D{0,40}([1-5]\d\d)\b"
 )
+# the legacy WAConnection's BaileysError carries a bare `status: 401`
+_LEGACY_STATUS = re.compile(r"""["']?status["']?\s*:\s*([1-5]\d\d)\b""")
 _CONFLICT = re.compile(r"""(?:conflict|type)\W{0,12}(device_removed|replaced)""", re.IGNORECASE)
 _RESTART = re.compile(r"stream errored.{0,40}restart required", re.IGNORECASE)
 # (literal a match needs, regex), in the order they are tried; the three are case-sensitive
-_CODE_RES = (("status", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED), ("Unexpected", _NAMED))
+_CODE_RES = (("status", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED), ("Unexpected", _NAMED),
+             ("BaileysError", _LEGACY_STATUS))
 
 
 @dataclass
@@ -330,9 +336,9 @@ def parse_line(line: str) -> Record | None:
             if wrap == "journald":
                 rec.source = "journald"
             return rec
-    m = _PRETTY.match(stripped)
+    m = _PRETTY.match(stripped) or _PRETTY_LEVEL_FIRST.match(stripped)
     if m:
-        rec = Record(text=m.group("msg"), raw=raw, time=time or m.group("time"),
+        rec = Record(text=m.group("msg"), raw=raw, time=time or _iso(m.group("time") or "") or m.group("time"),
                      level=m.group("level").lower(), source="pino-pretty")
         _fill_code(rec, rec.text)
         return rec

@@ -73,7 +73,7 @@ LOG_RULES: tuple[Rule, ...] = (
          literal="pairing configured successfully"),
     Rule("pairing_new_login", r"pair[- ]success|isNewLogin\W+true", "pairing", origin="bot"),
     # -- the library does not load: wrong module system or a broken install
-    Rule("esm", r"ERR_REQUIRE_ESM|ERR_REQUIRE_ASYNC_MODULE|require\(\) of ES Module", "failure",
+    Rule("esm", r"ERR_REQUIRE_\w+|require\(\) of ES Module|Cannot require\(\) ES Module|ERR_UNSUPPORTED_DIR_IMPORT", "failure",
          "library_mismatch", None, 0.95, origin="node"),
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
          "failure", "library_mismatch", None, 0.93, origin="node"),

@@ -62,8 +62,12 @@ def test_flood_threshold_is_a_setting() -> None:
     from waops.config import Settings
 
     recs = read_log(LOGS / "corrupt_keys--500--bad-mac-flood-closed.log")
-    assert diagnose_log(recs, Settings(bad_mac_flood=100)).cause == "unknown"
-    assert diagnose_log(recs, Settings(bad_mac_flood=5)).cause == "corrupt_keys"
+    below, flood = diagnose_log(recs, Settings(bad_mac_flood=100)), diagnose_log(recs, Settings(bad_mac_flood=5))
+    assert (flood.cause, flood.rule) == ("corrupt_keys", "bad_mac_flood")
+    # below the threshold the errors are still evidence: the same cause, less sure, with the count
+    assert (below.cause, below.rule) == ("corrupt_keys", "decrypt_errors")
+    assert below.confidence < flood.confidence
+    assert any("decryption error(s)" in e for e in below.evidence)
 
 
 def test_started_at_is_first_evidence_of_the_failure() -> None:
