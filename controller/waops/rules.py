@@ -73,8 +73,8 @@ LOG_RULES: tuple[Rule, ...] = (
          literal="pairing configured successfully"),
     Rule("pairing_new_login", r"pair[- ]success|isNewLogin\W+true", "pairing", origin="bot"),
     # -- the library does not load: wrong module system or a broken install
-    Rule("esm", r"ERR_REQUIRE_\w+|require\(\) of ES Module|Cannot require\(\) ES Module|ERR_UNSUPPORTED_DIR_IMPORT", "failure",
-         "library_mismatch", None, 0.95, origin="node"),
+    Rule("esm", r"ERR_REQUIRE_\w+|require\(\) of ES Module|Cannot require\(\) ES Module|"
+         r"ERR_UNSUPPORTED_DIR_IMPORT", "failure", "library_mismatch", None, 0.95, origin="node"),
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
          "failure", "library_mismatch", None, 0.93, origin="node"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
