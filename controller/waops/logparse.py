@@ -44,7 +44,8 @@ _PRETTY = re.compile(
 _PRETTY_LEVEL_FIRST = re.compile(  # pino-pretty's levelFirst: `ERROR [2022-08-03 13:48:18.768 +0700]: msg`
     r"^(?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL)\s+\[(?P<time>[^\]]{5,40})\](?:\s*\([^)]*\))?:\s?(?P<msg>.*)$"
 )
-_SYSLOG_TAIL = re.compile(r"^(?P<host>[\w.-]+) (?P<unit>[\w@./-]+)\[\d+\]: (?P<msg>.*)$")
+# after a time: `host unit[pid]: ` (syslog, journald) or `app[web.1]: ` (Heroku's dyno prefix)
+_SYSLOG_TAIL = re.compile(r"^(?:(?P<host>[\w.-]+) )?(?P<unit>[\w@./-]+)\[[\w.-]+\]: ?(?P<msg>.*)$")
 _FRAME = re.compile(r"^\s*at\s")
 _STATUS = re.compile(r"""["']?status(?:Code|Reason)["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
 _CODE = re.compile(r"""["']?code["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
@@ -267,10 +268,17 @@ def _clean_lines(lines: Iterable[str]) -> Iterator[str]:
             line = line[:MAX_LINE]
         if "\x1b" in line:
             line = _ANSI.sub("", line)
-        if len(line) > 16 and line.count("\ufffd") * 4 > len(line):
+        if "\ufffd" in line and _garbage(line):
             yield ""  # binary garbage (a core dump, a gzip pasted as text) is no evidence: it ends a record
             continue
         yield _CTRL.sub("", line.rstrip("\r\n")).replace("\ufffd\ufffd", "\ufffd")
+
+
+def _garbage(line: str) -> bool:
+    """Invalid UTF-8 and mostly non-ASCII: binary bytes, not a log line (a Chinese or Portuguese log line
+    is valid UTF-8; one odd byte in a name is a small share)."""
+    non_ascii = sum(1 for c in line if c > "\x7f")
+    return line.count("\ufffd") * 8 > len(line) or non_ascii * 4 > len(line)
 
 
 def _unwrap(line: str) -> tuple[str, str | None, str, str]:
@@ -298,7 +306,7 @@ def _unwrap(line: str) -> tuple[str, str | None, str, str]:
             continue
         m = _SYSLOG_TAIL.match(body) if time is not None and wrap != "journald" else None
         if m:
-            key, wrap, body = "unit:" + m.group("unit"), "journald", m.group("msg")
+            wrap, body = "journald", m.group("msg")  # same stream: a dyno's caret block starts unprefixed
             continue
         m = _SLASH_TIME.match(body)
         if m:

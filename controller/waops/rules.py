@@ -83,9 +83,12 @@ LOG_RULES: tuple[Rule, ...] = (
     # -- the process died: node's fatal-exception trailer, its caret block, V8's OOM, the manager's exit line.
     # A bare `Error: ...` line is only noise: bots log errors they handled and keep running.
     Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5, origin="node"),
-    Rule("caret_block", r"\.[cm]?[jt]s:\d+\n.*\n\s*\^+\s*$", "failure", "crash", None, 0.5, origin="node"),
+    Rule("caret_block", r":\d+\n.*\n\s*\^+\s*$", "failure", "crash", None, 0.5, origin="node"),
     Rule("oom", r"heap out of memory|FatalProcessOutOfMemory|Last few GCs|JavaScript heap|"
          r"Reached heap limit|out of memory", "failure", "crash", None, 0.85, origin="node"),
+    Rule("bot_exits", r"(?:clean ?up|shutting down|graceful(?:ly)?) before exit|^\W*(?:exiting|shutting down)"
+         r"(?: now| the process| with code \d+)?\W*$|process\.exit\(\s*[1-9]", "failure", "crash", None, 0.45,
+         origin="bot"),
     Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "noise", origin="node"),
     Rule("pm2_exit", r"exited with code \[?[1-9]|exited with code \[?\d+\]? via signal \[?SIG(?:KILL|ABRT|SEGV)",
          "failure", "crash", None, 0.5, origin="pm2"),
@@ -125,9 +128,8 @@ LOG_RULES: tuple[Rule, ...] = (
     # so no literal a contract could check: counted as the store's (runtime) text
     Rule("auth_file_corrupt", r"AuthFileCorruptError", "failure", "corrupt_keys", None, 0.8, origin="runtime"),
     Rule("creds_unreadable", r"creds\.json.{0,80}(?:Unexpected end of JSON|SyntaxError|ENOENT|corrupt)|"
-         r"(?:Unexpected end of JSON|SyntaxError|AuthFileCorruptError).{0,120}creds\.json|"
-         r"Cannot read propert(?:y|ies) of (?:undefined|null) \(reading '(?:me|noiseKey|signedIdentityKey|"
-         r"signedPreKey|registrationId)'\)", "failure", "creds_lost", None, 0.85, origin="runtime"),
+         r"(?:Unexpected end of JSON|SyntaxError|AuthFileCorruptError).{0,120}creds\.json",
+         "failure", "creds_lost", None, 0.85, origin="runtime"),
     Rule("sqlite_corrupt", r"SQLITE_CORRUPT|SQLITE_NOTADB|database disk image is malformed|file is not a database",
          "failure", "corrupt_keys", None, 0.8, origin="runtime"),
     Rule("sqlite_busy", r"SQLITE_BUSY|database is locked", "failure", "conflict", None, 0.6, origin="runtime"),
@@ -140,7 +142,7 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("dns", r"ENOTFOUND|EAI_AGAIN|getaddrinfo", "failure", "network", 408, 0.75, origin="runtime"),
     Rule("tcp", r"ETIMEDOUT|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|socket hang up|ECONNABORTED",
          "failure", "network", 408, 0.7, origin="runtime"),
-    Rule("tls", r"certificate|\bTLS\b|\bSSL\b|self[- ]signed|ERR_TLS|EPROTO", "failure", "network", 408, 0.65,
+    Rule("tls", r"certificate|(?-i:\bTLS\b|\bSSL\b)|self[- ]signed|ERR_TLS|EPROTO", "failure", "network", 408, 0.65,
          origin="runtime"),
     Rule("ws_error", r"WebSocket Error", "failure", "network", 428, 0.5, origin="baileys",
          literal="WebSocket Error"),
