@@ -35,7 +35,7 @@ _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PM2_PREFIX = re.compile(r"^\d+\|[\w@./-]+\s*\|\s?")  # `pm2 logs`: "0|shop  | "
 _JOURNAL_SHORT = re.compile(
     r"^(?P<time>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d{4}|Z)?)"
-    r" (?P<host>\S+) (?P<unit>[\w@./-]+)(?:\[\d+\])?: (?P<msg>.*)$"
+    r" (?P<host>[\w.-]+) (?P<unit>[\w@./-]+)(?:\[\d+\])?: ?(?P<msg>.*)$"
 )
 _PRETTY = re.compile(
     r"^(?:\[(?P<time>[\d:.\- TZ+]+)\]\s+)?(?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL|USERLVL)"
@@ -174,10 +174,11 @@ def parse_text(text: str) -> list[Record]:
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
 # Prefixes that wrap a line, stripped in any order and any nesting (docker -t around pm2 around pino).
-_EPOCH_COL = re.compile(r"^(1\d{9}(?:\d{3})?(?:\.\d+)?)(?:\s+|\s*[|,;]\s*)(?=\S)")
+_EPOCH_COL = re.compile(r"^(1\d{9}(?:\d{3})?(?:\.\d+)?)(?:\s*[|,;]\s?|\s)(?=.)")
 _ISO_ANY = re.compile(
-    r"^\[?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|UTC|[+-]\d\d:?\d\d))?)\]?(?::\s|\s+\|?\s*|\t|:?$)"
+    r"^\[?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|UTC|[+-]\d\d:?\d\d))?)\]?(?::\s|\s(?:\|\s?)?|\t|:?$)"
 )
+_SYSLOG_TIME = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?\s")  # syslog time, no host
 _SLASH_TIME = re.compile(r"^\[?(\d{1,2}/\d{1,2}/\d{2,4},? \d{1,2}:\d\d:\d\d(?: ?[AP]M)?)\]?\s+(?:-\s+)?")
 _CONT = re.compile(r"^(?:\s|at\s|[}\])]|\^+\s*$|\.\.\. \d+ more|Caused by:)")
 _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`""")
@@ -307,6 +308,10 @@ def _unwrap(line: str) -> tuple[str, str | None, str, str]:
         m = _SYSLOG_TAIL.match(body) if time is not None and wrap != "journald" else None
         if m:
             wrap, body = "journald", m.group("msg")  # same stream: a dyno's caret block starts unprefixed
+            continue
+        m = _SYSLOG_TIME.match(body) if time is None else None
+        if m:
+            time, body = m.group(0).strip(), body[m.end():]
             continue
         m = _SLASH_TIME.match(body)
         if m:
