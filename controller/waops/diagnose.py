@@ -19,6 +19,7 @@ from waops.logparse import Record, parse_line
 from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
 
 FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
+RESTART_AFTER_PAIRING = (515, 410)  # 410 Gone was the multi-device beta's restart required
 RECENCY_DECAY = 0.97  # per newer failure line: an old line needs much more weight to win
 MAX_EVIDENCE = 6
 # A v7 session uploads ~812 pre-keys where 6.x uploads 30: the folder thresholds grow by this much.
@@ -66,7 +67,7 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
     def expected_515(i: int, m: Match) -> bool:
         # the newest pairing at or before i (bisect: a flood of lines must not make this quadratic)
         k = bisect_right(pairings, i)
-        return m.code == 515 and k > 0 and i - pairings[k - 1] <= PAIRING_GRACE_RECORDS
+        return m.code in RESTART_AFTER_PAIRING and k > 0 and i - pairings[k - 1] <= PAIRING_GRACE_RECORDS
 
     current = [t for t in timeline if t[0] > last_open]
     failures = [t for t in current if t[2].kind == "failure" and not expected_515(t[0], t[2])]

@@ -193,9 +193,15 @@ def parse_lines(lines: Iterable[str]) -> list[Record]:
     processes (pm2 ids, journald units) are assembled separately and kept in the order they began."""
     out: list[Record] = []
     open_by_key: dict[str, _Open] = {}
+    last: _Open | None = None
     for line in _clean_lines(lines):
         body, time, key, wrap = _unwrap(line)
         cur = open_by_key.get(key)
+        if (cur is None and last is not None and last.key != key and open_by_key.get(last.key) is last
+                and body.strip() and last.takes(body)):
+            # a pasted excerpt often lost the prefix of its first line: a continuation with no open
+            # record in its own stream continues the newest open record
+            key, cur = last.key, last
         if not body.strip():
             if cur is not None and cur.depth <= 0:
                 open_by_key.pop(key).close()
@@ -209,9 +215,9 @@ def parse_lines(lines: Iterable[str]) -> list[Record]:
         if rec is None:
             continue
         out.append(rec)
-        o = _Open(rec, body)
+        o = _Open(rec, body, key)
         if o.may_grow():
-            open_by_key[key] = o
+            open_by_key[key] = last = o
     for o in open_by_key.values():
         o.close()
     return out
@@ -220,8 +226,9 @@ def parse_lines(lines: Iterable[str]) -> list[Record]:
 class _Open:
     """A record that may still take continuation lines."""
 
-    def __init__(self, rec: Record, first: str) -> None:
+    def __init__(self, rec: Record, first: str, key: str = "") -> None:
         self.rec = rec
+        self.key = key
         self.lines = 1
         self.depth = _depth(first) if rec.source not in ("pino", "journald-json") else 0
         self.tail = first.rstrip()
@@ -232,6 +239,8 @@ class _Open:
     def takes(self, body: str) -> bool:
         if self.lines >= MAX_DETAIL_LINES:
             return False
+        if body.startswith('{"') and body.rstrip().endswith("}") and _json(body.rstrip()) is not None:
+            return False  # a whole JSON line (pino) is its own record, even inside an unclosed dump
         if self.depth > 0:
             return True
         if self.tail.endswith(("{", "[", "(", ",", ":")) and not _PRETTY.match(body.strip()):

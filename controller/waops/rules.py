@@ -134,7 +134,8 @@ LOG_RULES: tuple[Rule, ...] = (
          "failure", "corrupt_keys", None, 0.8, origin="runtime"),
     Rule("sqlite_busy", r"SQLITE_BUSY|database is locked", "failure", "conflict", None, 0.6, origin="runtime"),
     Rule("pg_down", r"ECONNREFUSED\s+\S*:5432\b|connect ECONNREFUSED.{0,40}5432|"
-         r"the database system is (?:starting up|shutting down)|Connection terminated unexpectedly",
+         r"the database system is (?:starting up|shutting down)|Connection terminated unexpectedly|"
+         r"Can't reach database server|\bP1001\b", 
          "failure", "network", None, 0.8, origin="runtime"),
     Rule("pg_auth", r"password authentication failed|no pg_hba\.conf entry|role \S+ does not exist|"
          r"database \S+ does not exist", "failure", "crash", None, 0.85, origin="runtime"),
