@@ -25,6 +25,7 @@ from waops.errors import UsageError
 
 DEFAULT_WINDOW = 262_144  # bytes read from the end of a file (CONTRACTS: log_window_bytes)
 MAX_LINE = 8_192  # a line longer than this is truncated (a 10 MB minified dump is not evidence)
+TEXT_FRAMES = 2  # stack frames of a record that rules match (the rest stay in raw)
 MAX_DETAIL_LINES = 80  # continuation lines (object dump, stack, caret block) folded into one record
 ROTATION_PATIENCE = (0.02, 0.05, 0.1, 0.2, 0.4)  # s between looks at a log path missing mid-rotation
 
@@ -229,6 +230,7 @@ class _Open:
     def __init__(self, rec: Record, first: str, key: str = "") -> None:
         self.rec = rec
         self.key = key
+        self.frames = 0
         self.lines = 1
         self.depth = _depth(first) if rec.source not in ("pino", "journald-json") else 0
         self.tail = first.rstrip()
@@ -253,7 +255,10 @@ class _Open:
         self.tail = body.rstrip()
         detail = body.strip()
         rec = self.rec
-        if not _FRAME.match(body):  # frames are evidence, not text to match (paths say tls, socket...)
+        if not _FRAME.match(body):
+            rec.text += "\n" + detail
+        elif self.frames < TEXT_FRAMES:  # the throw site says where (auth state, store); deeper frames
+            self.frames += 1             # are evidence only (their paths say tls, socket...)
             rec.text += "\n" + detail
         if len(rec.raw) < MAX_LINE:
             rec.raw += " " + detail

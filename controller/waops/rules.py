@@ -78,8 +78,9 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
          "failure", "library_mismatch", None, 0.93, origin="node"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
+    # bots print these from their own process.on(...) handler and keep running: weak on their own
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection|"
-         r"triggerUncaughtException", "failure", "crash", None, 0.45, origin="node"),
+         r"triggerUncaughtException", "failure", "crash", None, 0.3, origin="node"),
     # -- the process died: node's fatal-exception trailer, its caret block, V8's OOM, the manager's exit line.
     # A bare `Error: ...` line is only noise: bots log errors they handled and keep running.
     Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5, origin="node"),
@@ -103,7 +104,7 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("connection_failure", r"Connection Failure", "failure", "logged_out", 401, 0.5, origin="baileys",
          literal="Connection Failure"),
     Rule("template_logged_out", r"Device Logged Out|logged ?out[.,!]? (?:please )?(?:scan|delete|pair)|"
-         r"DisconnectReason\.loggedOut|\bloggedOut\b|sess(?:ion|ão) (?:encerrada|desconectada)|"
+         r"you(?:'re| are| have been) logged out|DisconnectReason\.loggedOut|\bloggedOut\b|sess(?:ion|ão) (?:encerrada|desconectada)|"
          r"Unauthorized|not-authorized", "failure", "logged_out", 401, 0.8, origin="bot"),
     Rule("runbook_session", r"session.*expir|Expired session keys|device.*removed|authentication.*fail",
          "failure", "logged_out", 401, 0.55, origin="bot"),
@@ -128,7 +129,8 @@ LOG_RULES: tuple[Rule, ...] = (
     # so no literal a contract could check: counted as the store's (runtime) text
     Rule("auth_file_corrupt", r"AuthFileCorruptError", "failure", "corrupt_keys", None, 0.8, origin="runtime"),
     Rule("creds_unreadable", r"creds\.json.{0,80}(?:Unexpected end of JSON|SyntaxError|ENOENT|corrupt)|"
-         r"(?:Unexpected end of JSON|SyntaxError|AuthFileCorruptError).{0,120}creds\.json",
+         r"(?:Unexpected end of JSON|SyntaxError|AuthFileCorruptError)(?:.|\n){0,200}(?:creds\.json|"
+         r"useSingleFileAuthState|use-single-file-auth-state|loadAuthInfo|auth_info\w*\.json)",
          "failure", "creds_lost", None, 0.85, origin="runtime"),
     Rule("sqlite_corrupt", r"SQLITE_CORRUPT|SQLITE_NOTADB|database disk image is malformed|file is not a database",
          "failure", "corrupt_keys", None, 0.8, origin="runtime"),
