@@ -69,6 +69,10 @@ LOG_RULES: tuple[Rule, ...] = (
          r"(?:successfully|sucesso) connected|connected successfully|conex[aã]o (?:aberta|estabelecida)|"
          r"whatsapp (?:is )?(?:connected|ready)|client is ready|bot (?:is )?(?:online|ready|connected)",
          "open", origin="bot"),
+    # work Baileys does only on a logged-in socket: the connection is open even if no line says so
+    Rule("open_prekeys", r"uploaded pre-keys", "open", origin="baileys", literal="uploaded pre-keys"),
+    Rule("open_app_state", r"resyncing \w+ from v\d+|\bsynced \w+ to v\d+", "open", origin="baileys",
+         literal="resyncing "),
     Rule("pairing", r"pairing configured successfully", "pairing", origin="baileys",
          literal="pairing configured successfully"),
     Rule("pairing_new_login", r"pair[- ]success|isNewLogin\W+true", "pairing", origin="bot"),
