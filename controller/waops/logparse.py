@@ -48,7 +48,9 @@ _PRETTY_LEVEL_FIRST = re.compile(  # pino-pretty's levelFirst: `ERROR [2022-08-0
 # after a time: `host unit[pid]: ` (syslog, journald) or `app[web.1]: ` (Heroku's dyno prefix)
 _SYSLOG_TAIL = re.compile(r"^(?:(?P<host>[\w.-]+) )?(?P<unit>[\w@./-]+)\[[\w.-]+\]: ?(?P<msg>.*)$")
 _FRAME = re.compile(r"^\s*at\s")
-_STATUS = re.compile(r"""["']?status(?:Code|Reason)["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
+_STATUS = re.compile(
+    r"""["']?(?:status(?:Code|Reason)|disconnectionReasonCode|closeReason|reasonCode)["']?\s*[:=]\s*["']?([1-5]\d\d)\b"""
+)
 _CODE = re.compile(r"""["']?code["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
 _REASON = re.compile(r"""(?:failure reason|reason)\s*=\s*\\?["']([1-5]\d\d)""")
 # the legacy WAConnection and Boom's own rendering: `Unauthorized(401)`, `Unexpected status ... 401`
@@ -63,7 +65,7 @@ _LEGACY_STATUS = re.compile(r"""["']?status["']?\s*:\s*([1-5]\d\d)\b""")
 _CONFLICT = re.compile(r"""(?:conflict|type)\W{0,12}(device_removed|replaced)""", re.IGNORECASE)
 _RESTART = re.compile(r"stream errored.{0,40}restart required", re.IGNORECASE)
 # (literal a match needs, regex), in the order they are tried; the three are case-sensitive
-_CODE_RES = (("status", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED), ("Unexpected", _NAMED),
+_CODE_RES = (("atus", _STATUS), ("eason", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED), ("Unexpected", _NAMED),
              ("BaileysError", _LEGACY_STATUS))
 
 
