@@ -64,9 +64,11 @@ _NAMED = re.compile(
 _LEGACY_STATUS = re.compile(r"""["']?status["']?\s*:\s*([1-5]\d\d)\b""")
 _CONFLICT = re.compile(r"""(?:conflict|type)\W{0,12}(device_removed|replaced)""", re.IGNORECASE)
 _RESTART = re.compile(r"stream errored.{0,40}restart required", re.IGNORECASE)
-# (literal a match needs, regex), in the order they are tried; the three are case-sensitive
-_CODE_RES = (("atus", _STATUS), ("eason", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED), ("Unexpected", _NAMED),
-             ("BaileysError", _LEGACY_STATUS))
+# (literal a match needs, regex), in the order they are tried; the literals are case-sensitive
+_CODE_RES = (
+    ("atus", _STATUS), ("eason", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED),
+    ("Unexpected", _NAMED), ("BaileysError", _LEGACY_STATUS),
+)
 
 
 @dataclass

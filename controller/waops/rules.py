@@ -108,7 +108,8 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("connection_failure", r"Connection Failure", "failure", "logged_out", 401, 0.5, origin="baileys",
          literal="Connection Failure"),
     Rule("template_logged_out", r"Device Logged Out|logged ?out[.,!]? (?:please )?(?:scan|delete|pair)|"
-         r"you(?:'re| are| have been) logged out|DisconnectReason\.loggedOut|\bloggedOut\b|sess(?:ion|ão) (?:encerrada|desconectada)|"
+         r"you(?:'re| are| have been) logged out|DisconnectReason\.loggedOut|\bloggedOut\b|"
+         r"sess(?:ion|ão) (?:encerrada|desconectada)|"
          r"Unauthorized|not-authorized", "failure", "logged_out", 401, 0.8, origin="bot"),
     Rule("runbook_session", r"session.*expir|Expired session keys|device.*removed|authentication.*fail",
          "failure", "logged_out", 401, 0.55, origin="bot"),
@@ -141,7 +142,7 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("sqlite_busy", r"SQLITE_BUSY|database is locked", "failure", "conflict", None, 0.6, origin="runtime"),
     Rule("pg_down", r"ECONNREFUSED\s+\S*:5432\b|connect ECONNREFUSED.{0,40}5432|"
          r"the database system is (?:starting up|shutting down)|Connection terminated unexpectedly|"
-         r"Can't reach database server|\bP1001\b", 
+         r"Can't reach database server|\bP1001\b",
          "failure", "network", None, 0.8, origin="runtime"),
     Rule("pg_auth", r"password authentication failed|no pg_hba\.conf entry|role \S+ does not exist|"
          r"database \S+ does not exist", "failure", "crash", None, 0.85, origin="runtime"),
