@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from waops.config import Settings
-from waops.logparse import Record, parse_line
+from waops.logparse import Record, parse_line, parse_lines
 from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
 
 FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
@@ -139,10 +139,15 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
 
 
 def records_from_logs(logs: Mapping[str, Any] | None) -> list[Record]:
-    """Records from a facts `logs` block: the matched lines, then the tail (the newest lines).
-    Matched lines that reappear in the tail are taken from the tail, so order stays true."""
+    """Records from a facts `logs` block. The agent ships each stream's newest raw lines (`streams`);
+    each stream is assembled into records by the one reader (waops.logparse), then the streams are
+    merged by time (a record without a time follows its predecessor). An older agent's block
+    (`matched` lines, then the `tail`) is read too."""
     if not logs:
         return []
+    streams = logs.get("streams")
+    if isinstance(streams, Mapping):
+        return _merge_streams(streams)
     matched = [m for m in logs.get("matched") or [] if isinstance(m, Mapping)]
     tail = [t for t in logs.get("tail") or [] if isinstance(t, str)]
     tail_set = {t.strip() for t in tail}
@@ -160,6 +165,26 @@ def records_from_logs(logs: Mapping[str, Any] | None) -> list[Record]:
         out.append(rec)
     out.extend(r for r in (parse_line(t) for t in tail) if r is not None)
     return out
+
+
+def _merge_streams(streams: Mapping[str, Any]) -> list[Record]:
+    """A record without a time takes its predecessor's (the first one's, at the start of a stream); a
+    stream without any time (stderr's plain lines beside pino JSON) goes last: it is what the process
+    printed as it died, more often than not."""
+    keyed: list[tuple[float, int, int, Record]] = []
+    for order, (name, lines) in enumerate(sorted(streams.items())):
+        if not isinstance(lines, list):
+            continue
+        recs = parse_lines(str(x) for x in lines if isinstance(x, str))
+        times = [_epoch(r.time) for r in recs]
+        known = [t for t in times if t is not None]
+        last = known[0] if known else float("inf")
+        for k, (rec, t) in enumerate(zip(recs, times, strict=True)):
+            rec.stream = str(name)
+            last = t if t is not None else last
+            keyed.append((last, order, k, rec))
+    keyed.sort(key=lambda x: x[:3])
+    return [r for *_, r in keyed]
 
 
 # ------------------------------------------------------------------------------------------ facts
