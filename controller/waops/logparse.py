@@ -25,6 +25,7 @@ from waops.errors import UsageError
 
 DEFAULT_WINDOW = 262_144  # bytes read from the end of a file (CONTRACTS: log_window_bytes)
 MAX_LINE = 8_192  # a line longer than this is truncated (a 10 MB minified dump is not evidence)
+MAX_RECORD_TEXT = 16_384  # characters of one assembled record that rules search
 TEXT_FRAMES = 2  # stack frames of a record that rules match (the rest stay in raw)
 MAX_DETAIL_LINES = 80  # continuation lines (object dump, stack, caret block) folded into one record
 ROTATION_PATIENCE = (0.02, 0.05, 0.1, 0.2, 0.4)  # s between looks at a log path missing mid-rotation
@@ -85,6 +86,7 @@ class Record:
     source: str = "plain"  # pino | pino-pretty | journald | plain
     stream: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    matches: Any = field(default=None, repr=False, compare=False)  # waops.rules' verdict, computed once
 
     def evidence(self, limit: int = 300) -> str:
         s = self.raw if len(self.raw) <= limit else self.raw[: limit - 1] + "…"
@@ -236,7 +238,9 @@ class _Open:
         self.key = key
         self.frames = 0
         self.lines = 1
-        self.depth = _depth(first) if rec.source not in ("pino", "journald-json") else 0
+        # a long one-line JSON cut short (truncated, or a fragment) opens no block to wait for
+        cut_json = first.lstrip().startswith('{"') and len(first) > 200
+        self.depth = _depth(first) if rec.source != "pino" and not cut_json else 0
         self.tail = first.rstrip()
 
     def may_grow(self) -> bool:
@@ -245,8 +249,8 @@ class _Open:
     def takes(self, body: str) -> bool:
         if self.lines >= MAX_DETAIL_LINES:
             return False
-        if body.startswith('{"') and body.rstrip().endswith("}") and _json(body.rstrip()) is not None:
-            return False  # a whole JSON line (pino) is its own record, even inside an unclosed dump
+        if body.startswith('{"'):
+            return False  # a JSON line at column 0 (pino) starts its own record, even in an unclosed dump
         if self.depth > 0:
             return True
         if self.tail.endswith(("{", "[", "(", ",", ":")) and not _PRETTY.match(body.strip()):
@@ -259,7 +263,9 @@ class _Open:
         self.tail = body.rstrip()
         detail = body.strip()
         rec = self.rec
-        if not _FRAME.match(body):
+        if len(rec.text) >= MAX_RECORD_TEXT:
+            pass  # bounded: a huge object dump is evidence in raw, not more text to search
+        elif not _FRAME.match(body):
             rec.text += "\n" + detail
         elif self.frames < TEXT_FRAMES:  # the throw site says where (auth state, store); deeper frames
             self.frames += 1             # are evidence only (their paths say tls, socket...)

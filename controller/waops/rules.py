@@ -228,7 +228,16 @@ class Match:
 
 
 def classify_record(rec: Record) -> list[Match]:
-    """Every meaning of one record. A failure line yields one failure match (the heaviest)."""
+    """Every meaning of one record. A failure line yields one failure match (the heaviest). Computed
+    once per record (the diagnosis asks several times); a record's text and code must not change after."""
+    if rec.matches is not None:
+        return list(rec.matches)
+    found = _classify(rec)
+    rec.matches = tuple(found)
+    return found
+
+
+def _classify(rec: Record) -> list[Match]:
     found: list[Match] = []
     best: Match | None = None
     for k in _PREFILTER.candidates(rec.text):
