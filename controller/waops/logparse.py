@@ -61,6 +61,8 @@ _NAMED = re.compile(
     r"Restart Required|Connection (?:Closed|Lost|Replaced|Failure)|Timed Out|Logged ?Out|Bad Session)"
     r"\s?\(([1-5]\d\d)\)|Unexpected status\D{0,40}([1-5]\d\d)\b"
 )
+# what bots print for people: `Status: 405, Reason: Connection Failure`, `(reason: 408)`
+_HUMAN = re.compile(r"\b(?:[Ss]tatus|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b")
 # the legacy WAConnection's BaileysError carries a bare `status: 401`
 _LEGACY_STATUS = re.compile(r"""["']?status["']?\s*:\s*([1-5]\d\d)\b""")
 _CONFLICT = re.compile(r"""(?:conflict|type)\W{0,12}(device_removed|replaced)""", re.IGNORECASE)
@@ -68,7 +70,7 @@ _RESTART = re.compile(r"stream errored.{0,40}restart required", re.IGNORECASE)
 # (literal a match needs, regex), in the order they are tried; the literals are case-sensitive
 _CODE_RES = (
     ("atus", _STATUS), ("eason", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED),
-    ("Unexpected", _NAMED), ("BaileysError", _LEGACY_STATUS),
+    ("Unexpected", _NAMED), ("BaileysError", _LEGACY_STATUS), ("atus", _HUMAN), ("eason", _HUMAN),
 )
 
 

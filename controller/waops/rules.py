@@ -64,8 +64,10 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("opened", r"opened connection to WA", "open", origin="baileys", literal="opened connection to WA"),
     Rule("open_state", r"""connection['"]?\s*[:=]\s*['"]?open\b|connection (?:is )?open(?:ed)?\b|"""
          r"""\bstate['"]?\s*[:=]\s*['"]open['"]|status\W{1,4}WORKING\b""", "open", origin="bot"),
-    Rule("open_console", r"^\W*(?:bot |client |whatsapp |wa )?(?:is )?(?:connected|conectad[oa]|online|ready)"
-         r"(?: (?:to whatsapp|to wa|successfully|com sucesso|with whatsapp))?\W*$|login successful|"
+    # a status line a bot prints for people (never a line that goes on with an object: "Connected... {")
+    Rule("open_console", r"^[^\w{]*(?:bot |client |whatsapp |wa )?(?:is )?(?:connected|conectad[oa]|online|ready)"
+         r"(?: (?:to whatsapp|to wa|successfully|com sucesso|with whatsapp))?[^\w{]*$|login successful|"
+         r"\b(?:session|connection|bot|client|instance) (?:is )?(?:live|online|ready)\b|"
          r"(?:successfully|sucesso) connected|connected successfully|conex[aã]o (?:aberta|estabelecida)|"
          r"whatsapp (?:is )?(?:connected|ready)|client is ready|bot (?:is )?(?:online|ready|connected)",
          "open", origin="bot"),
@@ -78,7 +80,8 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("pairing_new_login", r"pair[- ]success|isNewLogin\W+true", "pairing", origin="bot"),
     # -- the library does not load: wrong module system or a broken install
     Rule("esm", r"ERR_REQUIRE_\w+|require\(\) of ES Module|Cannot require\(\) ES Module|"
-         r"ERR_UNSUPPORTED_DIR_IMPORT", "failure", "library_mismatch", None, 0.95, origin="node"),
+         r"ERR_UNSUPPORTED_DIR_IMPORT|Named export '[^']+' not found|does not provide an export named",
+         "failure", "library_mismatch", None, 0.95, origin="node"),
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
          "failure", "library_mismatch", None, 0.93, origin="node"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
@@ -129,6 +132,9 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("banned_text", r"account (?:is |has been )?banned|number (?:is |has been )?banned|\bbanned\b.{0,30}whatsapp",
          "failure", "banned", 403, 0.7, origin="bot"),
     Rule("version_old", r"Method Not Allowed", "failure", "client_outdated", 405, 0.8, origin="peer"),
+    # the web socket endpoint the library dials is gone (the legacy web client's): the library is too old
+    Rule("endpoint_gone", r"Unexpected server response: 404", "failure", "client_outdated", None, 0.7,
+         origin="runtime"),
     # -- the auth store: a corrupt file or database is broken local state; an unreachable DB is not
     # AuthFileCorruptError: the multi-file store's error since 2026, not yet in a release on the registry,
     # so no literal a contract could check: counted as the store's (runtime) text
