@@ -23,6 +23,26 @@ from waops.diagnose import diagnose_log
 from waops.logparse import read_log
 from waops.rules import CAUSES
 
+# A file's format tag names what wraps and shapes its lines; its family is the first that matches.
+FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("legacy WAConnection", ("legacy",)),
+    ("evolution", ("evolution", "docker-t-evolution", "docker-compose", "n8n")),
+    ("pm2", ("pm2",)),
+    ("heroku/syslog/journald", ("heroku", "syslog", "journald", "s6")),
+    ("docker -t / epoch column", ("docker", "epoch", "custom-time", "bracket-iso")),
+    ("pino-pretty", ("pino-pretty", "pretty")),
+    ("pino JSON", ("pino", "json", "node-json", "api-json", "newrelic", "prisma")),
+    ("logfmt", ("logfmt",)),
+    ("emoji / bot text", ("emoji", "bot-", "logger-adapter", "title", "prose", "markdown")),
+    ("console.log objects", ("console",)),
+    ("node fatal (caret, OOM)", ("caret", "v8-oom", "npm")),
+    ("stack traces", ("stack", "windows", "termux", "wrapped", "mobile", "replit", "unhandled", "ts-node", "plain")),
+)
+
+
+def family(fmt: str) -> str:
+    return next((name for name, prefixes in FAMILIES if fmt.startswith(prefixes)), "other")
+
 
 def _fields(name: str) -> tuple[str, str, str]:
     parts = name.removesuffix(".log").split("--")
@@ -42,6 +62,7 @@ def judge(paths: list[Path], quiet: bool = False) -> int:
     confusion: Counter[tuple[str, str]] = Counter()
     by_cause: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_format: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_family: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     if not quiet:
         print(f"{'file':64} {'expected':17} {'got':17} {'code':>5} conf")
     for f in files:
@@ -51,7 +72,7 @@ def judge(paths: list[Path], quiet: bool = False) -> int:
         hits += ok
         unknown += d.cause == "unknown"
         confusion[(expected, d.cause)] += 1
-        for table, key in ((by_cause, expected), (by_format, fmt)):
+        for table, key in ((by_cause, expected), (by_format, fmt), (by_family, family(fmt))):
             table[key][0] += ok
             table[key][1] += 1
         if not quiet:
@@ -60,7 +81,7 @@ def judge(paths: list[Path], quiet: bool = False) -> int:
     n = len(files)
     print(f"\n{n} excerpts: exact cause {hits}/{n} = {100 * hits / n:.1f}%, unknown {unknown}/{n} = "
           f"{100 * unknown / n:.1f}%")
-    for title, table in (("cause", by_cause), ("format", by_format)):
+    for title, table in (("cause", by_cause), ("format family", by_family), ("format", by_format)):
         print(f"\nper {title}:")
         for key in sorted(table):
             ok, tot = table[key]
@@ -75,6 +96,9 @@ def judge(paths: list[Path], quiet: bool = False) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the report quietly
     args = [a for a in sys.argv[1:] if a != "--quiet"]
     if not args:
         sys.exit(__doc__)
