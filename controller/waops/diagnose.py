@@ -93,7 +93,7 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
         # Evidence is never `unknown`: a few decryption errors and nothing else say the keys of some
         # chats are broken. Low confidence, with the count: acting is the planner's call (a flood).
         i, rec, _ = bad_mac[-1]
-        w = min(FEW_DECRYPT_MAX, FEW_DECRYPT_BASE + 0.02 * len(bad_mac)) + (0.05 if support else 0.0)
+        w = min(FEW_DECRYPT_MAX, FEW_DECRYPT_BASE + 0.02 * len(bad_mac) + (0.05 if support else 0.0))
         failures.append((i, rec, Match("failure", "corrupt_keys", None, w, "decrypt_errors")))
         failures.sort(key=lambda t: t[0])
         notes.append(f"{len(bad_mac)} decryption error(s), fewer than a flood ({s.bad_mac_flood}): "
