@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,10 +27,10 @@ STYLES: dict[str, tuple[str, str, dict[str, Any], str, int | None]] = {
     "crm": ("console", "client_outdated", {}, "client_outdated", 405),
     "ops": ("logfmt", "banned", {"code": 403}, "banned", 403),
 }
-SHAPE = {  # how a line of each style starts (the bot's own "starting bot" line)
-    "pretty": lambda line: line.startswith("[") and "] INFO (" in line,
-    "console": lambda line: line.startswith("starting bot {"),
-    "logfmt": lambda line: line.startswith("time=") and 'msg="starting bot"' in line,
+SHAPE = {  # the bot's own "starting bot" line in each style (pm2's `time: true` prefix in front)
+    "pretty": re.compile(r"\[[\d:.]+\] INFO \(\d+\): starting bot"),
+    "console": re.compile(r"(?:^|: )starting bot \{"),
+    "logfmt": re.compile(r"(?:^|: )time=\S+ level=info msg=\"starting bot\""),
 }
 
 
@@ -75,7 +76,7 @@ def test_fault_is_diagnosed_live_in_each_log_style(stylelab: RcLab, bot: str) ->
     style, fault, params, cause, code = STYLES[bot]
     shipped = [line for lines in facts(stylelab, 1, bot)["logs"]["streams"].values() for line in lines]
     first = next(line for line in shipped if "starting bot" in line)
-    assert SHAPE[style](first), first
+    assert SHAPE[style].search(first), first
     rc, healthy = diagnose_cli(stylelab, 1, bot)
     assert healthy["cause"] == "healthy", healthy
     stylelab.sim.fault(stylelab.phone(1, bot), fault, **params)
