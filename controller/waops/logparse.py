@@ -348,14 +348,7 @@ def _unwrap(line: str) -> tuple[str, str | None, str, str]:
 
 
 def _parse_body(body: str, raw: str, time: str | None, wrap: str) -> Record | None:
-    rec = parse_line(body)
-    if rec is None:
-        return None
-    rec.raw = raw.rstrip()[:MAX_LINE]
-    rec.time = rec.time or time
-    if wrap == "journald" and rec.source != "journald-json":
-        rec.source = "journald"
-    return rec
+    return _parse_unwrapped(body, raw.rstrip()[:MAX_LINE], time, wrap)
 
 
 def parse_line(line: str) -> Record | None:
@@ -363,6 +356,10 @@ def parse_line(line: str) -> Record | None:
     peeled off first."""
     raw = line.rstrip()
     body, time, _, wrap = _unwrap(_ANSI.sub("", raw) if "\x1b" in raw else raw)
+    return _parse_unwrapped(body, raw, time, wrap)
+
+
+def _parse_unwrapped(body: str, raw: str, time: str | None, wrap: str) -> Record | None:
     stripped = body.strip()
     if not stripped:
         return None
