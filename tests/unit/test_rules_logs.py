@@ -87,3 +87,22 @@ def test_causes_agree_with_the_planner() -> None:
     from waops.plan import CAUSES as PLAN_CAUSES
 
     assert tuple(CAUSES) == tuple(PLAN_CAUSES)
+
+
+def test_every_rule_names_its_origin_and_baileys_rules_their_literal() -> None:
+    """The contract tests against Baileys' tarballs read these two attributes from every rule."""
+    import re
+
+    from waops.prefilter import anchors
+
+    origins = {"baileys", "libsignal", "bot", "pm2", "node", "systemd", "peer", "runtime"}
+    for r in LOG_RULES:
+        assert r.origin in origins, r.name
+        assert (r.literal is not None) == (r.origin == "baileys"), r.name
+        if r.literal is not None:  # the rule looks for the very text Baileys writes (or a template's fixed part)
+            found = re.search(r.pattern, r.literal, re.IGNORECASE | re.MULTILINE)
+            assert found or any(a in r.literal.lower() for a in anchors(r.pattern) or ()), r.name
+    with pytest.raises(ValueError):
+        Rule("x", "y", "noise", origin="baileys")
+    with pytest.raises(ValueError):
+        Rule("x", "y", "noise", origin="node", literal="y")
