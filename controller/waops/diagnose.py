@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from waops.config import Settings
-from waops.logparse import Record, parse_line
+from waops.logparse import Record, parse_line, parse_lines
 from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
 
+FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
+RESTART_AFTER_PAIRING = (515, 410)  # 410 Gone was the multi-device beta's restart required
 RECENCY_DECAY = 0.97  # per newer failure line: an old line needs much more weight to win
 MAX_EVIDENCE = 6
 # A v7 session uploads ~812 pre-keys where 6.x uploads 30: the folder thresholds grow by this much.
@@ -65,7 +67,7 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
     def expected_515(i: int, m: Match) -> bool:
         # the newest pairing at or before i (bisect: a flood of lines must not make this quadratic)
         k = bisect_right(pairings, i)
-        return m.code == 515 and k > 0 and i - pairings[k - 1] <= PAIRING_GRACE_RECORDS
+        return m.code in RESTART_AFTER_PAIRING and k > 0 and i - pairings[k - 1] <= PAIRING_GRACE_RECORDS
 
     current = [t for t in timeline if t[0] > last_open]
     failures = [t for t in current if t[2].kind == "failure" and not expected_515(t[0], t[2])]
@@ -87,8 +89,22 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
         failures.sort(key=lambda t: t[0])
         notes.append(f"{len(bad_mac)} Bad MAC lines in this session"
                      + (f", {len(support)} 'no session' errors" if support else ""))
+    elif bad_mac and last_open < 0:
+        # Evidence is never `unknown`: a few decryption errors and nothing else say the keys of some
+        # chats are broken. Low confidence, with the count: acting is the planner's call (a flood).
+        i, rec, _ = bad_mac[-1]
+        w = min(FEW_DECRYPT_MAX, FEW_DECRYPT_BASE + 0.02 * len(bad_mac) + (0.05 if support else 0.0))
+        failures.append((i, rec, Match("failure", "corrupt_keys", None, w, "decrypt_errors")))
+        failures.sort(key=lambda t: t[0])
+        notes.append(f"{len(bad_mac)} decryption error(s), fewer than a flood ({s.bad_mac_flood}): "
+                     "some chats' keys are broken; no connection state in the window")
     elif bad_mac:
         notes.append(f"{len(bad_mac)} Bad MAC line(s) with a working session: noise")
+    if not failures and last_open < 0 and expected:
+        # pairing, then the expected 515, and no reconnect after it: a restart is what is missing
+        i, rec, m = expected[-1]
+        failures.append((i, rec, Match("failure", "restart_required", m.code, 0.45, "515_without_reconnect")))
+        notes.append("515 after pairing with no reconnect after it: the bot did not restart the socket")
 
     if failures:
         n = len(failures)
@@ -123,10 +139,15 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
 
 
 def records_from_logs(logs: Mapping[str, Any] | None) -> list[Record]:
-    """Records from a facts `logs` block: the matched lines, then the tail (the newest lines).
-    Matched lines that reappear in the tail are taken from the tail, so order stays true."""
+    """Records from a facts `logs` block. The agent ships each stream's newest raw lines (`streams`);
+    each stream is assembled into records by the one reader (waops.logparse), then the streams are
+    merged by time (a record without a time follows its predecessor). An older agent's block
+    (`matched` lines, then the `tail`) is read too."""
     if not logs:
         return []
+    streams = logs.get("streams")
+    if isinstance(streams, Mapping):
+        return _merge_streams(streams)
     matched = [m for m in logs.get("matched") or [] if isinstance(m, Mapping)]
     tail = [t for t in logs.get("tail") or [] if isinstance(t, str)]
     tail_set = {t.strip() for t in tail}
@@ -144,6 +165,26 @@ def records_from_logs(logs: Mapping[str, Any] | None) -> list[Record]:
         out.append(rec)
     out.extend(r for r in (parse_line(t) for t in tail) if r is not None)
     return out
+
+
+def _merge_streams(streams: Mapping[str, Any]) -> list[Record]:
+    """A record without a time takes its predecessor's (the first one's, at the start of a stream); a
+    stream without any time (stderr's plain lines beside pino JSON) goes last: it is what the process
+    printed as it died, more often than not."""
+    keyed: list[tuple[float, int, int, Record]] = []
+    for order, (name, lines) in enumerate(sorted(streams.items())):
+        if not isinstance(lines, list):
+            continue
+        recs = parse_lines(str(x) for x in lines if isinstance(x, str))
+        times = [_epoch(r.time) for r in recs]
+        known = [t for t in times if t is not None]
+        last = known[0] if known else float("inf")
+        for k, (rec, t) in enumerate(zip(recs, times, strict=True)):
+            rec.stream = str(name)
+            last = t if t is not None else last
+            keyed.append((last, order, k, rec))
+    keyed.sort(key=lambda x: x[:3])
+    return [r for *_, r in keyed]
 
 
 # ------------------------------------------------------------------------------------------ facts

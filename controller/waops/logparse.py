@@ -25,7 +25,9 @@ from waops.errors import UsageError
 
 DEFAULT_WINDOW = 262_144  # bytes read from the end of a file (CONTRACTS: log_window_bytes)
 MAX_LINE = 8_192  # a line longer than this is truncated (a 10 MB minified dump is not evidence)
-MAX_DETAIL_LINES = 40  # indented pino-pretty lines folded into one record
+MAX_RECORD_TEXT = 16_384  # characters of one assembled record that rules search
+TEXT_FRAMES = 2  # stack frames of a record that rules match (the rest stay in raw)
+MAX_DETAIL_LINES = 80  # continuation lines (object dump, stack, caret block) folded into one record
 ROTATION_PATIENCE = (0.02, 0.05, 0.1, 0.2, 0.4)  # s between looks at a log path missing mid-rotation
 
 LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
@@ -33,22 +35,43 @@ LEVELS = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fa
 _HOLE = re.compile(rb"\x00{4,}")  # a copy-truncate hole (a NUL run); single NULs are UTF-16 text
 _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PM2_PREFIX = re.compile(r"^\d+\|[\w@./-]+\s*\|\s?")  # `pm2 logs`: "0|shop  | "
-_ISO_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?):? ")
 _JOURNAL_SHORT = re.compile(
     r"^(?P<time>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d{4}|Z)?)"
-    r" (?P<host>\S+) (?P<unit>[\w@./-]+)(?:\[\d+\])?: (?P<msg>.*)$"
+    r" (?P<host>[\w.-]+) (?P<unit>[\w@./-]+)(?:\[\d+\])?: ?(?P<msg>.*)$"
 )
 _PRETTY = re.compile(
-    r"^\[(?P<time>[\d:.\- TZ+]+)\] (?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL|USERLVL)"
-    r"(?: \([^)]*\))?: ?(?P<msg>.*)$"
+    r"^(?:\[(?P<time>[\d:.\- TZ+]+)\]\s+)?(?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL|USERLVL)"
+    r"(?:\s*\([^)]*\))?: ?(?P<msg>.*)$"
 )
-_STATUS = re.compile(r"""["']?statusCode["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
+_PRETTY_LEVEL_FIRST = re.compile(  # pino-pretty's levelFirst: `ERROR [2022-08-03 13:48:18.768 +0700]: msg`
+    r"^(?P<level>TRACE|DEBUG|INFO|WARN|ERROR|FATAL)\s+\[(?P<time>[^\]]{5,40})\](?:\s*\([^)]*\))?:\s?(?P<msg>.*)$"
+)
+# after a time: `host unit[pid]: ` (syslog, journald) or `app[web.1]: ` (Heroku's dyno prefix)
+_SYSLOG_TAIL = re.compile(r"^(?:(?P<host>[\w.-]+) )?(?P<unit>[\w@./-]+)\[[\w.-]+\]: ?(?P<msg>.*)$")
+_FRAME = re.compile(r"^\s*at\s")
+_STATUS = re.compile(
+    r"""["']?(?:status(?:Code|Reason)|disconnectionReasonCode|closeReason|reasonCode)["']?\s*[:=]\s*["']?([1-5]\d\d)\b"""
+)
 _CODE = re.compile(r"""["']?code["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
 _REASON = re.compile(r"""(?:failure reason|reason)\s*=\s*\\?["']([1-5]\d\d)""")
+# the legacy WAConnection and Boom's own rendering: `Unauthorized(401)`, `Unexpected status ... 401`
+_NAMED = re.compile(
+    r"\b(?:Unauthorized|Forbidden|Gone|Conflict|Not Acceptable|Method Not Allowed|Payment Required|"
+    r"Too Many Requests|Request Time-?out|Precondition Required|Internal Server Error|Service Unavailable|"
+    r"Restart Required|Connection (?:Closed|Lost|Replaced|Failure)|Timed Out|Logged ?Out|Bad Session)"
+    r"\s?\(([1-5]\d\d)\)|Unexpected status\D{0,40}([1-5]\d\d)\b"
+)
+# what bots print for people: `Status: 405, Reason: Connection Failure`, `(reason: 408)`
+_HUMAN = re.compile(r"\b(?:[Ss]tatus|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b")
+# the legacy WAConnection's BaileysError carries a bare `status: 401`
+_LEGACY_STATUS = re.compile(r"""["']?status["']?\s*:\s*([1-5]\d\d)\b""")
 _CONFLICT = re.compile(r"""(?:conflict|type)\W{0,12}(device_removed|replaced)""", re.IGNORECASE)
 _RESTART = re.compile(r"stream errored.{0,40}restart required", re.IGNORECASE)
-# (literal a match needs, regex), in the order they are tried; the three are case-sensitive
-_CODE_RES = (("statusCode", _STATUS), ("reason", _REASON), ("code", _CODE))
+# (literal a match needs, regex), in the order they are tried; the literals are case-sensitive
+_CODE_RES = (
+    ("atus", _STATUS), ("eason", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED),
+    ("Unexpected", _NAMED), ("BaileysError", _LEGACY_STATUS), ("atus", _HUMAN), ("eason", _HUMAN),
+)
 
 
 @dataclass
@@ -65,6 +88,7 @@ class Record:
     source: str = "plain"  # pino | pino-pretty | journald | plain
     stream: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    matches: Any = field(default=None, repr=False, compare=False)  # waops.rules' verdict, computed once
 
     def evidence(self, limit: int = 300) -> str:
         s = self.raw if len(self.raw) <= limit else self.raw[: limit - 1] + "…"
@@ -159,74 +183,216 @@ def parse_text(text: str) -> list[Record]:
     return parse_lines(text.splitlines())
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+# Prefixes that wrap a line, stripped in any order and any nesting (docker -t around pm2 around pino).
+_EPOCH_COL = re.compile(r"^(1\d{9}(?:\d{3})?(?:\.\d+)?)(?:\s*[|,;]\s?|\s)(?=.)")
+_ISO_ANY = re.compile(
+    r"^\[?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?: ?(?:Z|UTC|[+-]\d\d:?\d\d))?)\]?(?::\s|\s(?:\|\s?)?|\t|:?$)"
+)
+_SYSLOG_TIME = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?\s")  # syslog time, no host
+_SLASH_TIME = re.compile(r"^\[?(\d{1,2}/\d{1,2}/\d{2,4},? \d{1,2}:\d\d:\d\d(?: ?[AP]M)?)\]?\s+(?:-\s+)?")
+_CONT = re.compile(r"^(?:\s|at\s|[}\])]|\^+\s*$|\.\.\. \d+ more|Caused by:)")
+_QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`""")
+_LEVEL_WORD = re.compile(r"\blevel[\"']?\s*[:=]\s*[\"']?(\w+)", re.IGNORECASE)
+
+
 def parse_lines(lines: Iterable[str]) -> list[Record]:
-    """Records from lines in order. Indented lines after a pino-pretty header (its object dump) are
-    folded into that record, so a code in `output: { statusCode: 401 }` is found."""
+    """Records from lines in order. A record is assembled before it is returned: the indented object
+    dump under a pino-pretty header, a stack trace, a caret block, a JS object printed by console.log,
+    JSON split over lines. Lines are first freed of what wraps them (ANSI colours, pm2 `0|app | `,
+    journald/syslog, docker/CloudWatch/Loki timestamps, epoch-ms columns); records of interleaved
+    processes (pm2 ids, journald units) are assembled separately and kept in the order they began."""
     out: list[Record] = []
-    pretty: Record | None = None
-    details = 0
+    open_by_key: dict[str, _Open] = {}
+    last: _Open | None = None
     for line in _clean_lines(lines):
-        if pretty is not None and line[:1] in (" ", "\t") and line.strip() and details < MAX_DETAIL_LINES:
-            detail = line.strip()
-            pretty.text += " " + detail
-            if len(pretty.raw) < MAX_LINE:
-                pretty.raw += " " + detail
-            details += 1
-            _fill_code(pretty, detail)
+        body, time, key, wrap = _unwrap(line)
+        cur = open_by_key.get(key)
+        if (cur is None and last is not None and last.key != key and open_by_key.get(last.key) is last
+                and body.strip() and last.takes(body)):
+            # a pasted excerpt often lost the prefix of its first line: a continuation with no open
+            # record in its own stream continues the newest open record
+            key, cur = last.key, last
+        if not body.strip():
+            if cur is not None and cur.depth <= 0:
+                open_by_key.pop(key).close()
             continue
-        if pretty is not None:
-            pretty = None
-        rec = parse_line(line)
+        if cur is not None and cur.takes(body):
+            cur.add(body)
+            continue
+        if cur is not None:
+            open_by_key.pop(key).close()
+        rec = _parse_body(body, line, time, wrap)
         if rec is None:
             continue
         out.append(rec)
-        if rec.source == "pino-pretty":
-            pretty, details = rec, 0
+        o = _Open(rec, body, key)
+        if o.may_grow():
+            open_by_key[key] = last = o
+    for o in open_by_key.values():
+        o.close()
     return out
+
+
+class _Open:
+    """A record that may still take continuation lines."""
+
+    def __init__(self, rec: Record, first: str, key: str = "") -> None:
+        self.rec = rec
+        self.key = key
+        self.frames = 0
+        self.lines = 1
+        # a long one-line JSON cut short (truncated, or a fragment) opens no block to wait for
+        cut_json = first.lstrip().startswith('{"') and len(first) > 200
+        self.depth = _depth(first) if rec.source != "pino" and not cut_json else 0
+        self.tail = first.rstrip()
+
+    def may_grow(self) -> bool:
+        return self.rec.source not in ("pino", "journald-json")
+
+    def takes(self, body: str) -> bool:
+        if self.lines >= MAX_DETAIL_LINES:
+            return False
+        if body.startswith('{"'):
+            return False  # a JSON line at column 0 (pino) starts its own record, even in an unclosed dump
+        if self.depth > 0:
+            return True
+        if self.tail.endswith(("{", "[", "(", ",", ":")) and not _PRETTY.match(body.strip()):
+            return True
+        return bool(_CONT.match(body))
+
+    def add(self, body: str) -> None:
+        self.lines += 1
+        self.depth = max(0, self.depth + _depth(body))
+        self.tail = body.rstrip()
+        detail = body.strip()
+        rec = self.rec
+        if len(rec.text) >= MAX_RECORD_TEXT:
+            pass  # bounded: a huge object dump is evidence in raw, not more text to search
+        elif not _FRAME.match(body):
+            rec.text += "\n" + detail
+        elif self.frames < TEXT_FRAMES:  # the throw site says where (auth state, store); deeper frames
+            self.frames += 1             # are evidence only (their paths say tls, socket...)
+            rec.text += "\n" + detail
+        if len(rec.raw) < MAX_LINE:
+            rec.raw += " " + detail
+
+    def close(self) -> None:
+        rec = self.rec
+        if self.lines > 1:
+            _fill_code(rec, rec.text)
+            if rec.level is None:
+                m = _LEVEL_WORD.search(rec.text)
+                rec.level = _level_name(m.group(1)) if m else None
+
+
+def _depth(s: str) -> int:
+    t = _QUOTED.sub("", s)
+    return t.count("{") + t.count("[") - t.count("}") - t.count("]")
 
 
 def _clean_lines(lines: Iterable[str]) -> Iterator[str]:
     for line in lines:
         if len(line) > MAX_LINE:
             line = line[:MAX_LINE]
+        if "\x1b" in line:
+            line = _ANSI.sub("", line)
+        if "\ufffd" in line and _garbage(line):
+            yield ""  # binary garbage (a core dump, a gzip pasted as text) is no evidence: it ends a record
+            continue
         yield _CTRL.sub("", line.rstrip("\r\n")).replace("\ufffd\ufffd", "\ufffd")
 
 
+def _garbage(line: str) -> bool:
+    """Invalid UTF-8 and mostly non-ASCII: binary bytes, not a log line (a Chinese or Portuguese log line
+    is valid UTF-8; one odd byte in a name is a small share)."""
+    non_ascii = sum(1 for c in line if c > "\x7f")
+    return line.count("\ufffd") * 8 > len(line) or non_ascii * 4 > len(line)
+
+
+def _unwrap(line: str) -> tuple[str, str | None, str, str]:
+    """(body, time, stream key, kind of wrapper) of a line: prefixes peeled off, the innermost time kept."""
+    body, time, key, wrap = line.rstrip(), None, "", "plain"
+    for _ in range(5):
+        m = _PM2_PREFIX.match(body)
+        if m:
+            key, body, wrap = "pm2:" + m.group(0).split("|")[0], body[m.end():], "pm2"
+            continue
+        m = _ISO_ANY.match(body)
+        if m and not body.startswith("{"):
+            time, body = _iso(m.group(1).replace(",", ".").replace(" UTC", "Z")) or m.group(1), body[m.end():]
+            continue
+        m = _EPOCH_COL.match(body)
+        if m:
+            v = float(m.group(1))
+            time, body = _epoch(v / 1000 if v > 1e11 else v), body[m.end():]
+            continue
+        m = _JOURNAL_SHORT.match(body)
+        if m:
+            key, wrap = "unit:" + m.group("unit"), "journald"
+            time = time or _iso(m.group("time")) or m.group("time")
+            body = m.group("msg")
+            continue
+        m = _SYSLOG_TAIL.match(body) if time is not None and wrap != "journald" else None
+        if m:
+            wrap, body = "journald", m.group("msg")  # same stream: a dyno's caret block starts unprefixed
+            continue
+        m = _SYSLOG_TIME.match(body) if time is None else None
+        if m:
+            time, body = m.group(0).strip(), body[m.end():]
+            continue
+        m = _SLASH_TIME.match(body)
+        if m:
+            time, body = time or m.group(1), body[m.end():]
+            continue
+        break
+    return body, time, key, wrap
+
+
+def _parse_body(body: str, raw: str, time: str | None, wrap: str) -> Record | None:
+    return _parse_unwrapped(body, raw.rstrip()[:MAX_LINE], time, wrap)
+
+
 def parse_line(line: str) -> Record | None:
-    """One record from one line (None for blank lines)."""
+    """One record from one line (None for blank lines); wrappers (pm2, timestamps, journald) are
+    peeled off first."""
     raw = line.rstrip()
-    body = _PM2_PREFIX.sub("", raw, count=1)
-    if not body.strip():
-        return None
-    time: str | None = None
-    m = _ISO_PREFIX.match(body)
-    if m:
-        time = _iso(m.group(1))
-        body = body[m.end() :]
+    body, time, _, wrap = _unwrap(_ANSI.sub("", raw) if "\x1b" in raw else raw)
+    return _parse_unwrapped(body, raw, time, wrap)
+
+
+def _parse_unwrapped(body: str, raw: str, time: str | None, wrap: str) -> Record | None:
     stripped = body.strip()
+    if not stripped:
+        return None
     if stripped.startswith("{"):
         doc = _json(stripped)
         if doc is not None:
             if "MESSAGE" in doc or "__REALTIME_TIMESTAMP" in doc:
                 return _journal_json(doc, raw)
-            return _pino(doc, raw, time)
-    m = _PRETTY.match(stripped)
+            rec = _pino(doc, raw, time)
+            if wrap == "journald":
+                rec.source = "journald"
+            return rec
+    m = _PRETTY.match(stripped) or _PRETTY_LEVEL_FIRST.match(stripped)
     if m:
-        rec = Record(text=m.group("msg"), raw=raw, time=time or m.group("time"),
+        rec = Record(text=m.group("msg"), raw=raw, time=time or _iso(m.group("time") or "") or m.group("time"),
                      level=m.group("level").lower(), source="pino-pretty")
         _fill_code(rec, rec.text)
         return rec
-    m = _JOURNAL_SHORT.match(stripped)
-    if m and time is None:
-        inner = parse_line(m.group("msg"))
-        if inner is not None:
-            inner.raw, inner.source = raw, "journald"
-            inner.time = inner.time or _iso(m.group("time")) or m.group("time")
-            inner.fields.setdefault("unit", m.group("unit"))
-            return inner
-    rec = Record(text=stripped, raw=raw, time=time, source="plain")
+    rec = Record(text=stripped, raw=raw, time=time, source="journald" if wrap == "journald" else "plain")
+    lm = _LEVEL_WORD.search(stripped)
+    if lm:
+        rec.level = _level_name(lm.group(1))
     _fill_code(rec, stripped)
     return rec
+
+
+def _level_name(v: str) -> str | None:
+    if v.isdigit():
+        return LEVELS.get(int(v))
+    v = v.lower()
+    return {"warning": "warn", "err": "error", "critical": "fatal", "crit": "fatal"}.get(v, v)
 
 
 def _journal_json(doc: dict[str, Any], raw: str) -> Record | None:
@@ -303,7 +469,7 @@ def _fill_code(rec: Record, text: str) -> None:
         for need, rx in _CODE_RES:
             m = rx.search(text) if need in text else None
             if m:
-                rec.code = int(m.group(1))
+                rec.code = int(next(g for g in m.groups() if g))
                 break
     if rec.code is None and rec.conflict_type:
         rec.code = 401 if rec.conflict_type == "device_removed" else 440

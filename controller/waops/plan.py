@@ -96,6 +96,9 @@ class PlanOptions:
     verify_timeout_s: int = 120
     link_timeout_s: int = 600  # how long to wait for a person to scan or type the code
     network_backoff_s: int = 30
+    # Below this a corrupt_keys diagnosis (a few decryption errors, no flood) is reported, not acted on:
+    # dropping sessions for a handful of Bad MAC lines does more harm than the lines.
+    corrupt_keys_min_confidence: float = 0.6
 
 
 # --- step builders (each returns a fresh Step; vars are the playbooks' interface) ---------------
@@ -220,6 +223,10 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
     if cause == "creds_lost":
         return fix("creds are missing or unreadable: restore the newest verified backup",
                    (restore_session(bot), ok), relink)  # fmt: skip
+    if cause == "corrupt_keys" and diagnosis.confidence < o.corrupt_keys_min_confidence:
+        why = (f"a few decryption errors (confidence {diagnosis.confidence:.2f} < "
+               f"{o.corrupt_keys_min_confidence}): watch for a flood before dropping sessions")
+        return Plan(cause, code, "needs_human", why, (alert(why),))
     if cause == "corrupt_keys":
         return fix(
             "broken signal sessions (Bad MAC): drop them and restart",

@@ -28,93 +28,160 @@ CAUSES = (
 )  # fmt: skip
 
 Kind = Literal["failure", "open", "pairing", "flood", "support", "noise"]
-# Where a log rule's text comes from: Baileys' own lines (`literal` names them), libsignal's console
-# lines, the bot's code (templates, runbook phrases), pm2, node itself, systemd, the other end (WhatsApp's
-# server text passed through, or a peer product), runtime libraries besides those (@hapi/boom, ws).
-ORIGINS = ("baileys", "libsignal", "bot", "pm2", "node", "systemd", "peer", "runtime")
+# Who writes the text a rule matches: Baileys itself, libsignal (console.*), the bot's own code or a
+# common template, the process manager, node, systemd, a product built on Baileys (Evolution API, WAHA),
+# or the runtime around the bot (DNS, TCP, TLS, the auth store's database).
+Origin = Literal["baileys", "libsignal", "bot", "pm2", "node", "systemd", "peer", "runtime"]
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str
-    pattern: str  # regex, case-insensitive, searched in the record's text
+    pattern: str  # regex, case-insensitive and multi-line, searched in the record's text
     kind: Kind
     cause: str | None = None
     code: int | None = None
     weight: float = 0.0
     min_count: int = 1  # flood: lines needed in the current session
-    # Who writes the text this rule matches (ORIGINS); for Baileys' own lines, the exact words expected in
-    # its lib/*.js (tests/contracts checks them against real releases, so a renamed message is noticed).
-    origin: str = "unmarked"
-    literal: str | tuple[str, ...] | None = None
+    origin: Origin = "bot"
+    literal: str | None = None  # origin baileys: the exact text expected in Baileys' lib/*.js
 
     def __post_init__(self) -> None:
         if self.cause is not None and self.cause not in CAUSES:
             raise ValueError(f"rule {self.name}: unknown cause {self.cause}")
+        if (self.origin == "baileys") != (self.literal is not None):
+            raise ValueError(f"rule {self.name}: a literal is given exactly when the origin is baileys")
 
+
+_LIBSIGNAL = (r"Bad MAC|MessageCounterError|Key used already or never filled|SessionError|No sessions?\b|"
+              r"No matching sessions found|No session found to decrypt|No session record|Invalid PreKey ID|"
+              r"isSessionRecordError|Failed to decrypt message with any known session|"
+              r"SenderKeyRecord|No SenderKeyRecord|Invalid signature|Untrusted identity")
 
 # Ordered only for readability; every matching rule is considered and the heaviest decides a line.
 LOG_RULES: tuple[Rule, ...] = (
     # -- state: the connection is open (newest state wins over older failures)
-    Rule("opened", r"opened connection to WA|connection (?:is )?open\b|\"connection\"\s*:\s*\"open\"",
-         "open", origin="baileys", literal="opened connection to WA"),
-    Rule("pairing", r"pairing configured successfully|pair[- ]success|isNewLogin\W+true", "pairing",
-         origin="baileys", literal="pairing configured successfully"),
+    Rule("opened", r"opened connection to WA", "open", origin="baileys", literal="opened connection to WA"),
+    Rule("open_state", r"""connection['"]?\s*[:=]\s*['"]?open\b|connection (?:is )?open(?:ed)?\b|"""
+         r"""\bstate['"]?\s*[:=]\s*['"]open['"]|status\W{1,4}WORKING\b""", "open", origin="bot"),
+    # a status line a bot prints for people (never a line that goes on with an object: "Connected... {")
+    Rule("open_console", r"^[^\w{]*(?:bot |client |whatsapp |wa )?(?:is )?(?:connected|conectad[oa]|online|ready)"
+         r"(?: (?:to whatsapp|to wa|successfully|com sucesso|with whatsapp))?[^\w{]*$|login successful|"
+         r"\b(?:session|connection|bot|client|instance) (?:is )?(?:live|online|ready)\b|"
+         r"(?:successfully|sucesso) connected|connected successfully|conex[aã]o (?:aberta|estabelecida)|"
+         r"whatsapp (?:is )?(?:connected|ready)|client is ready|bot (?:is )?(?:online|ready|connected)",
+         "open", origin="bot"),
+    # work Baileys does only on a logged-in socket: the connection is open even if no line says so
+    Rule("open_prekeys", r"uploaded pre-keys", "open", origin="baileys", literal="uploaded pre-keys"),
+    Rule("open_app_state", r"resyncing \w+ from v\d+|\bsynced \w+ to v\d+", "open", origin="baileys",
+         literal="resyncing "),
+    Rule("pairing", r"pairing configured successfully", "pairing", origin="baileys",
+         literal="pairing configured successfully"),
+    Rule("pairing_new_login", r"pair[- ]success|isNewLogin\W+true", "pairing", origin="bot"),
     # -- the library does not load: wrong module system or a broken install
-    Rule("esm", r"ERR_REQUIRE_ESM|ERR_REQUIRE_ASYNC_MODULE", "failure", "library_mismatch", None, 0.95, origin="node"),
+    Rule("esm", r"ERR_REQUIRE_\w+|require\(\) of ES Module|Cannot require\(\) ES Module|"
+         r"ERR_UNSUPPORTED_DIR_IMPORT|Named export '[^']+' not found|does not provide an export named",
+         "failure", "library_mismatch", None, 0.95, origin="node"),
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
          "failure", "library_mismatch", None, 0.93, origin="node"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
-    Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection", "failure",
-         "crash", None, 0.45, origin="node"),
-    # -- the process died: node's fatal-exception trailer and the manager's exit line. A bare `Error: ...`
-    # line is only noise: bots log errors they handled (console.error(err)) and keep running.
+    # bots print these from their own process.on(...) handler and keep running: weak on their own
+    Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection|"
+         r"triggerUncaughtException", "failure", "crash", None, 0.3, origin="node"),
+    # -- the process died: node's fatal-exception trailer, its caret block, V8's OOM, the manager's exit line.
+    # A bare `Error: ...` line is only noise: bots log errors they handled and keep running.
     Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5, origin="node"),
-    Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "noise", origin="node"),
-    Rule("exited", r"Main process exited, code=(?:exited|killed|dumped), status=(?!0/)|"
-         r"exited with code \[[1-9]", "failure", "crash", None, 0.5,
-         origin="systemd"),  # systemd's exit line, and pm2's ("exited with code [1]")
-    # -- needs a link: a QR nobody scanned is 408 but not a network fault
-    Rule("qr_ended", r"QR refs attempts ended", "failure", "logged_out", 408, 0.9,
-         origin="baileys", literal="QR refs attempts ended"),
-    Rule("template_logged_out", r"Device Logged Out|Intentional Logout", "failure", "logged_out", 401, 0.85,
+    Rule("caret_block", r":\d+\n.*\n\s*\^+\s*$", "failure", "crash", None, 0.5, origin="node"),
+    Rule("oom", r"heap out of memory|FatalProcessOutOfMemory|Last few GCs|JavaScript heap|"
+         r"Reached heap limit|out of memory", "failure", "crash", None, 0.85, origin="node"),
+    Rule("bot_exits", r"(?:clean ?up|shutting down|graceful(?:ly)?) before exit|^\W*(?:exiting|shutting down)"
+         r"(?: now| the process| with code \d+)?\W*$|process\.exit\(\s*[1-9]", "failure", "crash", None, 0.45,
          origin="bot"),
+    Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "noise", origin="node"),
+    Rule("pm2_exit", r"exited with code \[?[1-9]|exited with code \[?\d+\]? via signal \[?SIG(?:KILL|ABRT|SEGV)",
+         "failure", "crash", None, 0.5, origin="pm2"),
+    Rule("systemd_exit", r"Main process exited, code=(?:exited|killed|dumped), status=(?!0/)|"
+         r"Failed with result '(?:exit-code|signal|core-dump|oom-kill)'|start request repeated too quickly",
+         "failure", "crash", None, 0.5, origin="systemd"),
+    # -- needs a link: a QR nobody scanned is 408 but not a network fault
+    Rule("qr_ended", r"QR refs attempts ended", "failure", "logged_out", 408, 0.9, origin="baileys",
+         literal="QR refs attempts ended"),
+    Rule("intentional_logout", r"Intentional Logout", "failure", "logged_out", 401, 0.85, origin="baileys",
+         literal="Intentional Logout"),
+    Rule("connection_failure", r"Connection Failure", "failure", "logged_out", 401, 0.5, origin="baileys",
+         literal="Connection Failure"),
+    Rule("template_logged_out", r"Device Logged Out|logged ?out[.,!]? (?:please )?(?:scan|delete|pair)|"
+         r"you(?:'re| are| have been) logged out|DisconnectReason\.loggedOut|\bloggedOut\b|"
+         r"sess(?:ion|ão) (?:encerrada|desconectada)|"
+         r"Unauthorized|not-authorized", "failure", "logged_out", 401, 0.8, origin="bot"),
     Rule("runbook_session", r"session.*expir|Expired session keys|device.*removed|authentication.*fail",
          "failure", "logged_out", 401, 0.55, origin="bot"),
-    Rule("template_replaced", r"Connection Replaced", "failure", "conflict", 440, 0.85, origin="bot"),
-    Rule("template_bad_session", r"Bad Session File", "failure", "corrupt_keys", 500, 0.6, origin="bot"),
-    Rule("template_restart", r"Restart Required, Restarting", "failure", "restart_required", 515, 0.7, origin="bot"),
-    Rule("template_lost", r"Connection Lost from Server", "failure", "network", 408, 0.7, origin="bot"),
+    Rule("template_replaced", r"Connection Replaced|connectionReplaced|another (?:new )?session opened",
+         "failure", "conflict", 440, 0.85, origin="bot"),
+    Rule("template_bad_session", r"Bad Session File|\bbadSession\b", "failure", "corrupt_keys", 500, 0.6,
+         origin="bot"),
+    Rule("template_restart", r"Restart Required, Restarting|restartRequired", "failure", "restart_required",
+         515, 0.7, origin="bot"),
+    Rule("gone_410", r"\b410\b.{0,40}(?:Gone|Restart Required)|(?:Gone|Restart Required).{0,40}\b410\b",
+         "failure", "restart_required", 410, 0.75, origin="baileys", literal="restart required"),
+    Rule("template_lost", r"Connection Lost from Server|connectionLost", "failure", "network", 408, 0.7,
+         origin="bot"),
     # -- rate limit / ban: change nothing on the session (429 in Boom data is not corrupt keys)
     Rule("rate_overlimit", r"rate-overlimit|rate_overlimit|Too Many Requests|\bdata\W{0,4}429\b", "failure",
          "rate_limited", 429, 0.9, origin="peer"),
-    Rule("version_old", r"Method Not Allowed", "failure", "client_outdated", 405, 0.8, origin="runtime"),
+    Rule("banned_text", r"account (?:is |has been )?banned|number (?:is |has been )?banned|\bbanned\b.{0,30}whatsapp",
+         "failure", "banned", 403, 0.7, origin="bot"),
+    Rule("version_old", r"Method Not Allowed", "failure", "client_outdated", 405, 0.8, origin="peer"),
+    # the web socket endpoint the library dials is gone (the legacy web client's): the library is too old
+    Rule("endpoint_gone", r"Unexpected server response: 404", "failure", "client_outdated", None, 0.7,
+         origin="runtime"),
+    # -- the auth store: a corrupt file or database is broken local state; an unreachable DB is not
+    # AuthFileCorruptError: the multi-file store's error since 2026, not yet in a release on the registry,
+    # so no literal a contract could check: counted as the store's (runtime) text
+    Rule("auth_file_corrupt", r"AuthFileCorruptError", "failure", "corrupt_keys", None, 0.8, origin="runtime"),
+    Rule("creds_unreadable", r"creds\.json.{0,80}(?:Unexpected end of JSON|SyntaxError|ENOENT|corrupt)|"
+         r"(?:Unexpected end of JSON|SyntaxError|AuthFileCorruptError)(?:.|\n){0,200}(?:creds\.json|"
+         r"useSingleFileAuthState|use-single-file-auth-state|loadAuthInfo|auth_info\w*\.json)",
+         "failure", "creds_lost", None, 0.85, origin="runtime"),
+    Rule("sqlite_corrupt", r"SQLITE_CORRUPT|SQLITE_NOTADB|database disk image is malformed|file is not a database",
+         "failure", "corrupt_keys", None, 0.8, origin="runtime"),
+    Rule("sqlite_busy", r"SQLITE_BUSY|database is locked", "failure", "conflict", None, 0.6, origin="runtime"),
+    Rule("pg_down", r"ECONNREFUSED\s+\S*:5432\b|connect ECONNREFUSED.{0,40}5432|"
+         r"the database system is (?:starting up|shutting down)|Connection terminated unexpectedly|"
+         r"Can't reach database server|\bP1001\b",
+         "failure", "network", None, 0.8, origin="runtime"),
+    Rule("pg_auth", r"password authentication failed|no pg_hba\.conf entry|role \S+ does not exist|"
+         r"database \S+ does not exist", "failure", "crash", None, 0.85, origin="runtime"),
     # -- network: DNS, TCP, TLS, websocket
-    Rule("dns", r"ENOTFOUND|EAI_AGAIN|getaddrinfo", "failure", "network", 408, 0.75, origin="node"),
-    Rule("tcp", r"ETIMEDOUT|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|socket hang up", "failure",
-         "network", 408, 0.7, origin="node"),
-    Rule("tls", r"certificate|\bTLS\b|\bSSL\b|self[- ]signed|ERR_TLS|EPROTO", "failure", "network", 408, 0.65,
-         origin="node"),
-    Rule("ws", r"WebSocket Error|Connection Terminated|Connection Closed|Connection was lost|Timed Out",
-         "failure", "network", 428, 0.5, origin="baileys",
-         literal=("WebSocket Error", "Connection Terminated", "Connection Closed", "Connection was lost", "Timed Out")),
-    Rule("keepalive", r"error in sending keep alive", "failure", "network", 408, 0.4,
-         origin="baileys", literal="error in sending keep alive"),
-    Rule("creds_unreadable", r"creds\.json.{0,80}(?:Unexpected end of JSON|SyntaxError|ENOENT)|"
-         r"(?:Unexpected end of JSON|SyntaxError).{0,80}creds\.json", "failure", "creds_lost", None, 0.6,
-         origin="node"),
-    # -- signal sessions: a Bad MAC burst means broken keys; one line is everyday noise
-    Rule("bad_mac", r"Bad MAC", "flood", "corrupt_keys", 500, 0.8, min_count=10, origin="libsignal"),
+    Rule("dns", r"ENOTFOUND|EAI_AGAIN|getaddrinfo", "failure", "network", 408, 0.75, origin="runtime"),
+    Rule("tcp", r"ETIMEDOUT|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|socket hang up|ECONNABORTED",
+         "failure", "network", 408, 0.7, origin="runtime"),
+    Rule("tls", r"certificate|(?-i:\bTLS\b|\bSSL\b)|self[- ]signed|ERR_TLS|EPROTO", "failure", "network", 408, 0.65,
+         origin="runtime"),
+    Rule("ws_error", r"WebSocket Error", "failure", "network", 428, 0.5, origin="baileys",
+         literal="WebSocket Error"),
+    Rule("ws_terminated", r"Connection Terminated", "failure", "network", 428, 0.5, origin="baileys",
+         literal="Connection Terminated"),
+    Rule("ws_closed", r"Connection Closed", "failure", "network", 428, 0.5, origin="baileys",
+         literal="Connection Closed"),
+    Rule("ws_lost", r"Connection was lost", "failure", "network", 408, 0.5, origin="baileys",
+         literal="Connection was lost"),
+    Rule("timed_out", r"Timed Out", "failure", "network", 408, 0.5, origin="baileys", literal="Timed Out"),
+    Rule("keepalive", r"error in sending keep alive", "failure", "network", 408, 0.4, origin="baileys",
+         literal="error in sending keep alive"),
+    # -- signal sessions: any decryption error says the keys are broken; a burst says it loudly, one line
+    # while the connection stays open is everyday noise (the planner acts only on a burst)
+    Rule("bad_mac", _LIBSIGNAL, "flood", "corrupt_keys", 500, 0.8, min_count=10, origin="libsignal"),
     Rule("no_session", r"No open session|No session record|No matching sessions found|"
-         r"Failed to decrypt message with any known session", "support", "corrupt_keys", origin="libsignal"),
-    Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "noise",
-         origin="libsignal"),
+         r"Failed to decrypt message with any known session|No sessions?\b|isSessionRecordError", "support",
+         "corrupt_keys", origin="libsignal"),
+    Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "noise", origin="libsignal"),
     Rule("decrypt_failed", r"failed to decrypt message", "noise", origin="baileys",
          literal="failed to decrypt message"),
 )
 
 COMPILED: tuple[tuple[Rule, re.Pattern[str]], ...] = tuple(
-    (r, re.compile(r.pattern, re.IGNORECASE)) for r in LOG_RULES
+    (r, re.compile(r.pattern, re.IGNORECASE | re.MULTILINE)) for r in LOG_RULES
 )
 # Only rules whose literal anchors occur in a line run their regex (waops.prefilter): same result,
 # a fraction of the cost on long pino lines.
@@ -141,6 +208,7 @@ CODES: dict[int, CodeRule] = {
     428: CodeRule("network", 0.65, "connection closed: transport closed, usually network"),
     429: CodeRule("rate_limited", 0.9, "rate limited"),
     440: CodeRule("conflict", 0.9, "connection replaced: another socket uses these credentials"),
+    410: CodeRule("restart_required", 0.7, "gone: the multi-device beta's restart required after pairing"),
     500: CodeRule("corrupt_keys", 0.45, "badSession: often corrupt keys, also used for other faults"),
     503: CodeRule("network", 0.55, "unavailable service: server backoff"),
     515: CodeRule("restart_required", 0.7, "restart required (normal right after pairing)"),
@@ -166,7 +234,16 @@ class Match:
 
 
 def classify_record(rec: Record) -> list[Match]:
-    """Every meaning of one record. A failure line yields one failure match (the heaviest)."""
+    """Every meaning of one record. A failure line yields one failure match (the heaviest). Computed
+    once per record (the diagnosis asks several times); a record's text and code must not change after."""
+    if rec.matches is not None:
+        return list(rec.matches)
+    found = _classify(rec)
+    rec.matches = tuple(found)
+    return found
+
+
+def _classify(rec: Record) -> list[Match]:
     found: list[Match] = []
     best: Match | None = None
     for k in _PREFILTER.candidates(rec.text):

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from agent_helpers import AGENT, Bot
 
+from waops.diagnose import diagnose_log, records_from_logs
+
 WINDOW = 65536
 
 
@@ -76,14 +78,18 @@ def test_facts_on_pm2_less_host_with_a_50mb_log(bot: Bot) -> None:
     logs = b["logs"]
     assert logs["source"] == "pm2" and logs["window_bytes"] == WINDOW
     assert logs["bytes_read"] <= 2 * WINDOW
-    by_text = {m["text"]: m for m in logs["matched"]}
-    closed = by_text[END_OUT[1]]
-    assert closed["code"] == 401 and closed["time"] == "2025-11-22T07:20:01.500000Z" and closed["stream"] == "out"
-    assert by_text[END_OUT[0]]["time"].startswith("2025-11-22T07:20:00")  # epoch ms
-    assert by_text[END_OUT[2]]["time"] is not None  # pm2 `time: true` prefix
-    assert by_text[END_ERR[0]]["stream"] == "err"
-    assert not any("recv message" in m["text"] for m in logs["matched"])
-    assert logs["tail"][-1] in (END_OUT[-1], END_ERR[-1]) and len(logs["tail"]) == 20
+    # raw lines, the newest of each stream, bounded; the controller's reader makes sense of them
+    out_lines, err_lines = logs["streams"]["out"], logs["streams"]["err"]
+    assert out_lines[-3:] == END_OUT and err_lines[-2:] == END_ERR
+    for lines in (out_lines, err_lines):
+        assert sum(len(x.encode()) + 1 for x in lines) <= logs["ship_bytes"]
+    recs = records_from_logs(logs)
+    (closed,) = [r for r in recs if r.code == 401 and r.source == "pino"]
+    assert closed.time == "2025-11-22T07:20:01.500Z" and closed.stream == "out"
+    (mac,) = [r for r in recs if "Bad MAC" in r.text]
+    assert mac.stream == "err" and "verifyMAC" in mac.raw  # the stack frame joined its record
+    d = diagnose_log(recs)
+    assert (d.cause, d.code) == ("logged_out", 401)
 
 
 def test_garbage_and_endless_lines_do_not_break_facts(bot: Bot) -> None:
@@ -92,8 +98,8 @@ def test_garbage_and_endless_lines_do_not_break_facts(bot: Bot) -> None:
     err.write_bytes(b"A" * 5_000_000)  # one line, no newline, bigger than the window
     b = facts(bot)
     logs = b["logs"]
-    assert all(len(t) <= 1000 for t in logs["tail"])
-    assert any(m["code"] == 515 for m in logs["matched"])
+    assert all(len(x) <= 4000 for lines in logs["streams"].values() for x in lines)
+    assert any(r.code == 515 for r in records_from_logs(logs))
     json.dumps(b)  # nothing unserialisable
 
 
@@ -190,26 +196,31 @@ def test_facts_is_fast(bot: Bot) -> None:
     assert time.monotonic() - t0 < 1.5  # typical ~0.15 s including interpreter start
 
 
-@pytest.mark.parametrize(("line", "time_", "code", "matched"), [
-    ('{"level":30,"time":"2025-10-17T21:16:26.710Z","msg":"connected to WA"}',
-     "2025-10-17T21:16:26.710000Z", None, True),
+@pytest.mark.parametrize(("line", "time_", "code"), [
+    ('{"level":30,"time":"2025-10-17T21:16:26.710Z","msg":"connected to WA"}', "2025-10-17T21:16:26.710Z", None),
     ('{"level":30,"time":1646809863449,"msg":"connection closed","err":{"output":{"statusCode":440}}}',
-     "2022-03-09T07:11:03.449000Z", 440, True),
-    ('{"level":50,"msg":"stream errored out","node":"Stream Errored (conflict) replaced"}', None, 440, True),
-    ('{"level":50,"msg":"stream errored out","node":"Stream Errored (conflict) device_removed"}', None, 401,
-     True),
-    ("Stream Errored (restart required)", None, 515, True),
-    ('{"level":30,"msg":"connection errored","node":"<failure reason=\\"403\\"/>"}', None, 403, True),
-    ("Error: Connection Failure { data: { reason: '405' }, output: { statusCode: 405 } }", None, 405, True),
-    ("Failed to decrypt message with any known session...", None, None, True),
-    ("Closing open session in favor of incoming prekey bundle", None, None, True),
-    ("Error [ERR_REQUIRE_ESM]: require() of ES Module", None, None, True),
-    ('{"level":30,"time":1763790000000,"msg":"recv message"}', "2025-11-22T05:40:00Z", None, False),
-    ("just a regular line", None, None, False),
+     "2022-03-09T07:11:03.449Z", 440),
+    ('{"level":50,"msg":"stream errored out","node":"Stream Errored (conflict) replaced"}', None, 440),
+    ('{"level":50,"msg":"stream errored out","node":"Stream Errored (conflict) device_removed"}', None, 401),
+    ("Stream Errored (restart required)", None, 515),
+    ('{"level":30,"msg":"connection errored","node":"<failure reason=\\"403\\"/>"}', None, 403),
+    ("Error: Connection Failure { data: { reason: '405' }, output: { statusCode: 405 } }", None, 405),
+    ("2025-10-27T09:33:07: Failed to decrypt message with any known session...", "2025-10-27T09:33:07", None),
 ])
-def test_parse_line(line: str, time_: str | None, code: int | None, matched: bool) -> None:
-    t, c, m, _ = agent.parse_line(line)
-    assert (t, c, m) == (time_, code, matched)
+def test_shipped_lines_are_read_by_the_controllers_reader(line: str, time_: str | None, code: int | None) -> None:
+    """One record reader: the agent ships lines as they are, waops.logparse reads them."""
+    assert not hasattr(agent, "parse_line") and not hasattr(agent, "scan_lines")
+    (rec,) = records_from_logs(agent.ship_lines([("out", line)]))
+    assert (rec.time, rec.code) == (time_, code)
+
+
+def test_shipping_is_bounded_and_keeps_the_newest_lines() -> None:
+    lines = [f"line {i:05d} " + "x" * 90 for i in range(5000)]
+    shipped = agent.ship_lines([("out", x) for x in lines])
+    out = shipped["streams"]["out"]
+    assert out[-1] == lines[-1] and out == lines[-len(out):]
+    assert sum(len(x) + 1 for x in out) <= agent.LOG_SHIP_BYTES < sum(len(x) + 1 for x in lines[-len(out) - 1:])
+    assert shipped["lines_read"] == 5000
 
 
 def test_key_type() -> None:
@@ -262,11 +273,11 @@ def test_journald_entries() -> None:
     ]
     items = agent.journal_items(entries)
     assert [s for s, _ in items] == ["out", "err", "out"]
-    scan = agent.scan_lines(items)
-    (closed,) = [m for m in scan["matched"] if m["code"] == 428]
-    assert closed["time"] == "2025-11-22T07:20:00Z"
-    (mac,) = [m for m in scan["matched"] if "Bad MAC" in m["text"]]
-    assert mac["time"] == "2025-11-22T07:20:01Z" and mac["stream"] == "err"
+    recs = records_from_logs(agent.ship_lines(items))
+    (closed,) = [r for r in recs if r.code == 428]
+    assert closed.time == "2025-11-22T07:20:00.000Z"
+    (mac,) = [r for r in recs if "Bad MAC" in r.text]
+    assert mac.time == "2025-11-22T07:20:01.000Z" and mac.stream == "err"
 
 
 def test_real_pm2_when_available(bot: Bot, tmp_path: Path) -> None:
@@ -290,8 +301,8 @@ def test_real_pm2_when_available(bot: Bot, tmp_path: Path) -> None:
         b = json.loads(doc.stdout)["bots"][0]
         assert b["process"]["status"] == "online" and b["process"]["instances"] == 1
         assert b["process"]["uptime_s"] is not None and b["process"]["pid"]
-        codes = [m["code"] for m in b["logs"]["matched"]]
-        assert 440 in codes and any("Bad MAC" in m["text"] for m in b["logs"]["matched"])
+        recs = records_from_logs(b["logs"])
+        assert 440 in [r.code for r in recs] and any("Bad MAC" in r.text for r in recs)
     finally:
         subprocess.run([pm2, "kill"], env=env, capture_output=True, timeout=60, check=False)
 

@@ -81,8 +81,8 @@ def in_process(path: Path, n: int = 20) -> float:
 
 
 def full_window_facts() -> dict:
-    """One bot's facts as the agent sends them at most: 200 matched lines and a 20-line tail, long
-    Baileys pino lines (fixture lines and 'stream errored' objects, ~1,000 characters each)."""
+    """One bot's facts as the agent sends them at most: 64 KiB of raw lines in each of its two streams,
+    long Baileys pino lines (fixture lines and 'stream errored' objects, ~1,000 characters each)."""
     fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
     lines = [
         ln
@@ -101,12 +101,20 @@ def full_window_facts() -> dict:
         }
         return json.dumps({"level": 50, "time": 1764400000000 + i, "msg": "stream errored out", "node": node})[:1000]
 
-    matched = [{"time": None, "stream": "out", "text": line(i), "code": None} for i in range(200)]
+    def stream(start: int) -> list[str]:  # the agent ships at most 64 KiB of raw lines a stream
+        out: list[str] = []
+        size, i = 0, start
+        while size + len(line(i)) + 1 <= 65536:
+            out.append(line(i))
+            size += len(out[-1]) + 1
+            i += 1
+        return out
+
     return {
         "bot": "shop",
         "process": {"manager": "pm2", "status": "online", "restarts": 0},
         "health": None,
-        "logs": {"source": "pm2", "matched": matched, "tail": [line(1000 + i) for i in range(20)]},
+        "logs": {"source": "pm2", "streams": {"out": stream(0), "err": stream(1000)}},
         "auth": {"store": "files", "file_count": 40},
     }
 

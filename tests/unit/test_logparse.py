@@ -138,3 +138,35 @@ def test_file_truncated_while_read(tmp_path: Path) -> None:
 def _write(p: Path, data: bytes) -> Path:
     p.write_bytes(data)
     return p
+
+
+def test_records_of_interleaved_processes_are_assembled_apart() -> None:
+    """`pm2 logs` of two apps: each app's stack and object dump stay with its own record."""
+    recs = parse_text(
+        "0|shop  | Error: WebSocket Error (getaddrinfo ENOTFOUND web.whatsapp.com)\n"
+        "1|crm   | connection update {\n"
+        "0|shop  |     at WebSocketClient.<anonymous> (/srv/shop/node_modules/baileys/lib/Socket/socket.js:617:17)\n"
+        "1|crm   |   connection: 'open'\n"
+        "1|crm   | }\n"
+        "0|shop  | {\"level\":30,\"msg\":\"connected to WA\"}\n")
+    assert [r.text.splitlines()[0] for r in recs] == [
+        "Error: WebSocket Error (getaddrinfo ENOTFOUND web.whatsapp.com)", "connection update {", "connected to WA"]
+    assert "socket.js:617" in recs[0].raw and "'open'" in recs[1].text
+
+
+def test_prefixes_are_peeled_and_the_record_assembled() -> None:
+    """ANSI colours, CRLF, docker -t, pm2 and an epoch-ms column around one multi-line record."""
+    text = ("\x1b[32m2026-11-20T10:00:01.123456789Z\x1b[39m 0|shop  | connection closed {\r\n"
+            "2026-11-20T10:00:01.123456789Z 0|shop  |   output: { statusCode: 401 }\r\n"
+            "2026-11-20T10:00:01.123456789Z 0|shop  | }\r\n"
+            "1763632801000,Session error:Error: Bad MAC Error: Bad MAC\n"
+            "1763632801000,    at Object.verifyMAC (/srv/bot/node_modules/libsignal/src/crypto.js:87:15)\n")
+    first, second = parse_text(text)
+    assert first.code == 401 and first.time == "2026-11-20T10:00:01.123Z" and "\r" not in first.text
+    assert second.text.startswith("Session error:Error: Bad MAC") and second.time == "2025-11-20T10:00:01.000Z"
+    assert "verifyMAC" in second.raw
+
+
+def test_a_record_cut_mid_object_still_gives_its_code() -> None:
+    (rec,) = parse_text("    statusCode: 440,\n    payload: {\n      message: 'Stream Errored (conflict)'\n")
+    assert rec.code == 440

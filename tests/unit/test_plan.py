@@ -145,3 +145,19 @@ def test_plan_is_json_serialisable() -> None:
 def test_planner_does_not_import_the_diagnosis_module() -> None:
     source = (Path(__file__).parents[2] / "controller" / "waops" / "plan.py").read_text()
     assert "from waops.diagnose" not in source and "import waops.diagnose" not in source
+
+
+def test_a_few_decryption_errors_are_reported_not_acted_on() -> None:
+    """The diagnosis names corrupt_keys with low confidence; only a flood (high confidence) prunes."""
+    from waops.diagnose import diagnose_log
+    from waops.logparse import parse_text
+
+    few = diagnose_log(parse_text("Failed to decrypt message with any known session...\n"
+                                  "Session error:Error: Bad MAC Error: Bad MAC\n" * 2))
+    assert few.cause == "corrupt_keys"
+    plan = make_plan(few, "shop")
+    assert plan.intent == "needs_human" and names(plan.steps) == ["alert"] and not plan.destructive
+    assert "decryption errors" in plan.why
+    flood = diagnose_log(parse_text("Session error:Error: Bad MAC Error: Bad MAC\n" * 30))
+    assert flood.cause == "corrupt_keys" and flood.confidence >= PlanOptions().corrupt_keys_min_confidence
+    assert make_plan(flood, "shop").steps[0].name == "prune_keys"

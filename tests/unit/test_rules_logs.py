@@ -62,8 +62,12 @@ def test_flood_threshold_is_a_setting() -> None:
     from waops.config import Settings
 
     recs = read_log(LOGS / "corrupt_keys--500--bad-mac-flood-closed.log")
-    assert diagnose_log(recs, Settings(bad_mac_flood=100)).cause == "unknown"
-    assert diagnose_log(recs, Settings(bad_mac_flood=5)).cause == "corrupt_keys"
+    below, flood = diagnose_log(recs, Settings(bad_mac_flood=100)), diagnose_log(recs, Settings(bad_mac_flood=5))
+    assert (flood.cause, flood.rule) == ("corrupt_keys", "bad_mac_flood")
+    # below the threshold the errors are still evidence: the same cause, less sure, with the count
+    assert (below.cause, below.rule) == ("corrupt_keys", "decrypt_errors")
+    assert below.confidence < flood.confidence
+    assert any("decryption error(s)" in e for e in below.evidence)
 
 
 def test_started_at_is_first_evidence_of_the_failure() -> None:
@@ -83,3 +87,22 @@ def test_causes_agree_with_the_planner() -> None:
     from waops.plan import CAUSES as PLAN_CAUSES
 
     assert tuple(CAUSES) == tuple(PLAN_CAUSES)
+
+
+def test_every_rule_names_its_origin_and_baileys_rules_their_literal() -> None:
+    """The contract tests against Baileys' tarballs read these two attributes from every rule."""
+    import re
+
+    from waops.prefilter import anchors
+
+    origins = {"baileys", "libsignal", "bot", "pm2", "node", "systemd", "peer", "runtime"}
+    for r in LOG_RULES:
+        assert r.origin in origins, r.name
+        assert (r.literal is not None) == (r.origin == "baileys"), r.name
+        if r.literal is not None:  # the rule looks for the very text Baileys writes (or a template's fixed part)
+            found = re.search(r.pattern, r.literal, re.IGNORECASE | re.MULTILINE)
+            assert found or any(a in r.literal.lower() for a in anchors(r.pattern) or ()), r.name
+    with pytest.raises(ValueError):
+        Rule("x", "y", "noise", origin="baileys")
+    with pytest.raises(ValueError):
+        Rule("x", "y", "noise", origin="node", literal="y")

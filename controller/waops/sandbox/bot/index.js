@@ -3,15 +3,14 @@
 // store behave like production. Configuration: the bot process contract in docs/CONTRACTS.md.
 const { default: makeWASocket, useMultiFileAuthState, DisconnectReason, Browsers, waopsSimClock } = require('baileys')
 const { version: libraryVersion } = require('baileys/package.json')
-const pino = require('pino')
+const { makeLogger } = require('./log-style')
 
 const env = process.env
 const BOT = env.WAOPS_BOT || 'sandbox'
 const PHONE = (env.WAOPS_PHONE || '').replace(/\D/g, '')
 const PAIRING = env.WAOPS_PAIRING === 'code' ? 'code' : 'qr'
 const RECONNECT_DELAY_MS = Number(env.WAOPS_RECONNECT_DELAY_MS || 3000)
-// Synchronous stdout keeps pino's lines in order with the console lines around them.
-const logger = pino({ level: env.WAOPS_LOG_LEVEL || 'info' }, pino.destination({ dest: 1, sync: true }))
+const logger = makeLogger(env.WAOPS_LOG_STYLE || 'pino', env.WAOPS_LOG_LEVEL || 'info')
 
 // The keep-alive agent is installed beside the bot (NODE_PATH); a bot without it still runs.
 let keepalive = null
