@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from waops.logparse import Record
 from waops.prefilter import Prefilter
@@ -32,6 +32,7 @@ Kind = Literal["failure", "open", "pairing", "flood", "support", "noise"]
 # common template, the process manager, node, systemd, a product built on Baileys (Evolution API, WAHA),
 # or the runtime around the bot (DNS, TCP, TLS, the auth store's database).
 Origin = Literal["baileys", "libsignal", "bot", "pm2", "node", "systemd", "peer", "runtime"]
+ORIGINS: tuple[str, ...] = get_args(Origin)
 
 
 @dataclass(frozen=True)
