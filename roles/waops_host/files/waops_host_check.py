@@ -697,7 +697,10 @@ def write_metrics(agent: Any, path: str, state_dir: str, config_dir: str, lock_d
 
 
 def repair_running(agent: Any, cfg: Any, lock_dir: str) -> bool:
-    """Probe the bot's repair/backup lock without waiting (a 10-minute reset must not stall the check)."""
+    """A repair holds the bot's lease (stop to verify, QR wait included), or an agent command holds the
+    bot's lock: probed without waiting (a 10-minute reset must not stall the check)."""
+    if agent.read_lease(cfg, lock_dir) is not None:
+        return True
     try:
         with agent.bot_lock(cfg, lock_dir, 0):
             return False
@@ -740,7 +743,7 @@ def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
                 for name in MAINTENANCE_SENSITIVE:
                     findings[name] = None
                 state["restarts"] = []  # the repair's own restarts are no crash loop
-                run.events.append("repair/backup lock held: session and crash-loop left as they were")
+                run.events.append("repair running (lease or lock held): session and crash-loop left as they were")
         else:
             state.pop("repair_lock_since", None)
         run.step(findings)
