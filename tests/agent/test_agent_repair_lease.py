@@ -73,7 +73,7 @@ def test_bad_owner_and_ttl_are_usage_errors(bot: Bot) -> None:
         assert len(p.stderr.strip().splitlines()) == 1
 
 
-def test_the_check_holds_session_alerts_while_a_lease_is_held(abot: Bot, standin: StandIn) -> None:
+def test_the_check_holds_session_alerts_while_a_lease_is_held(abot: Bot, standin: StandIn) -> None:  # noqa: F811
     """A reset waiting for a QR scan holds no agent lock, only the lease: the check still sees the repair."""
     alerts(abot, session_down_minutes=10)
     lease(abot, "begin", "ctl:1")
