@@ -13,10 +13,16 @@ from agent_helpers import Bot, snapshot
 def link(bot: Bot, identity: str) -> str:
     """Write creds.json of a linked device with its own identity key; returns the expected fingerprint."""
     me_id = "15550100001:3@s.whatsapp.net"
-    creds = {"noiseKey": {"private": {"type": "Buffer", "data": "AAEC"}}, "registered": False,
-             "signedIdentityKey": {"public": {"type": "Buffer", "data": identity},
-                                   "private": {"type": "Buffer", "data": "c2VjcmV0LW5vdC1wcmludGVk"}},
-             "me": {"id": me_id, "name": "shop"}, "account": {"details": "CAE=", "accountSignature": "AAA="}}
+    creds = {
+        "noiseKey": {"private": {"type": "Buffer", "data": "AAEC"}},
+        "registered": False,
+        "signedIdentityKey": {
+            "public": {"type": "Buffer", "data": identity},
+            "private": {"type": "Buffer", "data": "c2VjcmV0LW5vdC1wcmludGVk"},
+        },
+        "me": {"id": me_id, "name": "shop"},
+        "account": {"details": "CAE=", "accountSignature": "AAA="},
+    }
     (bot.auth / "creds.json").write_text(json.dumps(creds))
     return hashlib.sha256(f"{me_id}\n{identity}".encode()).hexdigest()[:16]
 
