@@ -51,6 +51,7 @@ CONDITIONS = {
     "auth_files": "auth store size",
     "backup_stale": "backup age",
     "backup_unverified": "backup verification",
+    "backup_failed": "scheduled backup",
     "crash_loop": "crash loop",
 }
 # Conditions about the running bot: a repair holding the bot lock stops/restarts it on purpose.
@@ -291,8 +292,28 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
             details={"backup": (latest or {}).get("id")},
         )
 
+    out["backup_failed"] = backup_failed(backups)
     out["crash_loop"] = crash_loop(proc, cc, now, state)
     return out
+
+
+def backup_failed(backups: dict[str, Any]) -> Finding:
+    """The last scheduled backup failed (nothing kept, or it did not verify), and no verified backup was
+    made since: alert now, not when the newest backup passes the age limit hours later."""
+    run = backups.get("last_run") if isinstance(backups.get("last_run"), dict) else None
+    if not run or run.get("ok") is not False:
+        return Finding(False)
+    at = parse_iso(run.get("at"))
+    latest = backups.get("latest_verified") if isinstance(backups.get("latest_verified"), dict) else None
+    since = parse_iso((latest or {}).get("created_at"))
+    if at is not None and since is not None and since > at:
+        return Finding(False)
+    return Finding(
+        True,
+        f"{run.get('reason')} backup at {run.get('at')} failed: {str(run.get('error') or 'unknown error')[:300]}",
+        1,
+        details={"at": run.get("at"), "reason": run.get("reason"), "backup": run.get("id")},
+    )
 
 
 def auth_count(auth: dict[str, Any]) -> tuple[int | None, str]:
@@ -331,6 +352,7 @@ RESOLVED = {
     "auth_files": "auth store back under the warning threshold",
     "backup_stale": "a fresh backup exists",
     "backup_unverified": "the newest backup verifies",
+    "backup_failed": "a backup succeeded again",
     "crash_loop": "no more restarts",
 }
 
@@ -735,6 +757,8 @@ def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
         run = Run(cfg.name, host, cc, state, now)
         run.events += events
         facts = agent.bot_facts(cfg, {"version": None})
+        if isinstance(facts.get("backups"), dict):
+            facts["backups"]["last_run"] = agent.read_backup_run(cfg, args.lock_dir)
         findings = evaluate(facts, cc, now, state)
         if repair_running(agent, cfg, args.lock_dir):
             busy_since = parse_iso(state.get("repair_lock_since")) or now
