@@ -8,8 +8,8 @@ from agent_helpers import Bot
 from test_agent_check import StandIn, abot, at, check, standin  # noqa: F401 - fixtures
 
 
-def test_a_failed_cron_backup_alerts_at_once_and_clears_on_the_next_good_one(  # noqa: F811
-    abot: Bot, pgbot: Bot, standin: StandIn
+def test_a_failed_cron_backup_alerts_at_once_and_clears_on_the_next_good_one(
+    abot: Bot, pgbot: Bot, standin: StandIn  # noqa: F811
 ) -> None:
     abot.write_config(files_warning=1000, files_emergency=2000)  # the 200 test rows are no alert here
     assert check(abot, at("12:00"))["ok"]
