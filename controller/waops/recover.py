@@ -1,13 +1,15 @@
-"""`waops recover` as a service: lock -> diagnose -> plan -> confirm -> incident -> execute -> verify ->
-rollback chain -> close the incident. The CLI only renders; hosts, playbooks and the clock come in
-through `Deps`, so the whole flow is tested without a host.
+"""`waops recover` as a service: lock (here, and the repair lease on the bot's host) -> diagnose -> plan ->
+confirm -> incident -> execute -> verify -> rollback chain -> close the incident (-> post-repair backup).
+The CLI only renders; hosts, playbooks and the clock come in through `Deps`, so the whole flow is tested
+without a host.
 
 Outcomes (contract 6) and what they mean here:
 - resolved: the first fix worked and was verified;
 - rolled_back: the first fix failed, a later stage of the rollback chain brought the bot back;
 - needs_human: only a person can act (ban, rate limit, unknown cause, every fix failed, QR not scanned,
   destructive steps declined);
-- failed: the run itself broke (cancelled, a playbook could not start, the store failed mid-way).
+- failed: the run itself broke (cancelled, a playbook could not start, the store failed mid-way), or a
+  repair step failed before any verify (a refused reset, PostgreSQL down): the why is that step's reason.
 A healthy bot and a dry run open no incident.
 """
 
