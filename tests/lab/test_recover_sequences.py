@@ -100,13 +100,13 @@ def test_logged_out_then_creds_lost_restores_the_current_device(seqlab: RcLab) -
     wait_cause(r, 1, "logged_out")
     rc, first = recover_cli(r, 1)
     assert (rc, first["outcome"]) == (0, "resolved"), first
+    after_relink = [s for s in first["steps"] if s["name"] == "backup"]
+    assert after_relink and after_relink[0]["result"] == "ok", first["steps"]
     clear(r, 1)
     # No round trip from here on: a message would move the ratchet past every backup (a restore of
     # stale keys is its own fault); the post-repair backup was taken right after recover's verify.
     wait_cause(r, 1, "healthy")
     new_device = device(r, 1)
-    after_relink = [s for s in first["steps"] if s["name"] == "backup"]
-    assert after_relink and after_relink[0]["result"] == "ok", first["steps"]
 
     mark = now_marker()
     with auto_link_off(r):  # a QR now would never be scanned: only a restore can fix it
