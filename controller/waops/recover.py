@@ -1,13 +1,15 @@
-"""`waops recover` as a service: lock -> diagnose -> plan -> confirm -> incident -> execute -> verify ->
-rollback chain -> close the incident. The CLI only renders; hosts, playbooks and the clock come in
-through `Deps`, so the whole flow is tested without a host.
+"""`waops recover` as a service: lock (here, and the repair lease on the bot's host) -> diagnose -> plan ->
+confirm -> incident -> execute -> verify -> rollback chain -> close the incident (-> post-repair backup).
+The CLI only renders; hosts, playbooks and the clock come in through `Deps`, so the whole flow is tested
+without a host.
 
 Outcomes (contract 6) and what they mean here:
 - resolved: the first fix worked and was verified;
 - rolled_back: the first fix failed, a later stage of the rollback chain brought the bot back;
 - needs_human: only a person can act (ban, rate limit, unknown cause, every fix failed, QR not scanned,
   destructive steps declined);
-- failed: the run itself broke (cancelled, a playbook could not start, the store failed mid-way).
+- failed: the run itself broke (cancelled, a playbook could not start, the store failed mid-way), or a
+  repair step failed before any verify (a refused reset, PostgreSQL down): the why is that step's reason.
 A healthy bot and a dry run open no incident.
 """
 
@@ -22,9 +24,13 @@ from typing import Any, Protocol
 
 from waops.errors import EXIT_INTERRUPTED, EXIT_NEEDS_HUMAN, EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE
 from waops.execute import Cancel, Progress, RunResult
+from waops.hostlease import HostLease
 from waops.plan import Plan, PlanOptions, Step, make_plan
 from waops.qrshow import LinkRequest
 from waops.verify import BotState, Probe, RoundTrip, VerifyResult, wait_verified
+
+# Plan steps after which the session on the host is a new one (a new device, or an older state).
+SESSION_CHANGING = ("reset_session", "restore_session")
 
 # Outcomes beyond contract 6 that the summary shows but never stores.
 HEALTHY, DRY_RUN, UNREACHABLE = "healthy", "dry_run", "unreachable"
@@ -163,6 +169,7 @@ class Deps:
     lock: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     verify: Callable[..., VerifyResult] = wait_verified
+    lease: Callable[[], HostLease] | None = None  # the repair lease on the bot's host (None: no host agent)
 
 
 def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
@@ -221,10 +228,25 @@ class Recovery:
         self.ui = ui or QuietUI()
         self.cancel = cancel or Cancel()
         self._link_shown_at: datetime | None = None
+        self._lease: HostLease | None = None
 
     def run(self) -> RecoverResult:
+        """LockBusyError (exit 75) when another run holds this bot, here or on its host."""
+        from waops.errors import UnreachableError
+
         with self.d.lock():
-            return self._run()
+            if self.d.lease is None or self.o.dry_run:
+                return self._run()
+            # Taken before the first look: a second controller stops here, before any incident or step.
+            self._lease = self.d.lease()
+            try:
+                self._lease.begin()
+            except UnreachableError as exc:
+                return RecoverResult(self.t.host, self.t.bot, UNREACHABLE, str(exc), detected_at=self.d.now())
+            try:
+                return self._run()
+            finally:
+                self._lease.end()
 
     # -- the flow ---------------------------------------------------------------------------------
     def _run(self) -> RecoverResult:
@@ -261,10 +283,14 @@ class Recovery:
             for index, stage in enumerate(stages):
                 verdict = self._stage(res, stage, index)
                 if verdict == "ok":
+                    self._backup_after_repair(res, index)
                     return self._close(res, "resolved" if index == 0 else "rolled_back",
                                        "fixed and verified" if index == 0 else
                                        f"first fix failed; stage {index} of the rollback chain fixed it")
                 if verdict == "escalate":
+                    broke = self._broken_step(res)
+                    if broke is not None:  # a repair step itself failed: a fault to fix, not a person's task
+                        return self._close(res, "failed", f"{broke.name} failed: {broke.detail}")
                     return self._close(res, "needs_human", self._why_human(res))
                 if verdict == "cancelled":
                     self._settle_after_cancel(res)
@@ -300,6 +326,8 @@ class Recovery:
 
     def _playbook(self, res: RecoverResult, step: Step, index: int) -> StepOutcome:
         extra = dict(step.extra_vars)
+        if self._lease is not None:  # the agent's destructive commands belong to this lease
+            extra["waops_repair_owner"] = self._lease.owner
         if step.name == "reset_session" and self.o.pair_phone:
             extra["waops_pair_phone"] = self.o.pair_phone
         started = self.d.now()
@@ -364,6 +392,22 @@ class Recovery:
             res.resolved_at = out.ended_at
         return out
 
+    def _backup_after_repair(self, res: RecoverResult, index: int) -> None:
+        """A relink or a restore made a new newest state: back it up (and verify) at once, so the next
+        restore finds this device, not the one from before the repair."""
+        if self._lease is None or not any(s.name in SESSION_CHANGING and s.result == "ok" for s in res.steps):
+            return
+        started = self.d.now()
+        try:
+            r = self._lease.backup()
+            ok = bool(r.get("ok")) and bool(r.get("verified"))
+            detail = (f"backup {r.get('id')} verified" if ok else
+                      f"backup after the repair failed: {r.get('error') or r.get('why') or 'not verified'}")
+        except Exception as exc:  # the bot is fixed either way; the cron backup comes later
+            ok, detail = False, f"backup after the repair failed: {exc}"
+        self._record(res, StepOutcome("backup", "backup", index, started, self.d.now(), "ok" if ok else "failed",
+                                      detail))
+
     def _settle_after_cancel(self, res: RecoverResult) -> None:
         """After Ctrl-C the agent's own steps are atomic; make sure the bot's service runs again."""
         last = next((s for s in reversed(res.steps) if s.kind == "playbook"), None)
@@ -406,6 +450,17 @@ class Recovery:
         if res.incident_id is not None:
             self.d.store.close(res.incident_id, outcome, res.resolved_at, human_wait_s=res.human_wait_s)
         return res
+
+    @staticmethod
+    def _broken_step(res: RecoverResult) -> StepOutcome | None:
+        """The playbook step that ended the last stage before the escalation, when one failed (a refused
+        reset, PostgreSQL down mid-restore): its detail is the reason, the outcome `failed`."""
+        for s in reversed(res.steps[:-1]):
+            if s.kind == "verify":
+                return None
+            if s.kind == "playbook" and s.result == "failed":
+                return s
+        return None
 
     def _why_human(self, res: RecoverResult) -> str:
         unscanned = [s for s in res.steps if s.name == "verify" and s.result == "needs_human"]
@@ -481,9 +536,12 @@ def host_probe(host: Any, bot: str, settings: Any) -> Probe:
 
 
 def default_deps(host: Any, target: Target, inventory: str | Path, store: Any, settings: Any) -> Deps:
+    from waops.hostlease import ssh_agent
     from waops.locking import BotLock
     from waops.verify import sim_round_trip
 
     rt = sim_round_trip(target.sim_control_url, target.phone) if target.sim_control_url and target.phone else None
+    agent = ssh_agent(host, max(30.0, float(settings.timeout)))
     return Deps(probe=host_probe(host, target.bot, settings), run_step=playbook_runner(inventory), store=store,
-                round_trip=rt, lock=lambda: BotLock(target.host, target.bot))
+                round_trip=rt, lock=lambda: BotLock(target.host, target.bot),
+                lease=lambda: HostLease(agent, target.bot))

@@ -51,6 +51,7 @@ CONDITIONS = {
     "auth_files": "auth store size",
     "backup_stale": "backup age",
     "backup_unverified": "backup verification",
+    "backup_failed": "scheduled backup",
     "crash_loop": "crash loop",
 }
 # Conditions about the running bot: a repair holding the bot lock stops/restarts it on purpose.
@@ -291,8 +292,28 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
             details={"backup": (latest or {}).get("id")},
         )
 
+    out["backup_failed"] = backup_failed(backups)
     out["crash_loop"] = crash_loop(proc, cc, now, state)
     return out
+
+
+def backup_failed(backups: dict[str, Any]) -> Finding:
+    """The last scheduled backup failed (nothing kept, or it did not verify), and no verified backup was
+    made since: alert now, not when the newest backup passes the age limit hours later."""
+    run = backups.get("last_run") if isinstance(backups.get("last_run"), dict) else None
+    if not run or run.get("ok") is not False:
+        return Finding(False)
+    at = parse_iso(run.get("at"))
+    latest = backups.get("latest_verified") if isinstance(backups.get("latest_verified"), dict) else None
+    since = parse_iso((latest or {}).get("created_at"))
+    if at is not None and since is not None and since > at:
+        return Finding(False)
+    return Finding(
+        True,
+        f"{run.get('reason')} backup at {run.get('at')} failed: {str(run.get('error') or 'unknown error')[:300]}",
+        1,
+        details={"at": run.get("at"), "reason": run.get("reason"), "backup": run.get("id")},
+    )
 
 
 def auth_count(auth: dict[str, Any]) -> tuple[int | None, str]:
@@ -331,6 +352,7 @@ RESOLVED = {
     "auth_files": "auth store back under the warning threshold",
     "backup_stale": "a fresh backup exists",
     "backup_unverified": "the newest backup verifies",
+    "backup_failed": "a backup succeeded again",
     "crash_loop": "no more restarts",
 }
 
@@ -697,7 +719,10 @@ def write_metrics(agent: Any, path: str, state_dir: str, config_dir: str, lock_d
 
 
 def repair_running(agent: Any, cfg: Any, lock_dir: str) -> bool:
-    """Probe the bot's repair/backup lock without waiting (a 10-minute reset must not stall the check)."""
+    """A repair holds the bot's lease (stop to verify, QR wait included), or an agent command holds the
+    bot's lock: probed without waiting (a 10-minute reset must not stall the check)."""
+    if agent.read_lease(cfg, lock_dir) is not None:
+        return True
     try:
         with agent.bot_lock(cfg, lock_dir, 0):
             return False
@@ -732,6 +757,8 @@ def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
         run = Run(cfg.name, host, cc, state, now)
         run.events += events
         facts = agent.bot_facts(cfg, {"version": None})
+        if isinstance(facts.get("backups"), dict):
+            facts["backups"]["last_run"] = agent.read_backup_run(cfg, args.lock_dir)
         findings = evaluate(facts, cc, now, state)
         if repair_running(agent, cfg, args.lock_dir):
             busy_since = parse_iso(state.get("repair_lock_since")) or now
@@ -740,7 +767,7 @@ def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
                 for name in MAINTENANCE_SENSITIVE:
                     findings[name] = None
                 state["restarts"] = []  # the repair's own restarts are no crash loop
-                run.events.append("repair/backup lock held: session and crash-loop left as they were")
+                run.events.append("repair running (lease or lock held): session and crash-loop left as they were")
         else:
             state.pop("repair_lock_since", None)
         run.step(findings)
