@@ -269,7 +269,7 @@ class Recovery:
                 if verdict == "cancelled":
                     self._settle_after_cancel(res)
                     res.cancelled = True
-                    return self._close(res, "failed", "cancelled by the operator")
+                    return self._close(res, "failed", _cancel_why(res))
             return self._close(res, "failed", "every stage failed")
         except Exception as exc:  # the store, a playbook that could not start: record, then report
             res.steps.append(StepOutcome("error", "error", -1, self.d.now(), self.d.now(), "failed", str(exc)))
@@ -305,14 +305,20 @@ class Recovery:
         started = self.d.now()
         run = self.d.run_step(self.t, step, extra, lambda p: self.ui.progress(self.t, p), self.cancel,
                               self.o.playbook_timeout_s)
+        done = "; ".join(done_text(d) for d in run.done)
         if run.status == "canceled" or self.cancel.is_set():
-            result, detail = "cancelled", "cancelled by the operator"
+            result = "cancelled"
+            detail = "cancelled by the operator; " + (f"done before it stopped: {done}" if done
+                                                        else "no destructive step had started")
         elif run.ok:
-            result, detail = "ok", _run_summary(run)
+            result, detail = "ok", _run_summary(run) + (f"; {done}" if done else "")
         else:
             result = "failed"
             detail = "; ".join(f"{f.task}: {f.message}" for f in run.failures[:3]) or f"{run.status} (rc {run.rc})"
+            detail += f"; {done}" if done else ""
         data = {k: v for k, v in run.set_stats.items() if k != "waops_link"}
+        if run.done:
+            data["done"] = [done_text(d) for d in run.done]
         link = run.set_stats.get("waops_link")
         if isinstance(link, Mapping):
             req = LinkRequest.from_mapping(link, bot=self.t.bot, host=self.t.host)
@@ -414,6 +420,31 @@ class Recovery:
         failed = [s for s in res.steps if s.result == "failed"]
         last = f": last failure {failed[-1].name}: {failed[-1].detail}" if failed else ""
         return f"every automatic fix failed{last}"
+
+
+def done_text(done: Mapping[str, Any]) -> str:
+    """One guarded step's effect in words, from the agent's JSON report (execute.RunResult.done)."""
+    report = done.get("report") if isinstance(done.get("report"), Mapping) else {}
+    results = report.get("results") if isinstance(report, Mapping) else None
+    r = results[0] if isinstance(results, list) and results and isinstance(results[0], Mapping) else {}
+    if done.get("rc") not in (0, None) or not r.get("ok", False):
+        return f"{done.get('task')}: refused or failed (rc {done.get('rc')}), keys untouched"
+    if r.get("pre_reset_backup"):
+        rows = f", {r['rows_deleted']} rows" if r.get("rows_deleted") is not None else ""
+        return (f"keys deleted ({r.get('files_removed', 0)} files{rows}); "
+                f"pre-reset backup {r['pre_reset_backup']} holds them")
+    if r.get("pre_restore_backup"):
+        return (f"session restored from backup {r.get('id')}; "
+                f"pre-restore backup {r['pre_restore_backup']} holds the keys it replaced")
+    if "pre_prune_backup" in r:
+        return f"keys pruned; pre-prune backup {r.get('pre_prune_backup')} holds them"
+    return f"{done.get('task')}: done"
+
+
+def _cancel_why(res: RecoverResult) -> str:
+    done = [d for s in res.steps for d in s.data.get("done", [])]
+    return "cancelled by the operator; " + ("done before it stopped: " + "; ".join(done) if done
+                                            else "no destructive step had started")
 
 
 def _run_summary(run: RunResult) -> str:
