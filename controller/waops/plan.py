@@ -207,7 +207,15 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
         return Plan(cause, code, "needs_human", why, (alert(why),))
     if cause in ("process_down", "restart_required"):
         return fix("restart the service", (restart(bot), ok), (rollback_release(bot), ok))
-    if cause in ("crash", "library_mismatch"):
+    if cause == "library_mismatch":
+        # One answer (README): back to the newest previous release that holds a good version (the
+        # playbook skips known-bad ones); without one, pin a known-good version in a new release.
+        pin = (pin_library(bot, o.known_good_version), ok)
+        if not o.has_previous_release:
+            return fix("no previous release to switch back to: pin a known-good library version", pin)
+        return fix("switch back to the previous release with a good library version, else pin one",
+                   (rollback_release(bot), ok), pin)
+    if cause == "crash":
         if not o.has_previous_release:
             # Nothing to switch back to: a restart is the only safe automatic step left.
             return fix("no previous release to switch back to: restart once", (restart(bot), ok))
