@@ -61,6 +61,9 @@ class Plan:
     why: str
     steps: tuple[Step, ...] = ()
     rollback_chain: tuple[tuple[Step, ...], ...] = ()
+    # When a stage's verify fails and the diagnosis is still this plan's cause, the fallbacks are no
+    # answer to it (a duplicate that still runs): a person must act instead.
+    stop_when_unchanged: bool = False
 
     @property
     def empty(self) -> bool:
@@ -96,6 +99,9 @@ class PlanOptions:
     verify_timeout_s: int = 120
     link_timeout_s: int = 600  # how long to wait for a person to scan or type the code
     network_backoff_s: int = 30
+    # When the failure began (the incident's started_at, ISO 8601 UTC): a restore for a conflict takes a
+    # backup from before it, since backups taken while two sockets wrote the keys hold damaged keys.
+    started_at: str | None = None
 
 
 # --- step builders (each returns a fresh Step; vars are the playbooks' interface) ---------------
@@ -124,7 +130,13 @@ def pin_library(bot: str, version: str | None) -> Step:
     )  # fmt: skip
 
 
-def restore_session(bot: str) -> Step:
+def restore_session(bot: str, before: str | None = None) -> Step:
+    if before:
+        return Step(
+            "restore_session", "playbook", f"restore the newest verified backup taken before {before} and restart",
+            "restore_session.yml", _vars(bot, waops_backup_id="latest-verified", waops_backup_before=before),
+            destructive=True,
+        )  # fmt: skip
     return Step(
         "restore_session", "playbook", "restore the newest verified backup of the session and restart",
         "restore_session.yml", _vars(bot, waops_backup_id="latest-verified"), destructive=True,
@@ -157,15 +169,16 @@ def stop_duplicate(bot: str) -> Step:
     )  # fmt: skip
 
 
-def verify(bot: str, timeout_s: int, *, wait_for_link: bool = False) -> Step:
+def verify(bot: str, timeout_s: int, *, wait_for_link: bool = False, fixing: str | None = None) -> Step:
+    """`fixing`: the cause the stage is aimed at; when the diagnosis settles on another cause with its
+    own fix, the verify stops waiting (waops.verify)."""
     text = "wait for `open` and a test message round trip"
     if wait_for_link:
         text = "wait for the new link (scan or code), then `open` and a test message round trip"
-    return Step(
-        "verify", "verify", text,
-        extra_vars={"waops_bot": bot, "timeout_s": timeout_s, "wait_for_link": wait_for_link},
-        needs_human=wait_for_link,
-    )  # fmt: skip
+    extra: dict[str, Any] = {"waops_bot": bot, "timeout_s": timeout_s, "wait_for_link": wait_for_link}
+    if fixing:
+        extra["fixing"] = fixing
+    return Step("verify", "verify", text, extra_vars=extra, needs_human=wait_for_link)
 
 
 # escalate/alert hand the incident to a person; they do not wait for one, so needs_human stays False.
@@ -192,13 +205,14 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
     o = options or PlanOptions()
     cause = diagnosis.cause if diagnosis.cause in CAUSES else "unknown"
     code = diagnosis.code
-    ok = verify(bot, o.verify_timeout_s)
+    ok = verify(bot, o.verify_timeout_s, fixing=cause)
     relink = (reset_session(bot, o.pairing), verify(bot, o.link_timeout_s, wait_for_link=True))
 
-    def fix(why: str, steps: tuple[Step, ...], *fallbacks: tuple[Step, ...]) -> Plan:
+    def fix(why: str, steps: tuple[Step, ...], *fallbacks: tuple[Step, ...], stop_when_unchanged: bool = False
+            ) -> Plan:
         # Every chain ends with a person: when the last fallback fails, nothing automatic is left.
         chain = (*fallbacks, (escalate(f"{cause}: every automatic fix failed"),))
-        return Plan(cause, code, "fix", why, steps, chain)
+        return Plan(cause, code, "fix", why, steps, chain, stop_when_unchanged)
 
     if cause == "healthy":
         return Plan(cause, code, "nothing_to_do", "the bot is healthy: nothing to do")
@@ -239,8 +253,15 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
         # A backup cannot undo a 401: the server revoked the device. Only a new link helps.
         return fix("the server logged the device out: reset and relink", relink)
     if cause == "conflict":
+        # Two sockets that wrote the same keys leave a broken ratchet (Bad MAC) once the duplicate is gone:
+        # prune the broken sessions, then restore from before the duplicate started, then relink. While
+        # the conflict itself persists, none of that helps: a person finds the copy.
+        keys = verify(bot, o.verify_timeout_s, fixing="corrupt_keys")
         return fix("another socket uses these credentials (440): stop the duplicate",
-                   (stop_duplicate(bot), ok))  # fmt: skip
+                   (stop_duplicate(bot), ok),
+                   (prune_keys(bot, "broken_sessions"), restart(bot), keys),
+                   (restore_session(bot, before=o.started_at), keys),
+                   relink, stop_when_unchanged=True)  # fmt: skip
     if cause == "network":
         # Never touch the session for a network fault.
         step = restart(bot, waops_check_reachability=True, waops_backoff_s=o.network_backoff_s)

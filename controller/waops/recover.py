@@ -181,7 +181,8 @@ def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
     return t
 
 
-def plan_options(target: Target, state: BotState, opts: RecoverOptions) -> PlanOptions:
+def plan_options(target: Target, state: BotState, opts: RecoverOptions,
+                 started_at: datetime | None = None) -> PlanOptions:
     lib = state.facts.get("library") if isinstance(state.facts.get("library"), Mapping) else {}
     assert isinstance(lib, Mapping)
     pairing = "code" if opts.pair_phone else ("code" if target.pairing == "code" else "qr")
@@ -189,6 +190,7 @@ def plan_options(target: Target, state: BotState, opts: RecoverOptions) -> PlanO
         pairing=pairing,  # type: ignore[arg-type]
         has_previous_release=bool(lib.get("previous_release")) if lib else True,
         known_good_version=_pin_target(target, state, lib),
+        started_at=started_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if started_at else None,
         verify_timeout_s=opts.verify_timeout_s,
         link_timeout_s=opts.link_timeout_s,
         network_backoff_s=opts.network_backoff_s,
@@ -237,7 +239,7 @@ class Recovery:
         except UnreachableError as exc:
             return RecoverResult(t.host, t.bot, UNREACHABLE, str(exc), detected_at=detected)
         diag = state.diagnosis
-        plan = make_plan(diag, t.bot, plan_options(t, state, self.o))
+        plan = make_plan(diag, t.bot, plan_options(t, state, self.o, first_evidence(diag, detected)))
         self.ui.plan(t, state, plan)
         res = RecoverResult(t.host, t.bot, HEALTHY, plan.why, diag.cause, diag.code, list(diag.evidence), plan,
                             started_at=first_evidence(diag, detected), detected_at=detected)
@@ -266,6 +268,13 @@ class Recovery:
                                        f"first fix failed; stage {index} of the rollback chain fixed it")
                 if verdict == "escalate":
                     return self._close(res, "needs_human", self._why_human(res))
+                if verdict == "failed" and plan.stop_when_unchanged and index + 1 < len(stages) and \
+                        self._still(res, plan.cause):
+                    why = (f"{plan.cause} persists after {', '.join(s.name for s in stage if s.kind == 'playbook')}: "
+                           "the fallbacks cannot fix it; a person must find what still causes it")
+                    now = self.d.now()
+                    self._record(res, StepOutcome("escalate", "escalate", index + 1, now, now, "needs_human", why))
+                    return self._close(res, "needs_human", why)
                 if verdict == "cancelled":
                     self._settle_after_cancel(res)
                     res.cancelled = True
@@ -346,7 +355,7 @@ class Recovery:
         v = self.d.verify(
             self.d.probe, timeout_s=timeout, host=self.t.host, round_trip=self.d.round_trip,
             wait_for_link=wait_link, on_link=on_link, on_status=lambda s: self.ui.status(self.t, s),
-            cancelled=self.cancel.is_set,
+            cancelled=self.cancel.is_set, fixing=step.extra_vars.get("fixing"),
         )
         if wait_link:
             res.human_wait_s += v.human_wait_s
@@ -364,7 +373,11 @@ class Recovery:
             result = "needs_human"  # the link was shown and nobody scanned it in time
         else:
             result = "failed"
-        data = {"elapsed_s": round(v.elapsed_s, 1), "human_wait_s": round(v.human_wait_s, 1)}
+        data: dict[str, Any] = {"elapsed_s": round(v.elapsed_s, 1), "human_wait_s": round(v.human_wait_s, 1)}
+        if v.last is not None:
+            data["last_cause"] = getattr(v.last.diagnosis, "cause", None)
+        if v.moved_to:
+            data["moved_to"] = v.moved_to
         out = self._record(res, StepOutcome("verify", "verify", index, started, self.d.now(), result, v.detail, data))
         if result == "ok":
             res.resolved_at = out.ended_at
@@ -412,6 +425,11 @@ class Recovery:
         if res.incident_id is not None:
             self.d.store.close(res.incident_id, outcome, res.resolved_at, human_wait_s=res.human_wait_s)
         return res
+
+    @staticmethod
+    def _still(res: RecoverResult, cause: str) -> bool:
+        last = next((s for s in reversed(res.steps) if s.kind == "verify"), None)
+        return last is not None and last.data.get("last_cause") == cause
 
     def _why_human(self, res: RecoverResult) -> str:
         unscanned = [s for s in res.steps if s.name == "verify" and s.result == "needs_human"]

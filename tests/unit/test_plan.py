@@ -45,7 +45,8 @@ TABLE = {
         [["restore_session", "verify"], ["reset_session", "verify"], ["escalate"]],
     ),
     "logged_out": (["reset_session", "verify"], [["escalate"]]),
-    "conflict": (["stop_duplicate", "verify"], [["escalate"]]),
+    "conflict": (["stop_duplicate", "verify"], [["prune_keys", "restart", "verify"], ["restore_session", "verify"],
+                                                 ["reset_session", "verify"], ["escalate"]]),
     "network": (["restart", "verify"], [["escalate"]]),
     "file_bloat": (["prune_keys", "restart", "verify"], [["reset_session", "verify"], ["escalate"]]),
 }
