@@ -2,8 +2,9 @@
 open window, on one and the same connection (a 440 loop or a crash loop flips between states; a window
 longer than a flapping cycle, and `session_started_at` unchanged across it, catch a flap between two
 probes), then, when a simulator is there, a test message goes through the bot and comes back. When the
-diagnosis settles on another cause with its own fix, waiting stops at once and says so. While a new link is pending, the QR code or pairing code is handed
-to `on_link` each time it changes, and the time a person needed is measured.
+diagnosis settles on another cause with its own fix, waiting stops at once and says so. While a new link
+is pending, the QR code or pairing code is handed to `on_link` each time it changes, and the time a
+person needed is measured.
 
 Pure control flow over two callables (probe, round trip), so it is tested without a host.
 """

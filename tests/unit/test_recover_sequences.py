@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.unit.test_recover import Host, RecordingUI, broken, healthy, ok, run
 from tests.unit.test_recover_verify import FakeTime, state, verify, verify_result
+
 from waops.diagnose import Diagnosis
 from waops.execute import Cancel, RunResult
 from waops.incidents import IncidentStore, connect
@@ -84,7 +84,7 @@ def test_conflict_that_left_broken_keys_is_resolved_not_escalated(store: Inciden
     r = run(host, store)
     assert r.outcome == "rolled_back", r.why
     assert [p for p, _ in host.ran] == ["stop_duplicate.yml", "prune_keys.yml", "restart.yml"]
-    verify1 = [s for s in r.steps if s.name == "verify"][0]
+    verify1 = next(s for s in r.steps if s.name == "verify")
     assert verify1.data["moved_to"] == "corrupt_keys"
     inc = store.get(r.incident_id)
     assert inc is not None and inc.outcome == "rolled_back" and inc.mttr_s is not None
