@@ -102,6 +102,11 @@ class PlanOptions:
     # When the failure began (the incident's started_at, ISO 8601 UTC): a restore for a conflict takes a
     # backup from before it, since backups taken while two sockets wrote the keys hold damaged keys.
     started_at: str | None = None
+    # Other hosts that run the same linked device (waops.duplicates), and which host the inventory says
+    # owns the bot (None: not said).
+    copy_hosts: tuple[str, ...] = ()
+    home_host: str | None = None
+    host: str | None = None  # the host being repaired
 
 
 # --- step builders (each returns a fresh Step; vars are the playbooks' interface) ---------------
@@ -162,7 +167,13 @@ def reset_session(bot: str, pairing: str) -> Step:
     )  # fmt: skip
 
 
-def stop_duplicate(bot: str) -> Step:
+def stop_duplicate(bot: str, copy_hosts: tuple[str, ...] = ()) -> Step:
+    if copy_hosts:
+        return Step(
+            "stop_duplicate", "playbook",
+            f"stop the copy of the bot on {', '.join(copy_hosts)} (same device, not its home) and any extra "
+            "instance here", "stop_duplicate.yml", _vars(bot, waops_copy_hosts=list(copy_hosts)),
+        )  # fmt: skip
     return Step(
         "stop_duplicate", "playbook", "find and stop the duplicate socket (extra instance, second host)",
         "stop_duplicate.yml", _vars(bot),
@@ -252,13 +263,19 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
     if cause == "logged_out":
         # A backup cannot undo a 401: the server revoked the device. Only a new link helps.
         return fix("the server logged the device out: reset and relink", relink)
+    if cause == "conflict" and o.copy_hosts and (o.home_host is None or o.home_host != o.host):
+        where = ", ".join((o.host or "this host", *o.copy_hosts))
+        why = (f"the same linked device runs on {where}, and the inventory names no other home for the bot "
+               "(home_host): a person decides which copy stays" if o.home_host is None else
+               f"the same linked device runs on {where}; the bot's home is {o.home_host}: stop this copy there")
+        return Plan(cause, code, "needs_human", why, (escalate(why),))
     if cause == "conflict":
         # Two sockets that wrote the same keys leave a broken ratchet (Bad MAC) once the duplicate is gone:
         # prune the broken sessions, then restore from before the duplicate started, then relink. While
         # the conflict itself persists, none of that helps: a person finds the copy.
         keys = verify(bot, o.verify_timeout_s, fixing="corrupt_keys")
         return fix("another socket uses these credentials (440): stop the duplicate",
-                   (stop_duplicate(bot), ok),
+                   (stop_duplicate(bot, o.copy_hosts), ok),
                    (prune_keys(bot, "broken_sessions"), restart(bot), keys),
                    (restore_session(bot, before=o.started_at), keys),
                    relink, stop_when_unchanged=True)  # fmt: skip

@@ -38,6 +38,7 @@ class Target:
     phone: str | None = None
     sim_control_url: str | None = None
     library_expected: str | None = None
+    home_host: str | None = None  # the host that owns the bot when it is listed on several (inventory)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ class Deps:
     lock: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     verify: Callable[..., VerifyResult] = wait_verified
+    # Other running copies of a linked device, by fingerprint (waops.duplicates over the inventory's hosts).
+    copies: Callable[[str], list[Any]] | None = None
 
 
 def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
@@ -182,7 +185,7 @@ def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
 
 
 def plan_options(target: Target, state: BotState, opts: RecoverOptions,
-                 started_at: datetime | None = None) -> PlanOptions:
+                 started_at: datetime | None = None, copy_hosts: tuple[str, ...] = ()) -> PlanOptions:
     lib = state.facts.get("library") if isinstance(state.facts.get("library"), Mapping) else {}
     assert isinstance(lib, Mapping)
     pairing = "code" if opts.pair_phone else ("code" if target.pairing == "code" else "qr")
@@ -191,6 +194,7 @@ def plan_options(target: Target, state: BotState, opts: RecoverOptions,
         has_previous_release=bool(lib.get("previous_release")) if lib else True,
         known_good_version=_pin_target(target, state, lib),
         started_at=started_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if started_at else None,
+        copy_hosts=copy_hosts, home_host=target.home_host, host=target.host,
         verify_timeout_s=opts.verify_timeout_s,
         link_timeout_s=opts.link_timeout_s,
         network_backoff_s=opts.network_backoff_s,
@@ -239,7 +243,13 @@ class Recovery:
         except UnreachableError as exc:
             return RecoverResult(t.host, t.bot, UNREACHABLE, str(exc), detected_at=detected)
         diag = state.diagnosis
-        plan = make_plan(diag, t.bot, plan_options(t, state, self.o, first_evidence(diag, detected)))
+        copies = self._copies(state)
+        if copies:
+            diag.evidence.insert(0, "the same linked device also runs on " + ", ".join(str(c) for c in copies))
+            if diag.cause in ("healthy", "unknown", "corrupt_keys", "restart_required", "network"):
+                diag.cause, diag.code = "conflict", 440
+        hosts = tuple(dict.fromkeys(c.host for c in copies if c.host != t.host))
+        plan = make_plan(diag, t.bot, plan_options(t, state, self.o, first_evidence(diag, detected), hosts))
         self.ui.plan(t, state, plan)
         res = RecoverResult(t.host, t.bot, HEALTHY, plan.why, diag.cause, diag.code, list(diag.evidence), plan,
                             started_at=first_evidence(diag, detected), detected_at=detected)
@@ -286,6 +296,17 @@ class Recovery:
                 return self._close(res, "failed", f"recover broke: {exc}")
             res.outcome, res.why = "failed", f"recover broke: {exc}"
             return res
+
+    def _copies(self, state: BotState) -> list[Any]:
+        """Other running copies of this bot's linked device; asked only for a conflict or a flapping bot."""
+        from waops.duplicates import fingerprint
+
+        fp = fingerprint(state.facts)
+        cause = getattr(state.diagnosis, "cause", None)
+        if self.d.copies is None or not fp or cause not in ("conflict", "healthy", "corrupt_keys", "network",
+                                                             "restart_required", "unknown"):
+            return []
+        return [c for c in self.d.copies(fp) if (c.host, c.bot) != (self.t.host, self.t.bot)]
 
     def _stage(self, res: RecoverResult, stage: tuple[Step, ...], index: int) -> str:
         """Run one stage: 'ok' when its verify passed, 'failed', 'escalate' or 'cancelled'."""
@@ -481,7 +502,9 @@ def playbook_runner(inventory: str | Path | None) -> RunStep:
         from waops.execute import run_playbook
 
         assert step.playbook
-        return run_playbook(step.playbook, inventory=inventory, limit=target.host, extravars=extravars,
+        # stop_duplicate reaches the hosts that run a copy of the device too.
+        limit = ",".join(dict.fromkeys([target.host, *extravars.get("waops_copy_hosts", ())]))
+        return run_playbook(step.playbook, inventory=inventory, limit=limit, extravars=extravars,
                             timeout_s=timeout_s, on_progress=on_progress, cancel=cancel)
 
     return run
@@ -522,6 +545,7 @@ def targets(inventory: str | Path, patterns: list[str], bot: str | None, pair_ph
                 host=h.name, bot=b.name, pairing="code" if pair_phone else b.pairing,
                 phone=str(phone) if phone else None, sim_control_url=cache[h.name].get("waops_sim_control_url"),
                 library_expected=b.library_expected,
+                home_host=str(b.extra["home_host"]) if b.extra.get("home_host") else None,
             )))  # fmt: skip
     if not out:
         raise UsageError(f"no bot {bot!r} on {' '.join(patterns) or 'all'}" if bot else "no bots on those hosts")
@@ -553,4 +577,21 @@ def default_deps(host: Any, target: Target, inventory: str | Path, store: Any, s
 
     rt = sim_round_trip(target.sim_control_url, target.phone) if target.sim_control_url and target.phone else None
     return Deps(probe=host_probe(host, target.bot, settings), run_step=playbook_runner(inventory), store=store,
-                round_trip=rt, lock=lambda: BotLock(target.host, target.bot))
+                round_trip=rt, lock=lambda: BotLock(target.host, target.bot),
+                copies=fleet_copies(inventory, settings))
+
+
+def fleet_copies(inventory: str | Path, settings: Any) -> Callable[[str], list[Any]]:
+    """Probe every host of the inventory (in parallel) for running bots on the device `fp`."""
+
+    def copies(fp: str) -> list[Any]:
+        from waops.duplicates import Copy, fingerprint, running
+        from waops.inventory import load
+        from waops.probe import probe_hosts
+
+        found = []
+        for r in probe_hosts(load(inventory, ["all"]), settings):
+            found += [Copy(r.host, b.bot) for b in r.bots if fingerprint(b.facts) == fp and running(b.facts)]
+        return found
+
+    return copies
