@@ -51,7 +51,7 @@ def annotate(reports: Sequence[Any]) -> None:
     for r in reports:
         for b in getattr(r, "bots", ()):
             copies = groups.get(fingerprint(b.facts) or "")
-            if not copies:
+            if not copies or not running(b.facts):
                 continue
             others = ", ".join(str(c) for c in copies if c != Copy(r.host, b.bot))
             d = b.diagnosis
