@@ -8,7 +8,8 @@ moved to. Faults are made the way they happen: the simulator is told that two so
 keys; a second copy is started by hand; the auth folder is copied to host 2 and its service started; a
 release pinning a known-bad version is deployed; SIGINT goes to the real CLI.
 
-Set WAOPS_TEST_LAB_SEQ=<name> to reuse a lab this module set up before (development); it is left running.
+Set WAOPS_TEST_LAB_SEQ=<name> to keep the lab for the next run (development): set up on first use, left
+running.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from tests.lab.test_recover import (
 pytestmark = pytest.mark.lab
 
 LAB_NAME = "seq3b"
+CONTACT = "15550109999@s.whatsapp.net"  # a customer who keeps writing to the bot
 
 
 def _playbook(r: RcLab, name: str, *args: str, limit: str) -> subprocess.CompletedProcess[str]:
@@ -61,6 +63,37 @@ def _service(r: RcLab, index: int, action: str) -> None:
                      f"{cfg['service_name']} >/dev/null")
 
 
+def setup(r: RcLab) -> None:
+    """Two hosts: `shop` at home on host 1 (pm2); host 2 provisioned for it (systemd, same phone), stopped
+    and never linked (the bench uses this too)."""
+    lab = r.lab
+    lab.up(2, ("pm2", "systemd"), log=lambda _m: None)
+    h1, h2 = lab.hosts()
+    home = dict(h1.bots[0], home_host=h1.name)
+    copy = {"name": "shop", "phone": home["phone"], "service_manager": "systemd", "auth_store": "files",
+            "home_host": h1.name}
+    host_vars = lab.inventory_dir / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / f"{h1.name}.yml").write_text(json.dumps({"waops_bots": [home]}))
+    (host_vars / f"{h2.name}.yml").write_text(json.dumps({"waops_bots": [copy]}))
+    state = json.loads(lab.state_file.read_text())
+    state["hosts"][0]["bots"], state["hosts"][1]["bots"] = [home], [copy]
+    lab.state_file.write_text(json.dumps(state, indent=2))
+    proc = _playbook(r, "site.yml", limit=h1.name)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    wait_healthy(r, 1)
+    # Host 2 is provisioned but never links its own device: it is where the bot is being moved to.
+    r.sim.set_auto_link(False)
+    try:
+        proc = _playbook(r, "site.yml", limit=h2.name)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        _service(r, 2, "stop")
+        unit = json.loads(r.ssh(2, "cat /etc/waops/bots/shop.json"))["service_name"]
+        r.ssh(2, f"systemctl disable {unit} >/dev/null 2>&1 || true")
+    finally:
+        r.sim.set_auto_link(True)
+
+
 @pytest.fixture(scope="module")
 def seqlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcLab]:
     from tests.conftest import _lab, lab_available
@@ -73,37 +106,28 @@ def seqlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcLab]:
     store = tmp_path_factory.mktemp("seq") / "incidents.db"
     r = RcLab(lab, lab.inventory_dir, store)
     try:
-        if not reuse:
-            lab.up(2, ("pm2", "systemd"), log=lambda _m: None)
-            h1, h2 = lab.hosts()
-            home = dict(h1.bots[0], home_host=h1.name)
-            copy = {"name": "shop", "phone": home["phone"], "service_manager": "systemd", "auth_store": "files",
-                    "home_host": h1.name}
-            host_vars = lab.inventory_dir / "host_vars"
-            host_vars.mkdir(exist_ok=True)
-            (host_vars / f"{h1.name}.yml").write_text(json.dumps({"waops_bots": [home]}))
-            (host_vars / f"{h2.name}.yml").write_text(json.dumps({"waops_bots": [copy]}))
-            state = json.loads(lab.state_file.read_text())
-            state["hosts"][0]["bots"], state["hosts"][1]["bots"] = [home], [copy]
-            lab.state_file.write_text(json.dumps(state, indent=2))
-            proc = _playbook(r, "site.yml", limit=h1.name)
-            assert proc.returncode == 0, proc.stdout[-4000:]
-            wait_healthy(r, 1)
-            # Host 2 is provisioned but never links its own device: it is where the bot is being moved to.
-            r.sim.set_auto_link(False)
-            try:
-                proc = _playbook(r, "site.yml", limit=h2.name)
-                assert proc.returncode == 0, proc.stdout[-4000:]
-                _service(r, 2, "stop")
-                unit = json.loads(r.ssh(2, "cat /etc/waops/bots/shop.json"))["service_name"]
-                r.ssh(2, f"systemctl disable {unit} >/dev/null 2>&1 || true")
-            finally:
-                r.sim.set_auto_link(True)
+        if not (reuse and lab.state_file.exists()):  # a reused lab is set up on first use
+            setup(r)
         wait_healthy(r, 1)
         yield r
     finally:
         if not reuse:
             lab.down(log=lambda _m: None)
+
+
+def copy_to_second_host(r: RcLab) -> None:
+    """Someone copies the auth folder to the new host and starts the bot there."""
+    src = json.loads(r.ssh(1, "cat /etc/waops/bots/shop.json"))
+    dst = json.loads(r.ssh(2, "cat /etc/waops/bots/shop.json"))
+    blob = r.ssh(1, f"tar -C {src['auth_dir']} -czf - . | base64 -w0").strip()
+    r.ssh(2, f"rm -rf {dst['auth_dir']}/* && echo {blob} | base64 -d | tar -C {dst['auth_dir']} -xzf - && "
+             f"chown -R {dst['user']}: {dst['auth_dir']} && systemctl start {dst['service_name']}")
+
+
+def undo_copy(r: RcLab) -> None:
+    dst = json.loads(r.ssh(2, "cat /etc/waops/bots/shop.json"))
+    _service(r, 2, "stop")
+    r.ssh(2, f"rm -rf {dst['auth_dir']}/*")
 
 
 @contextlib.contextmanager
@@ -115,7 +139,7 @@ def contacts_writing(r: RcLab, every_s: float = 1.0) -> Iterator[None]:
         i = 0
         while not stop.is_set():
             with contextlib.suppress(Exception):
-                r.sim.send_message(r.phone(1), f"order {i}", timeout=2, contact="15550109999@s.whatsapp.net")
+                r.sim.send_message(r.phone(1), f"order {i}", timeout=2, contact=CONTACT)
             i += 1
             stop.wait(every_s)
 
@@ -130,7 +154,7 @@ def contacts_writing(r: RcLab, every_s: float = 1.0) -> Iterator[None]:
 
 def test_conflict_that_damaged_the_keys_is_resolved_not_escalated(seqlab: RcLab) -> None:
     r = seqlab
-    r.sim.send_message(r.phone(1), "hello", timeout=10, contact="15550109999@s.whatsapp.net")  # a session
+    r.sim.send_message(r.phone(1), "hello", timeout=10, contact=CONTACT)  # a session
     take_backup(r, 1)  # the cron backup from before the duplicate
     time.sleep(1.1)
     try:
@@ -158,13 +182,9 @@ def test_conflict_that_damaged_the_keys_is_resolved_not_escalated(seqlab: RcLab)
 def test_duplicate_on_a_second_host_is_named_stopped_and_not_falsely_resolved(seqlab: RcLab) -> None:
     r = seqlab
     h1, h2 = r.host(1).name, r.host(2).name
-    src = json.loads(r.ssh(1, "cat /etc/waops/bots/shop.json"))
     dst = json.loads(r.ssh(2, "cat /etc/waops/bots/shop.json"))
     try:
-        # Someone copies the auth folder to the new host and starts the bot there, the old one still runs.
-        blob = r.ssh(1, f"tar -C {src['auth_dir']} -czf - . | base64 -w0").strip()
-        r.ssh(2, f"rm -rf {dst['auth_dir']}/* && echo {blob} | base64 -d | tar -C {dst['auth_dir']} -xzf - && "
-                 f"chown -R {dst['user']}: {dst['auth_dir']} && systemctl start {dst['service_name']}")
+        copy_to_second_host(r)  # the old host still runs
         deadline = time.monotonic() + 120
         rows: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
@@ -195,8 +215,7 @@ def test_duplicate_on_a_second_host_is_named_stopped_and_not_falsely_resolved(se
         assert after["connection"] == "open" and after["session_started_at"] == started, after
         assert diagnose(r, 1).cause == "healthy"
     finally:
-        _service(r, 2, "stop")
-        r.ssh(2, f"rm -rf {dst['auth_dir']}/*")
+        undo_copy(r)
     wait_healthy(r, 1, timeout=240)
 
 
