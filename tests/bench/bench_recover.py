@@ -158,31 +158,35 @@ def bench_one(r: RcLab, index: int, cause: str, params: dict) -> dict:
             "steps": [f"{s['name']}:{s['result']}" for s in res["steps"]]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lab", default=None, help="reuse this lab (up and provisioned)")
-    ap.add_argument("--causes", default="", help="comma-separated causes (default: the whole matrix)")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--seq-lab", default=None, help="reuse this lab for the sequence cases")
-    ap.add_argument("--sequences", default="", help=f"comma-separated, 'none' to skip (default: all of "
-                                                     f"{', '.join(SEQUENCES)})")
-    args = ap.parse_args()
+def run_single(lab_name: str | None, causes: str) -> list[dict]:
     from tests.conftest import _lab
 
-    lab = _lab(args.lab or "rc-bench")
+    lab = _lab(lab_name or "rc-bench")
     try:
-        if not args.lab:
+        if not lab_name:
             lab.up(2, ("pm2", "systemd"), log=lambda _m: None)
             _write_bots(lab)
             _provision(lab.inventory_dir)
         r = RcLab(lab, lab.inventory_dir, Path("/tmp/waops-bench-recover.db"))
         for i in (1, 2):
             wait_healthy(r, i)
-        wanted = set(filter(None, args.causes.split(",")))
-        rows = [bench_one(r, i, c, p) for i, c, _o, _b, p in MATRIX if not wanted or c in wanted]
+        wanted = set(filter(None, causes.split(",")))
+        return [bench_one(r, i, c, p) for i, c, _o, _b, p in MATRIX if not wanted or c in wanted]
     finally:
-        if not args.lab:
+        if not lab_name:
             lab.down(log=lambda _m: None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lab", default=None, help="reuse this lab (up and provisioned)")
+    ap.add_argument("--causes", default="", help="comma-separated causes (default: the whole matrix; 'none': skip)")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--seq-lab", default=None, help="reuse this lab for the sequence cases")
+    ap.add_argument("--sequences", default="", help=f"comma-separated, 'none' to skip (default: all of "
+                                                     f"{', '.join(SEQUENCES)})")
+    args = ap.parse_args()
+    rows = [] if args.causes == "none" else run_single(args.lab, args.causes)
     seqs = [] if args.sequences == "none" else [n for n in SEQUENCES
                                                  if not args.sequences or n in args.sequences.split(",")]
     seq_rows = run_sequences(args.seq_lab, seqs) if seqs else []
