@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 RUNNING = {"online", "active", "launching", "activating", "waiting restart"}
+# What a probe of a flapping copy may show instead of the conflict it is part of.
+MASKED_CAUSES = frozenset({"healthy", "unknown", "conflict", "corrupt_keys", "restart_required", "network"})
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,11 @@ def annotate(reports: Sequence[Any]) -> None:
             copies = groups.get(fingerprint(b.facts) or "")
             if not copies or not running(b.facts):
                 continue
-            others = ", ".join(str(c) for c in copies if c != Copy(r.host, b.bot))
-            d = b.diagnosis
-            d.evidence.insert(0, f"the same linked device (fingerprint {fingerprint(b.facts)}) also runs on {others}")
-            if d.cause in ("healthy", "unknown", "conflict", "corrupt_keys", "restart_required", "network"):
-                d.cause, d.code = "conflict", 440 if d.code in (None, 440) else d.code
-                d.rule = "same_device"
+            mark(b.diagnosis, [c for c in copies if c != Copy(r.host, b.bot)], fingerprint(b.facts))
+
+
+def mark(d: Any, others: Sequence[Copy], fp: str | None) -> None:
+    """The diagnosis of one copy: name the others; a cause the flapping can show turns into conflict."""
+    d.evidence.insert(0, f"the same linked device (fingerprint {fp}) also runs on {', '.join(map(str, others))}")
+    if d.cause in MASKED_CAUSES:
+        d.cause, d.code, d.rule = "conflict", 440, "same_device"

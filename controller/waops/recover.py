@@ -245,9 +245,9 @@ class Recovery:
         diag = state.diagnosis
         copies = self._copies(state)
         if copies:
-            diag.evidence.insert(0, "the same linked device also runs on " + ", ".join(str(c) for c in copies))
-            if diag.cause in ("healthy", "unknown", "corrupt_keys", "restart_required", "network"):
-                diag.cause, diag.code = "conflict", 440
+            from waops.duplicates import fingerprint, mark
+
+            mark(diag, copies, fingerprint(state.facts))
         hosts = tuple(dict.fromkeys(c.host for c in copies if c.host != t.host))
         plan = make_plan(diag, t.bot, plan_options(t, state, self.o, first_evidence(diag, detected), hosts))
         self.ui.plan(t, state, plan)
@@ -299,12 +299,10 @@ class Recovery:
 
     def _copies(self, state: BotState) -> list[Any]:
         """Other running copies of this bot's linked device; asked only for a conflict or a flapping bot."""
-        from waops.duplicates import fingerprint
+        from waops.duplicates import MASKED_CAUSES, fingerprint
 
         fp = fingerprint(state.facts)
-        cause = getattr(state.diagnosis, "cause", None)
-        if self.d.copies is None or not fp or cause not in ("conflict", "healthy", "corrupt_keys", "network",
-                                                             "restart_required", "unknown"):
+        if self.d.copies is None or not fp or getattr(state.diagnosis, "cause", None) not in MASKED_CAUSES:
             return []
         return [c for c in self.d.copies(fp) if (c.host, c.bot) != (self.t.host, self.t.bot)]
 
