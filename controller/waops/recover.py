@@ -447,8 +447,10 @@ class Recovery:
 
     @staticmethod
     def _still(res: RecoverResult, cause: str) -> bool:
-        last = next((s for s in reversed(res.steps) if s.kind == "verify"), None)
-        return last is not None and last.data.get("last_cause") == cause
+        """True unless the stage's verify saw the bot move on to another cause: a failed playbook (the
+        duplicate may still run) or the same cause again both mean the fallbacks are no answer."""
+        last = res.steps[-1] if res.steps else None
+        return last is None or last.kind != "verify" or last.data.get("last_cause") in (None, cause)
 
     def _why_human(self, res: RecoverResult) -> str:
         unscanned = [s for s in res.steps if s.name == "verify" and s.result == "needs_human"]

@@ -97,6 +97,15 @@ def test_a_conflict_that_persists_never_reaches_the_destructive_fallbacks(store:
     assert [p for p, _ in host.ran] == ["stop_duplicate.yml"]
 
 
+def test_a_stop_duplicate_that_failed_never_reaches_the_destructive_fallbacks(store: IncidentStore) -> None:
+    from tests.unit.test_recover import failed
+
+    host = Host([broken("conflict", 440)], {"stop_duplicate.yml": [failed("stop_duplicate.yml", "bot-2 unreachable")]})
+    r = run(host, store)
+    assert r.outcome == "needs_human" and "conflict persists" in r.why
+    assert [p for p, _ in host.ran] == ["stop_duplicate.yml"]
+
+
 # --- Ctrl-C ---------------------------------------------------------------------------------------
 
 def test_a_cancel_after_the_reset_records_what_it_did(store: IncidentStore) -> None:
