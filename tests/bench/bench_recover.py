@@ -81,6 +81,8 @@ def _seq_duplicate_second_host(r: RcLab) -> tuple[float, float, int, dict]:
 
 def _seq_known_bad(r: RcLab) -> tuple[float, float, int, dict]:
     good = facts(r, 1)["library"]["release"]
+    root = json.loads(r.ssh(1, "cat /etc/waops/bots/shop.json"))["release_root"]
+    before = set(r.ssh(1, f"ls {root}/releases").split())
     t0 = time.monotonic()
     try:
         inject(r, 1, "known_bad_version")
@@ -91,6 +93,9 @@ def _seq_known_bad(r: RcLab) -> tuple[float, float, int, dict]:
         from tests.lab.test_recover import switch_release
 
         switch_release(r, 1, good)
+        made = set(r.ssh(1, f"ls {root}/releases").split()) - before
+        if made:
+            r.ssh(1, "rm -rf " + " ".join(f"{root}/releases/{m}" for m in made))
     return t0, detected, rc, res
 
 

@@ -222,6 +222,8 @@ def test_duplicate_on_a_second_host_is_named_stopped_and_not_falsely_resolved(se
 def test_known_bad_version_is_diagnosed_and_rolled_back(seqlab: RcLab) -> None:
     r = seqlab
     good = facts(r, 1)["library"]["release"]
+    root = json.loads(r.ssh(1, "cat /etc/waops/bots/shop.json"))["release_root"]
+    before = set(r.ssh(1, f"ls {root}/releases").split())
     try:
         inject(r, 1, "known_bad_version")  # a deploy pinning 6.7.20: it still connects today
         deadline = time.monotonic() + 120
@@ -252,6 +254,9 @@ def test_known_bad_version_is_diagnosed_and_rolled_back(seqlab: RcLab) -> None:
         assert fact["releases"][pinned]["library"]["version"] == "6.7.18"
     finally:
         switch_release(r, 1, good)
+        made = set(r.ssh(1, f"ls {root}/releases").split()) - before
+        if made:  # the releases this case deployed go, so the next run starts from the same state
+            r.ssh(1, "rm -rf " + " ".join(f"{root}/releases/{m}" for m in made))
     wait_healthy(r, 1, timeout=240)
 
 
