@@ -293,7 +293,10 @@ def _recover_interrupted(r: RcLab, at: str) -> tuple[int, dict[str, Any], float]
 
     t = threading.Thread(target=watch, daemon=True)
     t.start()
-    out, _ = proc.communicate(timeout=600)
+    # stdout here, stderr in the thread only (communicate() would read stderr too and take lines from it).
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=600)
     t.join(timeout=10)
     assert sent.is_set(), f"never saw {at!r}: {''.join(err)[-3000:]}"
     return proc.returncode, json.loads(out)["results"][0], sent_at[0]
