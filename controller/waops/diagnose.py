@@ -356,9 +356,14 @@ def _annotate(d: Diagnosis, bot: Mapping[str, Any], s: Settings) -> None:
             d.evidence.append(msg)
     elif count is not None and count >= warn:
         d.evidence.append(f"warning: auth store holds {count} {unit} (warning at {warn})")
-    if d.cause == "healthy" and (lib.get("known_bad") or
-                                 (lib.get("installed") and lib.get("expected")
-                                  and lib.get("installed") != lib.get("expected"))):
+    if d.cause == "healthy" and lib.get("known_bad"):
+        # Known to break (405 on WhatsApp's next version change, hourly badSession, 440 at login): a
+        # finding with the library_mismatch fix now, not a warning that waits for the outage.
+        d.evidence.insert(0, f"library {lib.get('package') or 'baileys'} {lib.get('installed')} is known bad "
+                             f"(expected {lib.get('expected')}, release {lib.get('release')})")
+        d.cause, d.code, d.confidence, d.rule = "library_mismatch", None, 0.75, "known_bad_version"
+    elif d.cause == "healthy" and (lib.get("installed") and lib.get("expected")
+                                   and lib.get("installed") != lib.get("expected")):
         d.evidence.append(f"warning: library {lib.get('installed')} (expected {lib.get('expected')}"
                           f"{', known bad' if lib.get('known_bad') else ''})")
     backups = _map(bot.get("backups"))

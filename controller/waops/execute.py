@@ -7,6 +7,12 @@ environment) gets an environment without secrets (an allow-list of what Ansible 
 `timeout` always set; an explicit `cancel_callback` (runner then installs no signal handlers of its
 own: Ctrl-C sets our flag and the run stops cleanly); a cheap event handler.
 
+Ctrl-C never lands in the middle of a destructive step, and none starts after it: every playbook puts a
+"Cancel gate" task right before each step that changes the session. Setting the flag writes a marker
+file the gate looks for (`waops_cancel_file`), so the play stops itself there; while a step that passed
+its gate is running, the run is not killed (killing ansible-playbook would not stop the agent on the
+host, only lose its report). What those steps did is kept in `RunResult.done`.
+
 Secrets never reach the disk in clear. Plain `extravars` end up on ansible-playbook's command line
 (and in runner's artifacts/command file), so secrets take another road: they are vault-encrypted with
 a one-time password into the private dir, and the password reaches ansible-playbook through a FIFO
@@ -81,6 +87,8 @@ class RunResult:
     # What the playbook exposes: set_stats data (e.g. {"qr": "..."}) and debug messages per host.
     set_stats: dict[str, Any] = field(default_factory=dict)
     debug: list[dict[str, Any]] = field(default_factory=list)
+    # The guarded (destructive) tasks that ran: task, rc and the agent's JSON report when it gave one.
+    done: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +99,7 @@ class RunResult:
             "playbook": self.playbook, "status": self.status, "rc": self.rc, "ok": self.ok,
             "stats": {h: vars(s) for h, s in self.stats.items()},
             "failures": [vars(f) for f in self.failures], "set_stats": self.set_stats, "debug": self.debug,
+            "done": self.done,
         }  # fmt: skip
 
 
@@ -99,9 +108,22 @@ class Cancel:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._markers: list[Path] = []
 
     def set(self) -> None:
         self._event.set()
+        for path in list(self._markers):
+            _touch(path)
+
+    def marker(self, path: Path) -> None:
+        """Write `path` when the flag is set (now, if it already is): the playbooks' cancel gates read it."""
+        self._markers.append(path)
+        if self.is_set():
+            _touch(path)
+
+    def forget(self, path: Path) -> None:
+        with contextlib.suppress(ValueError):
+            self._markers.remove(path)
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -118,6 +140,12 @@ class Cancel:
             signal.signal(signal.SIGINT, previous)
 
 
+def _touch(path: Path) -> None:
+    # Called from a signal handler too: one small syscall, never an exception.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 # --- events ----------------------------------------------------------------------------------------
 
 _RESULT_KINDS = {
@@ -126,6 +154,7 @@ _RESULT_KINDS = {
     "runner_on_unreachable": "unreachable",
     "runner_on_skipped": "skipped",
 }
+GATE_PREFIX = "Cancel gate"  # the name every playbook's cancel gate task starts with
 
 
 def _message(res: Mapping[str, Any]) -> str:
@@ -136,12 +165,25 @@ def _message(res: Mapping[str, Any]) -> str:
     return ""
 
 
+def _done(task: str, kind: str, res: Mapping[str, Any]) -> dict[str, Any]:
+    report: Any = None
+    with contextlib.suppress(ValueError, TypeError):
+        report = json.loads(str(res.get("stdout") or ""))
+    return {"task": task, "status": kind, "rc": res.get("rc"), "report": report}
+
+
 class _Collector:
     """The event handler: cheap, keeps what the result needs, forwards progress, returns True."""
 
     def __init__(self, result: RunResult, on_progress: Callable[[Progress], None] | None) -> None:
         self.result = result
         self.on_progress = on_progress
+        self._armed = False  # a gate passed: the next task is a destructive one
+        self.guarded: str | None = None  # the destructive task running now
+
+    def holding(self) -> bool:
+        """True while a destructive step passed its gate and has not reported back: do not kill now."""
+        return self._armed or self.guarded is not None
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -149,6 +191,7 @@ class _Collector:
         # A display problem must never stop a repair half-way.
         with contextlib.suppress(Exception):
             if kind == "playbook_on_task_start":
+                self.guarded, self._armed = (str(data.get("task", "")) if self._armed else None), False
                 self._emit(Progress("task_start", data.get("task", "")))
             elif kind in _RESULT_KINDS:
                 self._result(_RESULT_KINDS[kind], data)
@@ -166,6 +209,11 @@ class _Collector:
         res = data.get("res") or {}
         if kind == "ok" and res.get("changed"):
             kind = "changed"
+        if task.startswith(GATE_PREFIX):
+            self._armed = kind == "ok"
+        elif self.guarded is not None and task == self.guarded:
+            self.guarded = None
+            self.result.done.append(_done(task, kind, res))
         if kind in ("failed", "unreachable") and not data.get("ignore_errors"):
             self.result.failures.append(TaskFailure(host, task, _message(res), unreachable=kind == "unreachable"))
         if kind in ("ok", "changed") and data.get("task_action") in ("debug", "ansible.builtin.debug"):
@@ -351,6 +399,9 @@ def run_playbook(
     }
     private = _private_dir()
     release = None
+    collector = _Collector(result, on_progress)
+    cancel_file = private / "cancelled"
+    cancel.marker(cancel_file)
     try:
         cmdline: list[str] = []
         if secrets:
@@ -361,11 +412,11 @@ def run_playbook(
             "project_dir": str(path.parent),
             "playbook": path.name,
             "envvars": env,
-            "extravars": dict(extravars or {}),
+            "extravars": {**dict(extravars or {}), "waops_cancel_file": str(cancel_file)},
             "suppress_env_files": True,
             "timeout": int(timeout_s),
-            "cancel_callback": cancel.is_set,
-            "event_handler": _Collector(result, on_progress),
+            "cancel_callback": lambda: cancel.is_set() and not collector.holding(),
+            "event_handler": collector,
             "quiet": True,
             "verbosity": verbosity,
             # runner polls the cancel flag between reads; 1 s keeps Ctrl-C responsive
@@ -385,6 +436,7 @@ def run_playbook(
         result.rc = runner.rc
         return result
     finally:
+        cancel.forget(cancel_file)
         if release is not None:
             release()
         shutil.rmtree(private, ignore_errors=True)

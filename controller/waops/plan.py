@@ -61,6 +61,9 @@ class Plan:
     why: str
     steps: tuple[Step, ...] = ()
     rollback_chain: tuple[tuple[Step, ...], ...] = ()
+    # When a stage's verify fails and the diagnosis is still this plan's cause, the fallbacks are no
+    # answer to it (a duplicate that still runs): a person must act instead.
+    stop_when_unchanged: bool = False
 
     @property
     def empty(self) -> bool:
@@ -99,6 +102,14 @@ class PlanOptions:
     # Below this a corrupt_keys diagnosis (a few decryption errors, no flood) is reported, not acted on:
     # dropping sessions for a handful of Bad MAC lines does more harm than the lines.
     corrupt_keys_min_confidence: float = 0.6
+    # When the failure began (the incident's started_at, ISO 8601 UTC): a restore for a conflict takes a
+    # backup from before it, since backups taken while two sockets wrote the keys hold damaged keys.
+    started_at: str | None = None
+    # Other hosts that run the same linked device (waops.duplicates), and which host the inventory says
+    # owns the bot (None: not said).
+    copy_hosts: tuple[str, ...] = ()
+    home_host: str | None = None
+    host: str | None = None  # the host being repaired
 
 
 # --- step builders (each returns a fresh Step; vars are the playbooks' interface) ---------------
@@ -127,7 +138,13 @@ def pin_library(bot: str, version: str | None) -> Step:
     )  # fmt: skip
 
 
-def restore_session(bot: str) -> Step:
+def restore_session(bot: str, before: str | None = None) -> Step:
+    if before:
+        return Step(
+            "restore_session", "playbook", f"restore the newest verified backup taken before {before} and restart",
+            "restore_session.yml", _vars(bot, waops_backup_id="latest-verified", waops_backup_before=before),
+            destructive=True,
+        )  # fmt: skip
     return Step(
         "restore_session", "playbook", "restore the newest verified backup of the session and restart",
         "restore_session.yml", _vars(bot, waops_backup_id="latest-verified"), destructive=True,
@@ -153,22 +170,29 @@ def reset_session(bot: str, pairing: str) -> Step:
     )  # fmt: skip
 
 
-def stop_duplicate(bot: str) -> Step:
+def stop_duplicate(bot: str, copy_hosts: tuple[str, ...] = ()) -> Step:
+    if copy_hosts:
+        return Step(
+            "stop_duplicate", "playbook",
+            f"stop the copy of the bot on {', '.join(copy_hosts)} (same device, not its home) and any extra "
+            "instance here", "stop_duplicate.yml", _vars(bot, waops_copy_hosts=list(copy_hosts)),
+        )  # fmt: skip
     return Step(
         "stop_duplicate", "playbook", "find and stop the duplicate socket (extra instance, second host)",
         "stop_duplicate.yml", _vars(bot),
     )  # fmt: skip
 
 
-def verify(bot: str, timeout_s: int, *, wait_for_link: bool = False) -> Step:
+def verify(bot: str, timeout_s: int, *, wait_for_link: bool = False, fixing: str | None = None) -> Step:
+    """`fixing`: the cause the stage is aimed at; when the diagnosis settles on another cause with its
+    own fix, the verify stops waiting (waops.verify)."""
     text = "wait for `open` and a test message round trip"
     if wait_for_link:
         text = "wait for the new link (scan or code), then `open` and a test message round trip"
-    return Step(
-        "verify", "verify", text,
-        extra_vars={"waops_bot": bot, "timeout_s": timeout_s, "wait_for_link": wait_for_link},
-        needs_human=wait_for_link,
-    )  # fmt: skip
+    extra: dict[str, Any] = {"waops_bot": bot, "timeout_s": timeout_s, "wait_for_link": wait_for_link}
+    if fixing:
+        extra["fixing"] = fixing
+    return Step("verify", "verify", text, extra_vars=extra, needs_human=wait_for_link)
 
 
 # escalate/alert hand the incident to a person; they do not wait for one, so needs_human stays False.
@@ -195,13 +219,14 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
     o = options or PlanOptions()
     cause = diagnosis.cause if diagnosis.cause in CAUSES else "unknown"
     code = diagnosis.code
-    ok = verify(bot, o.verify_timeout_s)
+    ok = verify(bot, o.verify_timeout_s, fixing=cause)
     relink = (reset_session(bot, o.pairing), verify(bot, o.link_timeout_s, wait_for_link=True))
 
-    def fix(why: str, steps: tuple[Step, ...], *fallbacks: tuple[Step, ...]) -> Plan:
+    def fix(why: str, steps: tuple[Step, ...], *fallbacks: tuple[Step, ...], stop_when_unchanged: bool = False
+            ) -> Plan:
         # Every chain ends with a person: when the last fallback fails, nothing automatic is left.
         chain = (*fallbacks, (escalate(f"{cause}: every automatic fix failed"),))
-        return Plan(cause, code, "fix", why, steps, chain)
+        return Plan(cause, code, "fix", why, steps, chain, stop_when_unchanged)
 
     if cause == "healthy":
         return Plan(cause, code, "nothing_to_do", "the bot is healthy: nothing to do")
@@ -210,7 +235,15 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
         return Plan(cause, code, "needs_human", why, (alert(why),))
     if cause in ("process_down", "restart_required"):
         return fix("restart the service", (restart(bot), ok), (rollback_release(bot), ok))
-    if cause in ("crash", "library_mismatch"):
+    if cause == "library_mismatch":
+        # One answer (README): back to the newest previous release that holds a good version (the
+        # playbook skips known-bad ones); without one, pin a known-good version in a new release.
+        pin = (pin_library(bot, o.known_good_version), ok)
+        if not o.has_previous_release:
+            return fix("no previous release to switch back to: pin a known-good library version", pin)
+        return fix("switch back to the previous release with a good library version, else pin one",
+                   (rollback_release(bot), ok), pin)
+    if cause == "crash":
         if not o.has_previous_release:
             # Nothing to switch back to: a restart is the only safe automatic step left.
             return fix("no previous release to switch back to: restart once", (restart(bot), ok))
@@ -237,9 +270,22 @@ def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = 
     if cause == "logged_out":
         # A backup cannot undo a 401: the server revoked the device. Only a new link helps.
         return fix("the server logged the device out: reset and relink", relink)
+    if cause == "conflict" and o.copy_hosts and (o.home_host is None or o.home_host != o.host):
+        where = ", ".join((o.host or "this host", *o.copy_hosts))
+        why = (f"the same linked device runs on {where}, and the inventory names no other home for the bot "
+               "(home_host): a person decides which copy stays" if o.home_host is None else
+               f"the same linked device runs on {where}; the bot's home is {o.home_host}: stop this copy there")
+        return Plan(cause, code, "needs_human", why, (escalate(why),))
     if cause == "conflict":
+        # Two sockets that wrote the same keys leave a broken ratchet (Bad MAC) once the duplicate is gone:
+        # prune the broken sessions, then restore from before the duplicate started, then relink. While
+        # the conflict itself persists, none of that helps: a person finds the copy.
+        keys = verify(bot, o.verify_timeout_s, fixing="corrupt_keys")
         return fix("another socket uses these credentials (440): stop the duplicate",
-                   (stop_duplicate(bot), ok))  # fmt: skip
+                   (stop_duplicate(bot, o.copy_hosts), ok),
+                   (prune_keys(bot, "broken_sessions"), restart(bot), keys),
+                   (restore_session(bot, before=o.started_at), keys),
+                   relink, stop_when_unchanged=True)  # fmt: skip
     if cause == "network":
         # Never touch the session for a network fault.
         step = restart(bot, waops_check_reachability=True, waops_backoff_s=o.network_backoff_s)

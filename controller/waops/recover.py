@@ -44,6 +44,7 @@ class Target:
     phone: str | None = None
     sim_control_url: str | None = None
     library_expected: str | None = None
+    home_host: str | None = None  # the host that owns the bot when it is listed on several (inventory)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ class Deps:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     verify: Callable[..., VerifyResult] = wait_verified
     lease: Callable[[], HostLease] | None = None  # the repair lease on the bot's host (None: no host agent)
+    # Other running copies of a linked device, by fingerprint (waops.duplicates over the inventory's hosts).
+    copies: Callable[[str], list[Any]] | None = None
 
 
 def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
@@ -188,7 +191,8 @@ def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
     return t
 
 
-def plan_options(target: Target, state: BotState, opts: RecoverOptions) -> PlanOptions:
+def plan_options(target: Target, state: BotState, opts: RecoverOptions,
+                 started_at: datetime | None = None, copy_hosts: tuple[str, ...] = ()) -> PlanOptions:
     lib = state.facts.get("library") if isinstance(state.facts.get("library"), Mapping) else {}
     assert isinstance(lib, Mapping)
     pairing = "code" if opts.pair_phone else ("code" if target.pairing == "code" else "qr")
@@ -196,6 +200,8 @@ def plan_options(target: Target, state: BotState, opts: RecoverOptions) -> PlanO
         pairing=pairing,  # type: ignore[arg-type]
         has_previous_release=bool(lib.get("previous_release")) if lib else True,
         known_good_version=_pin_target(target, state, lib),
+        started_at=started_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if started_at else None,
+        copy_hosts=copy_hosts, home_host=target.home_host, host=target.host,
         verify_timeout_s=opts.verify_timeout_s,
         link_timeout_s=opts.link_timeout_s,
         network_backoff_s=opts.network_backoff_s,
@@ -259,7 +265,13 @@ class Recovery:
         except UnreachableError as exc:
             return RecoverResult(t.host, t.bot, UNREACHABLE, str(exc), detected_at=detected)
         diag = state.diagnosis
-        plan = make_plan(diag, t.bot, plan_options(t, state, self.o))
+        copies = self._copies(state)
+        if copies:
+            from waops.duplicates import fingerprint, mark
+
+            mark(diag, copies, fingerprint(state.facts))
+        hosts = tuple(dict.fromkeys(c.host for c in copies if c.host != t.host))
+        plan = make_plan(diag, t.bot, plan_options(t, state, self.o, first_evidence(diag, detected), hosts))
         self.ui.plan(t, state, plan)
         res = RecoverResult(t.host, t.bot, HEALTHY, plan.why, diag.cause, diag.code, list(diag.evidence), plan,
                             started_at=first_evidence(diag, detected), detected_at=detected)
@@ -292,10 +304,17 @@ class Recovery:
                     if broke is not None:  # a repair step itself failed: a fault to fix, not a person's task
                         return self._close(res, "failed", f"{broke.name} failed: {broke.detail}")
                     return self._close(res, "needs_human", self._why_human(res))
+                if verdict == "failed" and plan.stop_when_unchanged and index + 1 < len(stages) and \
+                        self._still(res, plan.cause):
+                    why = (f"{plan.cause} persists after {', '.join(s.name for s in stage if s.kind == 'playbook')}: "
+                           "the fallbacks cannot fix it; a person must find what still causes it")
+                    now = self.d.now()
+                    self._record(res, StepOutcome("escalate", "escalate", index + 1, now, now, "needs_human", why))
+                    return self._close(res, "needs_human", why)
                 if verdict == "cancelled":
                     self._settle_after_cancel(res)
                     res.cancelled = True
-                    return self._close(res, "failed", "cancelled by the operator")
+                    return self._close(res, "failed", _cancel_why(res))
             return self._close(res, "failed", "every stage failed")
         except Exception as exc:  # the store, a playbook that could not start: record, then report
             res.steps.append(StepOutcome("error", "error", -1, self.d.now(), self.d.now(), "failed", str(exc)))
@@ -303,6 +322,15 @@ class Recovery:
                 return self._close(res, "failed", f"recover broke: {exc}")
             res.outcome, res.why = "failed", f"recover broke: {exc}"
             return res
+
+    def _copies(self, state: BotState) -> list[Any]:
+        """Other running copies of this bot's linked device; asked only for a conflict or a flapping bot."""
+        from waops.duplicates import MASKED_CAUSES, fingerprint
+
+        fp = fingerprint(state.facts)
+        if self.d.copies is None or not fp or getattr(state.diagnosis, "cause", None) not in MASKED_CAUSES:
+            return []
+        return [c for c in self.d.copies(fp) if (c.host, c.bot) != (self.t.host, self.t.bot)]
 
     def _stage(self, res: RecoverResult, stage: tuple[Step, ...], index: int) -> str:
         """Run one stage: 'ok' when its verify passed, 'failed', 'escalate' or 'cancelled'."""
@@ -333,14 +361,20 @@ class Recovery:
         started = self.d.now()
         run = self.d.run_step(self.t, step, extra, lambda p: self.ui.progress(self.t, p), self.cancel,
                               self.o.playbook_timeout_s)
+        done = "; ".join(done_text(d) for d in run.done)
         if run.status == "canceled" or self.cancel.is_set():
-            result, detail = "cancelled", "cancelled by the operator"
+            result = "cancelled"
+            detail = "cancelled by the operator; " + (f"done before it stopped: {done}" if done
+                                                        else "no destructive step had started")
         elif run.ok:
-            result, detail = "ok", _run_summary(run)
+            result, detail = "ok", _run_summary(run) + (f"; {done}" if done else "")
         else:
             result = "failed"
             detail = "; ".join(f"{f.task}: {f.message}" for f in run.failures[:3]) or f"{run.status} (rc {run.rc})"
+            detail += f"; {done}" if done else ""
         data = {k: v for k, v in run.set_stats.items() if k != "waops_link"}
+        if run.done:
+            data["done"] = [done_text(d) for d in run.done]
         link = run.set_stats.get("waops_link")
         if isinstance(link, Mapping):
             req = LinkRequest.from_mapping(link, bot=self.t.bot, host=self.t.host)
@@ -368,7 +402,7 @@ class Recovery:
         v = self.d.verify(
             self.d.probe, timeout_s=timeout, host=self.t.host, round_trip=self.d.round_trip,
             wait_for_link=wait_link, on_link=on_link, on_status=lambda s: self.ui.status(self.t, s),
-            cancelled=self.cancel.is_set,
+            cancelled=self.cancel.is_set, fixing=step.extra_vars.get("fixing"),
         )
         if wait_link:
             res.human_wait_s += v.human_wait_s
@@ -386,7 +420,11 @@ class Recovery:
             result = "needs_human"  # the link was shown and nobody scanned it in time
         else:
             result = "failed"
-        data = {"elapsed_s": round(v.elapsed_s, 1), "human_wait_s": round(v.human_wait_s, 1)}
+        data: dict[str, Any] = {"elapsed_s": round(v.elapsed_s, 1), "human_wait_s": round(v.human_wait_s, 1)}
+        if v.last is not None:
+            data["last_cause"] = getattr(v.last.diagnosis, "cause", None)
+        if v.moved_to:
+            data["moved_to"] = v.moved_to
         out = self._record(res, StepOutcome("verify", "verify", index, started, self.d.now(), result, v.detail, data))
         if result == "ok":
             res.resolved_at = out.ended_at
@@ -462,6 +500,13 @@ class Recovery:
                 return s
         return None
 
+    @staticmethod
+    def _still(res: RecoverResult, cause: str) -> bool:
+        """True unless the stage's verify saw the bot move on to another cause: a failed playbook (the
+        duplicate may still run) or the same cause again both mean the fallbacks are no answer."""
+        last = res.steps[-1] if res.steps else None
+        return last is None or last.kind != "verify" or last.data.get("last_cause") in (None, cause)
+
     def _why_human(self, res: RecoverResult) -> str:
         unscanned = [s for s in res.steps if s.name == "verify" and s.result == "needs_human"]
         if unscanned:
@@ -469,6 +514,31 @@ class Recovery:
         failed = [s for s in res.steps if s.result == "failed"]
         last = f": last failure {failed[-1].name}: {failed[-1].detail}" if failed else ""
         return f"every automatic fix failed{last}"
+
+
+def done_text(done: Mapping[str, Any]) -> str:
+    """One guarded step's effect in words, from the agent's JSON report (execute.RunResult.done)."""
+    report = done.get("report") if isinstance(done.get("report"), Mapping) else {}
+    results = report.get("results") if isinstance(report, Mapping) else None
+    r = results[0] if isinstance(results, list) and results and isinstance(results[0], Mapping) else {}
+    if done.get("rc") not in (0, None) or not r.get("ok", False):
+        return f"{done.get('task')}: refused or failed (rc {done.get('rc')}), keys untouched"
+    if r.get("pre_reset_backup"):
+        rows = f", {r['rows_deleted']} rows" if r.get("rows_deleted") is not None else ""
+        return (f"keys deleted ({r.get('files_removed', 0)} files{rows}); "
+                f"pre-reset backup {r['pre_reset_backup']} holds them")
+    if r.get("pre_restore_backup"):
+        return (f"session restored from backup {r.get('id')}; "
+                f"pre-restore backup {r['pre_restore_backup']} holds the keys it replaced")
+    if "pre_prune_backup" in r:
+        return f"keys pruned; pre-prune backup {r.get('pre_prune_backup')} holds them"
+    return f"{done.get('task')}: done"
+
+
+def _cancel_why(res: RecoverResult) -> str:
+    done = [d for s in res.steps for d in s.data.get("done", [])]
+    return "cancelled by the operator; " + ("done before it stopped: " + "; ".join(done) if done
+                                            else "no destructive step had started")
 
 
 def _run_summary(run: RunResult) -> str:
@@ -487,7 +557,9 @@ def playbook_runner(inventory: str | Path | None) -> RunStep:
         from waops.execute import run_playbook
 
         assert step.playbook
-        return run_playbook(step.playbook, inventory=inventory, limit=target.host, extravars=extravars,
+        # stop_duplicate reaches the hosts that run a copy of the device too.
+        limit = ",".join(dict.fromkeys([target.host, *extravars.get("waops_copy_hosts", ())]))
+        return run_playbook(step.playbook, inventory=inventory, limit=limit, extravars=extravars,
                             timeout_s=timeout_s, on_progress=on_progress, cancel=cancel)
 
     return run
@@ -510,6 +582,7 @@ def targets(inventory: str | Path, patterns: list[str], bot: str | None, pair_ph
                 host=h.name, bot=b.name, pairing="code" if pair_phone else b.pairing,
                 phone=str(phone) if phone else None, sim_control_url=h.extra.get("waops_sim_control_url"),
                 library_expected=b.library_expected,
+                home_host=str(b.extra["home_host"]) if b.extra.get("home_host") else None,
             )))  # fmt: skip
     if not out:
         raise UsageError(f"no bot {bot!r} on {' '.join(patterns) or 'all'}" if bot else "no bots on those hosts")
@@ -544,4 +617,21 @@ def default_deps(host: Any, target: Target, inventory: str | Path, store: Any, s
     agent = ssh_agent(host, max(30.0, float(settings.timeout)))
     return Deps(probe=host_probe(host, target.bot, settings), run_step=playbook_runner(inventory), store=store,
                 round_trip=rt, lock=lambda: BotLock(target.host, target.bot),
-                lease=lambda: HostLease(agent, target.bot))
+                lease=lambda: HostLease(agent, target.bot),
+                copies=fleet_copies(inventory, settings))
+
+
+def fleet_copies(inventory: str | Path, settings: Any) -> Callable[[str], list[Any]]:
+    """Probe every host of the inventory (in parallel) for running bots on the device `fp`."""
+
+    def copies(fp: str) -> list[Any]:
+        from waops.duplicates import Copy, fingerprint, running
+        from waops.inventory import load
+        from waops.probe import probe_hosts
+
+        found = []
+        for r in probe_hosts(load(inventory, ["all"]), settings):
+            found += [Copy(r.host, b.bot) for b in r.bots if fingerprint(b.facts) == fp and running(b.facts)]
+        return found
+
+    return copies

@@ -1,7 +1,10 @@
-"""Prove a bot works again: fresh facts say the connection is open and nothing new is wrong, twice in a
-row (a 440 loop or a crash loop flips between states), then, when a simulator is there, a test message
-goes through the bot and comes back. While a new link is pending, the QR code or pairing code is handed
-to `on_link` each time it changes, and the time a person needed is measured.
+"""Prove a bot works again: fresh facts say the connection is open and nothing new is wrong for a whole
+open window, on one and the same connection (a 440 loop or a crash loop flips between states; a window
+longer than a flapping cycle, and `session_started_at` unchanged across it, catch a flap between two
+probes), then, when a simulator is there, a test message goes through the bot and comes back. When the
+diagnosis settles on another cause with its own fix, waiting stops at once and says so. While a new link
+is pending, the QR code or pairing code is handed to `on_link` each time it changes, and the time a
+person needed is measured.
 
 Pure control flow over two callables (probe, round trip), so it is tested without a host.
 """
@@ -48,6 +51,15 @@ class BotState:
 # this many probes in a row after a fix, the verify gives up at once and the rollback chain goes on.
 SETTLED_CAUSES = {"file_bloat": 3}
 
+# How long one connection must stay open before it counts: longer than a 440 flapping cycle (two copies
+# kick each other every few seconds).
+OPEN_WINDOW_S = 10.0
+# Causes that waiting does not fix and that have a fix of their own: when the diagnosis settles on one of
+# these (MOVED_PROBES probes in a row) while another cause is being fixed, the verify stops.
+MOVED_CAUSES = frozenset({"corrupt_keys", "logged_out", "creds_lost", "file_bloat", "library_mismatch",
+                          "client_outdated", "conflict", "banned", "rate_limited"})
+MOVED_PROBES = 3
+
 Probe = Callable[[], BotState]  # raises UnreachableError when the host cannot be reached
 RoundTrip = Callable[[float], tuple[bool, str]]  # (timeout) -> (ok, detail)
 
@@ -60,6 +72,7 @@ class VerifyResult:
     human_wait_s: float = 0.0
     last: BotState | None = None
     link_shown: bool = False
+    moved_to: str | None = None  # the cause the diagnosis settled on instead of the one being fixed
 
 
 def is_working(state: BotState) -> tuple[bool, str]:
@@ -100,7 +113,8 @@ def wait_verified(
     on_status: Callable[[str], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
     interval_s: float = 2.0,
-    settle_s: float = 2.0,
+    settle_s: float = OPEN_WINDOW_S,
+    fixing: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> VerifyResult:
@@ -115,6 +129,9 @@ def wait_verified(
     detail = "not checked"
     rt_last = ""  # the last failed round trip, kept for the final message
     settled = 0
+    moved = 0
+    session: Any = None  # session_started_at of the connection the open window is about
+    flaps = 0
 
     def status(text: str) -> None:
         if on_status is not None:
@@ -142,12 +159,23 @@ def wait_verified(
             if settled >= SETTLED_CAUSES.get(str(cause), 0) > 0:
                 why = f"{detail}: the fix did not change it and waiting will not"
                 return VerifyResult(False, why, clock() - start, human, last, link_at is not None)
+            # While a new link is awaited the bot is logged out by design: that is no move.
+            moved = moved + 1 if (fixing and not wait_for_link and cause != fixing and cause in MOVED_CAUSES) else 0
+            if moved >= MOVED_PROBES:
+                why = f"the diagnosis moved from {fixing} to {cause}: {detail}"
+                return VerifyResult(False, why, clock() - start, human, last, link_at is not None, moved_to=cause)
             if ok and link_at is not None and human == 0.0:
                 human = clock() - link_at  # the person did their part: the link is open
+            started = last.health.get("session_started_at")
             if not ok:
                 first_ok = None
             elif first_ok is None:
-                first_ok = clock()
+                first_ok, session = clock(), started
+            elif started != session:
+                # Open again, but on a new connection: it closed in between (a flap); the window restarts.
+                flaps += 1
+                first_ok, session = clock(), started
+                detail = f"connection reopened within the open window ({flaps}x): flapping"
             elif clock() - first_ok >= settle_s:
                 if round_trip is None:
                     return VerifyResult(True, detail, clock() - start, human, last, link_at is not None)

@@ -24,7 +24,7 @@ def link(bot: Bot, identity: str) -> str:
         "account": {"details": "CAE=", "accountSignature": "AAA="},
     }
     (bot.auth / "creds.json").write_text(json.dumps(creds))
-    return hashlib.sha256(f"{me_id}\n{identity}".encode()).hexdigest()[:16]
+    return hashlib.sha256(me_id.encode() + b"\0" + identity.encode()).hexdigest()[:16]
 
 
 def test_manifest_names_the_device_never_its_secret(bot: Bot) -> None:

@@ -3,11 +3,14 @@ healthy bot (a test message answered), beside the runbook's 10-15 minute manual 
 Run on demand (root, the lab); prints a table and writes JSON; asserts nothing.
 
     python3 tests/bench/bench_recover.py [--lab NAME] [--causes process_down,logged_out,...] [--json out.json]
+        [--seq-lab NAME] [--sequences conflict+keys,...|none]
 
 --lab reuses a lab that is up and provisioned the way tests/lab/test_recover.py makes it (WAOPS_TEST_LAB);
 without it a lab named rc-bench is brought up, provisioned and brought down.
 Phases per cause: detect (fault injected -> the diagnosis names it, as a health check would),
 recover (the `waops recover --yes` run: diagnose, plan, steps, verify) and total (fault -> verified).
+Sequence cases (one fault leading to another) run on a second lab laid out as
+tests/lab/test_recover_chains.py makes it (--seq-lab reuses one) and print beside the single faults.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "controller"))  # this checkout's waops
 
 from tests.lab.test_recover import (
     MATRIX,
@@ -38,6 +42,97 @@ from tests.lab.test_recover import (
 )
 
 RUNBOOK_TARGET_S = (10 * 60, 15 * 60)
+
+
+# --- sequence cases: name -> function(lab) -> (t_fault, t_detected, rc, result); each leaves the bot healthy
+
+def _seq_conflict_keys(r: RcLab) -> tuple[float, float, int, dict]:
+    from tests.lab.test_recover_chains import CONTACT, contacts_writing
+
+    r.sim.send_message(r.phone(1), "hello", timeout=10, contact=CONTACT)
+    take_backup(r, 1)
+    time.sleep(1.1)
+    t0 = time.monotonic()
+    try:
+        r.sim.fault(r.phone(1), "shared_keys")
+        inject(r, 1, "conflict")
+        wait_cause(r, 1, "conflict")
+        detected = time.monotonic()
+        with contacts_writing(r):
+            rc, res = recover_cli(r, 1, "--verify-timeout", "90", timeout=900)
+    finally:
+        clear(r, 1)
+    return t0, detected, rc, res
+
+
+def _seq_duplicate_second_host(r: RcLab) -> tuple[float, float, int, dict]:
+    from tests.lab.test_recover_chains import copy_to_second_host, undo_copy
+
+    t0 = time.monotonic()
+    try:
+        copy_to_second_host(r)
+        wait_cause(r, 1, "conflict")
+        detected = time.monotonic()
+        rc, res = recover_cli(r, 1, "--verify-timeout", "90", timeout=900)
+    finally:
+        undo_copy(r)
+    return t0, detected, rc, res
+
+
+def _seq_known_bad(r: RcLab) -> tuple[float, float, int, dict]:
+    good = facts(r, 1)["library"]["release"]
+    root = json.loads(r.ssh(1, "cat /etc/waops/bots/shop.json"))["release_root"]
+    before = set(r.ssh(1, f"ls {root}/releases").split())
+    t0 = time.monotonic()
+    try:
+        inject(r, 1, "known_bad_version")
+        wait_cause(r, 1, "library_mismatch")
+        detected = time.monotonic()
+        rc, res = recover_cli(r, 1, timeout=900)
+    finally:
+        from tests.lab.test_recover import switch_release
+
+        switch_release(r, 1, good)
+        made = set(r.ssh(1, f"ls {root}/releases").split()) - before
+        if made:
+            r.ssh(1, "rm -rf " + " ".join(f"{root}/releases/{m}" for m in made))
+    return t0, detected, rc, res
+
+
+SEQUENCES = {
+    "conflict+keys": _seq_conflict_keys,
+    "duplicate 2nd host": _seq_duplicate_second_host,
+    "known-bad release": _seq_known_bad,
+}
+
+
+def bench_sequence(r: RcLab, name: str) -> dict:
+    try:
+        t0, detected, rc, res = SEQUENCES[name](r)
+    except AssertionError as exc:
+        return {"cause": name, "host": 1, "error": str(exc)}
+    done = time.monotonic()
+    with contextlib.suppress(AssertionError):
+        wait_healthy(r, 1, timeout=240)
+    return {"cause": name, "host": 1, "outcome": res["outcome"], "exit": rc, "detect_s": round(detected - t0, 1),
+            "recover_s": round(done - detected, 1), "total_s": round(done - t0, 1), "mttr_s": res["mttr_s"],
+            "human_wait_s": res["human_wait_s"], "steps": [f"{s['name']}:{s['result']}" for s in res["steps"]]}
+
+
+def run_sequences(lab_name: str | None, wanted: list[str]) -> list[dict]:
+    from tests.conftest import _lab
+    from tests.lab.test_recover_chains import setup
+
+    lab = _lab(lab_name or "seq-bench")
+    try:
+        r = RcLab(lab, lab.inventory_dir, Path("/tmp/waops-bench-recover-seq.db"))
+        if not lab_name:
+            setup(r)
+        wait_healthy(r, 1)
+        return [bench_sequence(r, n) for n in wanted]
+    finally:
+        if not lab_name:
+            lab.down(log=lambda _m: None)
 
 
 def bench_one(r: RcLab, index: int, cause: str, params: dict) -> dict:
@@ -69,32 +164,45 @@ def bench_one(r: RcLab, index: int, cause: str, params: dict) -> dict:
             "steps": [f"{s['name']}:{s['result']}" for s in res["steps"]]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lab", default=None, help="reuse this lab (up and provisioned)")
-    ap.add_argument("--causes", default="", help="comma-separated causes (default: the whole matrix)")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
+def run_single(lab_name: str | None, causes: str) -> list[dict]:
     from tests.conftest import _lab
 
-    lab = _lab(args.lab or "rc-bench")
+    lab = _lab(lab_name or "rc-bench")
     try:
-        if not args.lab:
+        if not lab_name:
             lab.up(2, ("pm2", "systemd"), log=lambda _m: None)
             _write_bots(lab)
             _provision(lab.inventory_dir)
         r = RcLab(lab, lab.inventory_dir, Path("/tmp/waops-bench-recover.db"))
         for i in (1, 2):
             wait_healthy(r, i)
-        wanted = set(filter(None, args.causes.split(",")))
-        rows = [bench_one(r, i, c, p) for i, c, _o, _b, p in MATRIX if not wanted or c in wanted]
+        wanted = set(filter(None, causes.split(",")))
+        return [bench_one(r, i, c, p) for i, c, _o, _b, p in MATRIX if not wanted or c in wanted]
     finally:
-        if not args.lab:
+        if not lab_name:
             lab.down(log=lambda _m: None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lab", default=None, help="reuse this lab (up and provisioned)")
+    ap.add_argument("--causes", default="", help="comma-separated causes (default: the whole matrix; 'none': skip)")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--seq-lab", default=None, help="reuse this lab for the sequence cases")
+    ap.add_argument("--sequences", default="", help=f"comma-separated, 'none' to skip (default: all of "
+                                                     f"{', '.join(SEQUENCES)})")
+    args = ap.parse_args()
+    rows = [] if args.causes == "none" else run_single(args.lab, args.causes)
+    seqs = [] if args.sequences == "none" else [n for n in SEQUENCES
+                                                 if not args.sequences or n in args.sequences.split(",")]
+    seq_rows = run_sequences(args.seq_lab, seqs) if seqs else []
     lo, hi = RUNBOOK_TARGET_S
     print(f"{'cause':<18}{'host':>5}{'outcome':>13}{'detect':>9}{'recover':>9}{'total':>9}   vs runbook {lo // 60}-"
           f"{hi // 60} min")
-    for row in rows:
+    for row in [*rows, *([{"cause": "-- sequences", "host": 0, "error": ""}] if seq_rows else []), *seq_rows]:
+        if row["cause"].startswith("--"):
+            print(row["cause"])
+            continue
         if "error" in row:
             print(f"{row['cause']:<18}{row['host']:>5}  not detected: {row['error'][:80]}")
             continue
@@ -102,7 +210,7 @@ def main() -> None:
               f"{row['total_s']:>8.1f}s   {lo / max(row['total_s'], 0.1):.0f}x faster than {lo // 60} min   "
               f"{' '.join(row['steps'])}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"single": rows, "sequences": seq_rows}, indent=2))
 
 
 if __name__ == "__main__":

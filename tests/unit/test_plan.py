@@ -37,7 +37,7 @@ TABLE = {
     "process_down": (["restart", "verify"], [["rollback_release", "verify"], ["escalate"]]),
     "restart_required": (["restart", "verify"], [["rollback_release", "verify"], ["escalate"]]),
     "crash": (["rollback_release", "verify"], [["escalate"]]),
-    "library_mismatch": (["rollback_release", "verify"], [["escalate"]]),
+    "library_mismatch": (["rollback_release", "verify"], [["pin_library", "verify"], ["escalate"]]),
     "client_outdated": (["pin_library", "verify"], [["escalate"]]),
     "creds_lost": (["restore_session", "verify"], [["reset_session", "verify"], ["escalate"]]),
     "corrupt_keys": (
@@ -45,7 +45,8 @@ TABLE = {
         [["restore_session", "verify"], ["reset_session", "verify"], ["escalate"]],
     ),
     "logged_out": (["reset_session", "verify"], [["escalate"]]),
-    "conflict": (["stop_duplicate", "verify"], [["escalate"]]),
+    "conflict": (["stop_duplicate", "verify"], [["prune_keys", "restart", "verify"], ["restore_session", "verify"],
+                                                 ["reset_session", "verify"], ["escalate"]]),
     "network": (["restart", "verify"], [["escalate"]]),
     "file_bloat": (["prune_keys", "restart", "verify"], [["reset_session", "verify"], ["escalate"]]),
 }
@@ -131,6 +132,13 @@ def test_options_reach_the_steps() -> None:
 def test_crash_without_previous_release_restarts() -> None:
     plan = make_plan(Diag("crash"), "shop", PlanOptions(has_previous_release=False))
     assert names(plan.steps) == ["restart", "verify"] and chain(plan) == [["escalate"]]
+
+
+def test_library_mismatch_without_previous_release_pins() -> None:
+    plan = make_plan(Diag("library_mismatch"), "shop", PlanOptions(has_previous_release=False,
+                                                                    known_good_version="6.7.18"))
+    assert names(plan.steps) == ["pin_library", "verify"] and chain(plan) == [["escalate"]]
+    assert plan.steps[0].extra_vars["waops_library_version"] == "6.7.18"
 
 
 def test_plan_is_json_serialisable() -> None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +25,18 @@ from waops.recover import Deps, RecoverOptions, Recovery, Target
 from waops.verify import wait_verified
 
 AGENT = Path(__file__).resolve().parents[2] / "roles" / "waops_host" / "files" / "waops-host"
+NOBODY = 65534  # the bot user of the tests' bots
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Any:
-    """An AgentCall running the repository's agent for one temp bot (files store, a linked session)."""
-    auth = tmp_path / "state" / "auth"
+def agent(tmp_path: Path) -> Iterator[Any]:
+    """An AgentCall running the repository's agent for one temp bot (files store, a linked session).
+    The bot's folders are `nobody`'s in a directory that user can reach (the agent touches them only as
+    the bot's user); config, backups and locks stay in root's tmp_path."""
+    home = Path(tempfile.mkdtemp(prefix="waops-bot-"))
+    home.chmod(0o711)
+    auth = home / "state" / "auth"
     auth.mkdir(parents=True)
     (auth / "creds.json").write_text(
         json.dumps(
@@ -48,14 +56,17 @@ def agent(tmp_path: Path) -> Any:
                 "user": "nobody",
                 "service_manager": "pm2",
                 "auth_store": "files",
-                "pm2_home": str(tmp_path / "pm2"),
-                "release_root": str(tmp_path / "opt"),
+                "pm2_home": str(home / "pm2"),
+                "release_root": str(home / "opt"),
                 "auth_dir": str(auth),
-                "health_file": str(tmp_path / "state" / "health.json"),
+                "health_file": str(home / "state" / "health.json"),
                 "backup_dir": str(tmp_path / "backups"),
             }
         )
     )
+    if os.geteuid() == 0:
+        for path in [home / "state", *(home / "state").rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
     common = ["--config-dir", str(tmp_path / "cfg"), "--lock-dir", str(tmp_path / "lock")]
 
     def call(argv: list[str]) -> tuple[int, dict[str, Any] | None, str]:
@@ -65,7 +76,8 @@ def agent(tmp_path: Path) -> Any:
         return p.returncode, json.loads(p.stdout) if p.stdout.startswith("{") else None, p.stderr
 
     call.backups = tmp_path / "backups"  # type: ignore[attr-defined]
-    return call
+    yield call
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def recovery(host: Host, store: IncidentStore, agent: Any, owner: str) -> Recovery:  # noqa: F811

@@ -94,13 +94,14 @@ def _logs(files: tuple[str, ...], s: config.Settings) -> list[dict[str, Any]]:
 
 def _hosts(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, bots: tuple[str, ...],
            s: config.Settings) -> tuple[list[dict[str, Any]], int]:
-    from waops import inventory, probe
+    from waops import duplicates, inventory, probe
 
     hosts = inventory.load(config.require_inventory(s), ["all"] if all_hosts else list(names))
     factory = (ctx.obj or {}).get("transport_factory", probe.ssh_factory)  # tests pass their own
     progress = _progress(len(hosts)) if s.output == "table" else None
     warm = ("rich.console", "rich.table", "rich.markup") if s.output == "table" else ()
     reports = probe.probe_hosts(hosts, s, factory, bots, on_done=progress, warm=warm)
+    duplicates.annotate(reports)  # one device on several hosts: named on each
     rows: list[dict[str, Any]] = []
     for r in reports:
         base = {"host": r.host, "file": None, "reachable": r.reachable, "error": r.error,

@@ -15,10 +15,13 @@ from waops.lab.core import Lab, LabHost
 SIMULATOR_CAUSES = {"logged_out", "corrupt_keys", "network", "banned", "rate_limited", "client_outdated",
                     "file_bloat"}
 HOST_CAUSES = {"creds_lost", "process_down", "crash", "library_mismatch", "conflict"}
-ALL_CAUSES = SIMULATOR_CAUSES | HOST_CAUSES | {"clear"}
+# Not causes of their own: host changes that lead to one (a release on a known-bad library version).
+HOST_CHANGES = {"known_bad_version"}
+ALL_CAUSES = SIMULATOR_CAUSES | HOST_CAUSES | HOST_CHANGES | {"clear"}
 
 # The vendored Baileys build that only `import` can load (the sandbox also vendors loadable ones).
 ESM_ONLY_VERSION = "7.0.0-rc.9"
+KNOWN_BAD_VERSION = "6.7.20"  # 405 outages when WhatsApp rotated its web version (DOMAIN.md)
 STRAY_MARKER = "waops-lab-stray"  # argv marker of the second instance, so `clear` can find it
 
 
@@ -106,6 +109,17 @@ def _library_mismatch(cfg: dict) -> str:
     return _new_release(cfg, "upgrade", change)
 
 
+def _known_bad_version(cfg: dict) -> str:
+    # A deploy that pins a release known to break: it loads and connects today (WhatsApp has not rotated
+    # yet). Built from the vendored loadable copy, with the version it claims.
+    package = shlex.quote(cfg.get("library_package", "baileys"))
+    vendored = f"vendor/baileys-{KNOWN_BAD_VERSION}"
+    change = (f"src=$(readlink -f node_modules/{package}); rm -rf {vendored}; cp -a \"$src\" {vendored}; "
+              f"sed -i 's/\"version\": *\"[^\"]*\"/\"version\": \"{KNOWN_BAD_VERSION}\"/' {vendored}/package.json; "
+              f"rm -rf node_modules/{package}; ln -s ../{vendored} node_modules/{package}")
+    return _new_release(cfg, "known-bad", change)
+
+
 def _conflict(cfg: dict) -> str:
     # Someone starts a second copy by hand on the same credentials (the classic 440 loop).
     env_file = f"/etc/waops/bots/{cfg['name']}.env"
@@ -126,4 +140,5 @@ _HOST_FAULTS = {
     "crash": _crash,
     "library_mismatch": _library_mismatch,
     "conflict": _conflict,
+    "known_bad_version": _known_bad_version,
 }

@@ -52,6 +52,7 @@ FAULT_CAUSES = (
     "rate_limited",
     "client_outdated",
     "file_bloat",
+    "shared_keys",  # not a cause of its own: what a conflict leaves behind (corrupt_keys after 440)
     "clear",
 )
 
@@ -281,6 +282,9 @@ class Simulator:
         if older is not None and older is not conn:
             # Two sockets on one set of credentials: the older one is told it was replaced.
             self.event(phone.number, "replaced", device=device_id)
+            if phone.faults.shared_keys:
+                for peer in device.ratchets:  # the replaced socket wrote its own ratchet steps
+                    device.ratchets[peer] += 7
             self._end_session(older, CONNECTION_REPLACED, "replaced")
             older.device_id = None
             await older.close_after(
@@ -585,6 +589,8 @@ class Simulator:
                 await conn.close_after({"t": "failure", "attrs": {"reason": str(CLIENT_OUTDATED), "location": "frc"}})
         elif cause == "corrupt_keys":
             result.update(await self._corrupt_keys(number, params))
+        elif cause == "shared_keys":
+            phone.faults.shared_keys = True
         elif cause == "file_bloat":
             result.update(await self._file_bloat(number, params))
         self.save()

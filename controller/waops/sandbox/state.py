@@ -39,9 +39,14 @@ class Faults:
     ban_code: int | None = None  # 403 banned, 402 temporary ban
     rate_limited: bool = False
     min_version: str | None = None
+    # Two sockets on this phone's device write the same keys: each `replaced` moves the server-side
+    # ratchets on (the other socket used them), so the copy that stays has stale sessions (Bad MAC).
+    shared_keys: bool = False
 
     def active(self) -> list[str]:
         out = []
+        if self.shared_keys:
+            out.append("shared_keys")
         if self.network_cut:
             out.append("network")
         if self.ban_code:

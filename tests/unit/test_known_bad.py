@@ -1,0 +1,49 @@
+"""Known-bad library versions: the waops_bot role refuses to make such a release current (real
+ansible-playbook on localhost against the role's own task file), and both roles know the same list."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _deploy_check(tmp: Path, version: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    release = tmp / "shop" / "releases" / "r1"
+    release.mkdir(parents=True)
+    (release / ".waops-release.json").write_text(json.dumps({"id": "r1", "library": {"name": "baileys",
+                                                                                   "version": version}}))
+    (tmp / "play.yml").write_text(yaml.safe_dump([{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [{"name": "check", "ansible.builtin.include_role": {"name": "waops_bot", "tasks_from": "known_bad"},
+                   "vars": {"__waops_bot_root": str(tmp / "shop"), "__waops_bot_name": "shop",
+                            "__waops_bot_release_id": "r1", "__waops_bot_library": "baileys"}}]}]))
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(["ansible-playbook", "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",
+                           *extra, str(tmp / "play.yml")], capture_output=True, text=True, env=env, timeout=180)
+
+
+def test_a_known_bad_release_is_refused(tmp_path: Path) -> None:
+    proc = _deploy_check(tmp_path, "6.7.20")
+    assert proc.returncode != 0
+    assert "6.7.20, which is known bad" in proc.stdout and "waops_bot_allow_known_bad" in proc.stdout
+
+
+@pytest.mark.parametrize(("version", "extra"), [("6.7.18", ()), ("6.7.20", ("-e", "waops_bot_allow_known_bad=true"))])
+def test_a_good_or_allowed_release_passes(tmp_path: Path, version: str, extra: tuple[str, ...]) -> None:
+    proc = _deploy_check(tmp_path, version, *extra)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_both_roles_know_the_same_known_bad_versions() -> None:
+    bot = yaml.safe_load((REPO / "roles/waops_bot/defaults/main.yml").read_text())
+    host = yaml.safe_load((REPO / "roles/waops_host/defaults/main.yml").read_text())
+    assert bot["waops_bot_known_bad_versions"] == host["waops_host_known_bad_versions"]
+    assert "6.7.20" in bot["waops_bot_known_bad_versions"]
