@@ -1,4 +1,4 @@
-"""Log fixtures in every format for every cause, written by us from DOMAIN.md's facts.
+"""Log fixtures in every format for every cause, written by us from docs/DOMAIN.md's facts.
 
 Each cause is a short script of events; each format renders the same script the way a real bot's log
 would show it (pino JSON, pino-pretty's multi-line objects, console.log's JS objects, logfmt, and the

@@ -1,4 +1,4 @@
-"""Diagnosis -> Plan: the decision table of DESIGN.md as data, and pure functions over it.
+"""Diagnosis -> Plan: the decision table (docs/ARCHITECTURE.md) as data, and pure functions over it.
 
 A plan has the first fix (`steps`) and an ordered `rollback_chain`: stages tried one after the other
 when the stage before did not bring the bot back. Every playbook step names a file in playbooks/ and

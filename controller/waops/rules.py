@@ -9,7 +9,7 @@ Edit the tables, not the classifier (waops.diagnose). Each log rule has a `kind`
 - `noise`: known, harmless on its own (shown as such, never decides).
 `weight` is how sure one such line makes us (0..1). A line that carries a status code is classified by
 CODES (code and conflict type, never by message alone) unless a more specific rule weighs more.
-Facts seen only "in threads" (DOMAIN.md) carry lower weights.
+Facts seen only "in threads" (docs/DOMAIN.md) carry lower weights.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class CodeRule:
     note: str
 
 
-# WhatsApp status codes (Boom output.statusCode, `<failure reason="...">`), DOMAIN.md's table.
+# WhatsApp status codes (Boom output.statusCode, `<failure reason="...">`), docs/DOMAIN.md's table.
 CODES: dict[int, CodeRule] = {
     401: CodeRule("logged_out", 0.9, "loggedOut: the server revoked the device; only a new link fixes it"),
     402: CodeRule("rate_limited", 0.75, "temporary ban: change nothing, alert a person"),

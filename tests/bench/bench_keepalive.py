@@ -3,7 +3,7 @@
     python3 tests/bench/bench_keepalive.py [--bots 2] [--days 30] [--speed 172800] [--hours 12]
 
 For each hypothesis about WhatsApp's 14-day inactivity logout (does a presence update count as activity?
-no maintainer says it does, DOMAIN.md "Presence"), a fresh simulator links --bots sandbox bots with the
+no maintainer says it does, docs/DOMAIN.md "Presence and expiry"), a fresh simulator links --bots sandbox bots with the
 keep-alive agent (every --hours, default quiet hours 01:00-06:00 UTC) and --bots without it, runs its
 accelerated clock for --days of simulated time, and prints each device's lifetime as the simulator
 recorded it (GET /lifetimes), with how it ended. Nothing else talks to the bots: a quiet bot, the case

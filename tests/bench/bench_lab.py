@@ -1,6 +1,6 @@
 """On-demand benchmark (not collected by pytest): `python tests/bench/bench_lab.py [--skip-build]`.
 
-Prints (issue 2 targets: under 3 s per host once the image exists, 8 hosts under 10 s):
+Prints (targets: under 3 s per host once the image exists, 8 hosts under 10 s):
 - image build time: a forced rebuild of the lab image (debootstrap + Node.js from the npm registry) into a
   temporary cache directory, so the real cache (/var/cache/waops-lab, WAOPS_LAB_CACHE) is never touched.
   `--warm-debs` hard-links the real cache's downloaded .debs first (a rebuild after a recipe change);

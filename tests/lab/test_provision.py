@@ -1,4 +1,4 @@
-"""Provisioning (issue 3) on real lab hosts: one bot under pm2, one under systemd.
+"""Provisioning on real lab hosts: one bot under pm2, one under systemd.
 
 site.yml converges on two fresh hosts, the sandbox bot links to the simulator and stays online, a second
 run changes nothing, `--check --diff` reports nothing, the cron entries exist, and after a reboot the bot
@@ -125,7 +125,7 @@ def test_cron_entries_exist(converged) -> None:
 
 def test_health_check_as_cron_runs_it_sees_the_bot_up(converged) -> None:
     """The role's check line under cron's environment (the cron file's PATH, nothing else inherited): real
-    pm2/systemd facts, no false alarm, the node_exporter metrics file (issue 6; ~2 s a host)."""
+    pm2/systemd facts, no false alarm, the node_exporter metrics file (~2 s a host)."""
     lab, _, first = converged
     assert first.rc == 0, first.tail()
     for host in lab.hosts():
@@ -142,7 +142,7 @@ def test_health_check_as_cron_runs_it_sees_the_bot_up(converged) -> None:
 
 KEEPALIVE_SOCKET = "/run/waops/keepalive-backup-shop.sock"
 # The keep-alive agent's own socket client, run with the bot unit's hardening (NoNewPrivileges, no
-# capabilities, read-only system): what the bot does after each keep-alive (issue 6).
+# capabilities, read-only system): what the bot does after each keep-alive.
 KEEPALIVE_REQUEST = (
     "systemd-run --quiet --wait --pipe --uid=wa-shop --gid=wa-shop -p NoNewPrivileges=yes -p ProtectSystem=strict "
     "-p PrivateTmp=yes -p CapabilityBoundingSet= node -e 'require(\"/opt/waops/lib/node_modules/waops-keepalive/"

@@ -272,7 +272,7 @@ def test_fault_matrix(rclab: RcLab, index: int, cause: str, allowed: tuple[str, 
         with auto_link_off(r) if cause == "creds_lost" else contextlib.nullcontext():
             inject(r, index, cause, **params)
             wait_cause(r, index, cause)
-            rc, diag = diagnose_cli(r, index)  # issue 4: the CLI names the injected cause, with evidence
+            rc, diag = diagnose_cli(r, index)  # the CLI names the injected cause, with evidence
             assert (rc, diag["cause"]) == (1, cause), diag
             assert diag["evidence"] and all(isinstance(e, str) and e for e in diag["evidence"]), diag
             if cause == "network":  # a transient outage: the network comes back during the back-off

@@ -32,7 +32,7 @@ def chain(plan: Plan) -> list[list[str]]:
     return [names(stage) for stage in plan.rollback_chain]
 
 
-# cause -> (first fix, rollback chain), straight from DESIGN.md's table.
+# cause -> (first fix, rollback chain), straight from docs/ARCHITECTURE.md's table.
 TABLE = {
     "process_down": (["restart", "verify"], [["rollback_release", "verify"], ["escalate"]]),
     "restart_required": (["restart", "verify"], [["rollback_release", "verify"], ["escalate"]]),

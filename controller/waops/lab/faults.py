@@ -21,7 +21,7 @@ ALL_CAUSES = SIMULATOR_CAUSES | HOST_CAUSES | HOST_CHANGES | {"clear"}
 
 # The vendored Baileys build that only `import` can load (the sandbox also vendors loadable ones).
 ESM_ONLY_VERSION = "7.0.0-rc.9"
-KNOWN_BAD_VERSION = "6.7.20"  # 405 outages when WhatsApp rotated its web version (DOMAIN.md)
+KNOWN_BAD_VERSION = "6.7.20"  # 405 outages when WhatsApp rotated its web version (docs/DOMAIN.md)
 STRAY_MARKER = "waops-lab-stray"  # argv marker of the second instance, so `clear` can find it
 
 

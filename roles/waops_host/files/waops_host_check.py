@@ -1,4 +1,4 @@
-"""`waops-host check`: the scheduled health check, its alerts and node_exporter metrics (issue 6).
+"""`waops-host check`: the scheduled health check, its alerts and node_exporter metrics.
 
 Stdlib only, loaded by the agent (`waops-host check`, contract 1) from beside it in the repository or
 from /usr/local/lib/waops-host on a bot host. It never gathers facts itself: it calls the agent's own

@@ -1,5 +1,5 @@
 'use strict'
-// The health file (docs/CONTRACTS.md "Health file", DESIGN.md contract 5), written so that a reader
+// The health file (docs/CONTRACTS.md "Health file"), written so that a reader
 // (waops-host facts, check) never sees half a file: temporary name, fsync, rename, fsync of the folder.
 const fs = require('node:fs')
 const path = require('node:path')
