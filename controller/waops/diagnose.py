@@ -16,7 +16,8 @@ from typing import Any
 
 from waops.config import Settings
 from waops.logparse import Record, parse_line, parse_lines
-from waops.rules import CAUSES, CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
+from waops.model import CAUSES
+from waops.rules import CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
 
 FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
 RESTART_AFTER_PAIRING = (515, 410)  # 410 Gone was the multi-device beta's restart required

@@ -19,13 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from waops.errors import UsageError, WaopsError
 from waops.locking import state_dir
+from waops.model import OUTCOMES
 
-Outcome = Literal["resolved", "rolled_back", "needs_human", "failed"]
-OUTCOMES: tuple[str, ...] = ("resolved", "rolled_back", "needs_human", "failed")
 # Outcomes where the bot works again, so resolved_at - started_at is a repair time.
 REPAIRED: tuple[str, ...] = ("resolved", "rolled_back")
 

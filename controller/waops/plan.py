@@ -12,11 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-CAUSES = (
-    "healthy", "process_down", "crash", "library_mismatch", "client_outdated", "logged_out",
-    "creds_lost", "corrupt_keys", "conflict", "network", "restart_required", "rate_limited",
-    "banned", "file_bloat", "unknown",
-)  # fmt: skip
+from waops.model import CAUSES
 
 StepKind = Literal["playbook", "verify", "escalate", "alert"]
 # What a plan means before anything runs: fix it, nothing to do, or only a person can act.

@@ -19,13 +19,8 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from waops.logparse import Record
+from waops.model import CAUSES
 from waops.prefilter import Prefilter
-
-CAUSES = (
-    "healthy", "process_down", "crash", "library_mismatch", "client_outdated", "logged_out",
-    "creds_lost", "corrupt_keys", "conflict", "network", "restart_required", "rate_limited",
-    "banned", "file_bloat", "unknown",
-)  # fmt: skip
 
 Kind = Literal["failure", "open", "pairing", "flood", "support", "noise"]
 # Who writes the text a rule matches: Baileys itself, libsignal (console.*), the bot's own code or a

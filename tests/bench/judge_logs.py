@@ -21,7 +21,7 @@ from pathlib import Path
 from waops.config import Settings
 from waops.diagnose import diagnose_log
 from waops.logparse import read_log
-from waops.rules import CAUSES
+from waops.model import CAUSES
 
 # A file's format tag names what wraps and shapes its lines; its family is the first that matches.
 FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (

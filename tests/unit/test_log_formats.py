@@ -31,7 +31,7 @@ from tests.logformats import FORMATS, SCRIPTS, path, render
 
 from waops.diagnose import diagnose_log
 from waops.logparse import read_log
-from waops.rules import CAUSES
+from waops.model import CAUSES
 
 CELLS = [(c, f) for c in SCRIPTS for f in FORMATS]
 

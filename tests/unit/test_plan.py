@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from waops.plan import CAUSES, Plan, PlanOptions, make_plan
+from waops.model import CAUSES
+from waops.plan import Plan, PlanOptions, make_plan
 
 PLAYBOOKS = {
     "restart.yml", "reset_session.yml", "restore_session.yml", "prune_keys.yml",

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from waops.errors import UsageError
-from waops.incidents import OUTCOMES, Incident, connect
+from waops.incidents import Incident, connect
+from waops.model import OUTCOMES
 from waops.mttr import TARGET_S, format_duration, report
 
 _store = click.option(
