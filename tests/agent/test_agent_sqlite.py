@@ -191,3 +191,56 @@ def test_bad_sqlite_config_exits_2(sqbot: Bot) -> None:
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     sqbot.write_config(sqlite={"path": "/x/auth.db", "table": 'x"; DROP'})
     assert sqbot.run("facts").returncode == 2
+
+
+def store_keys(b: Bot) -> dict[str, object]:
+    """The bot's keys as the bot would read them, whatever its store (values parsed)."""
+    cfg = b.config
+    if cfg["auth_store"] == "sqlite":
+        return {k: json.loads(v) for k, v in db_rows(dbpath(b)).items()}
+    if cfg["auth_store"] == "postgres":
+        from agent_helpers import psql
+        out = psql("SELECT json_build_object('k', key, 'v', value)::text FROM baileys_auth "
+                   "WHERE session = 'shop'", cfg["postgres"]["dbname"])
+        return {d["k"]: d["v"] for d in map(json.loads, out.splitlines())}
+    out = {}
+    for p in b.auth.iterdir():
+        out[p.name[:-5].replace("--", "::") if p.name.startswith("sender-key-1") else p.name[:-5]] = \
+            json.loads(p.read_text())
+    return out
+
+
+def test_migrate_files_to_sqlite_to_postgres_and_back_keeps_every_key(bot: Bot, pgdb: str, tmp_path: Path) -> None:
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("127.0.0.1:5432:*:postgres:not-a-real-password\n")
+    passfile.chmod(0o600)
+    (bot.auth / "sender-key-120363@g.us--15550100002--0.json").write_text('{"k": 1}')
+    give_to_bot(bot.auth)
+    bot.write_config(postgres={"host": "127.0.0.1", "port": 5432, "dbname": pgdb, "user": "postgres",
+                               "password_file": str(passfile), "table": "baileys_auth", "session": "shop"},
+                     sqlite={"path": str(bot.auth.parent / "auth.db"), "table": "baileys_auth"})
+    start = store_keys(bot)
+    assert "sender-key-120363@g.us::15550100002::0" in start and start["creds"]["me"]
+    for src, dst in (("files", "sqlite"), ("sqlite", "postgres"), ("postgres", "files")):
+        r = bot.json("migrate", "--to", dst)["results"][0]
+        assert (r["from"], r["to"], r["keys"], r["creds_linked"]) == (src, dst, len(start), True), r
+        assert r["by_type"] == r["source_by_type"]
+        pre = [b for b in bot.listing() if b["id"] == r["pre_migrate_backup"]]
+        assert pre and pre[0]["verified"] and pre[0]["reason"] == "pre-migrate"
+        bot.write_config(auth_store=dst)  # what the playbook's switch does to the agent config
+        assert store_keys(bot) == start, f"{src} -> {dst}"
+    if os.geteuid() == 0:
+        assert {p.stat().st_uid for p in [bot.auth, *bot.auth.iterdir()]} == {BOT_UID}
+        assert dbpath(bot).stat().st_uid == BOT_UID
+
+
+def test_migrate_refuses_an_unlinked_store_or_the_same_store(sqbot: Bot) -> None:
+    p = sqbot.run("migrate", "--to", "sqlite")
+    assert p.returncode == 2 and "already" in p.stderr
+    assert sqbot.run("migrate", "--to", "postgres").returncode == 2  # no postgres settings: config error
+    with sqlite3.connect(dbpath(sqbot)) as c:
+        c.execute("UPDATE baileys_auth SET value = '{}' WHERE key = 'creds'")
+    before = sorted(p.name for p in sqbot.auth.iterdir())
+    p = sqbot.run("migrate", "--to", "files")
+    assert p.returncode == 1 and "no linked creds" in p.stderr
+    assert sorted(p.name for p in sqbot.auth.iterdir()) == before  # the files store untouched
