@@ -219,6 +219,8 @@ def test_migrate_files_to_sqlite_to_postgres_and_back_keeps_every_key(bot: Bot, 
     bot.write_config(postgres={"host": "127.0.0.1", "port": 5432, "dbname": pgdb, "user": "postgres",
                                "password_file": str(passfile), "table": "baileys_auth", "session": "shop"},
                      sqlite={"path": str(bot.auth.parent / "auth.db"), "table": "baileys_auth"})
+    from agent_helpers import psql
+    psql("DROP TABLE baileys_auth", pgdb)  # a bot that never ran on postgres: the agent creates the table
     start = store_keys(bot)
     assert "sender-key-120363@g.us::15550100002::0" in start and start["creds"]["me"]
     for src, dst in (("files", "sqlite"), ("sqlite", "postgres"), ("postgres", "files")):
