@@ -255,7 +255,7 @@ def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
     creds = _creds(bot)
     if creds is not None and (creds.get("present") is False or creds.get("parses") is False) and not seen_401:
         what = "missing" if creds.get("present") is False else "unparseable"
-        where = "the creds row" if _map(bot.get("auth")).get("store") == "postgres" else "creds.json"
+        where = "the creds row" if _map(bot.get("auth")).get("store") in ("postgres", "sqlite") else "creds.json"
         ev = [f"{where} {what} and no 401 seen", pev, *(logd.evidence[:2] if logd.cause != "healthy" else [])]
         return Diagnosis("creds_lost", None, ev, 0.85, logd.started_at, "creds")
 
@@ -342,12 +342,13 @@ def _annotate(d: Diagnosis, bot: Mapping[str, Any], s: Settings) -> None:
     lib = _map(bot.get("library"))
     store = auth.get("store") or "files"
     db = _map(auth.get("db"))
-    count = _int(db.get("rows")) if store == "postgres" else _int(auth.get("file_count"))
-    warn, emerg = ((s.db_rows_warning, s.db_rows_emergency) if store == "postgres"
+    rows = store in ("postgres", "sqlite")  # keys are rows in both database stores
+    count = _int(db.get("rows")) if rows else _int(auth.get("file_count"))
+    warn, emerg = ((s.db_rows_warning, s.db_rows_emergency) if rows
                    else (s.files_warning, s.files_emergency))
     extra = VERSION_FILE_ALLOWANCE.get(_major(lib.get("installed")), 0)
     warn, emerg = warn + extra, emerg + extra
-    unit = "rows" if store == "postgres" else "files"
+    unit = "rows" if rows else "files"
     if count is not None and count >= emerg:
         msg = f"auth store holds {count} {unit} (emergency at {emerg})"
         if d.cause in ("healthy", "unknown"):
@@ -390,7 +391,7 @@ def _creds(bot: Mapping[str, Any]) -> Mapping[str, Any] | None:
     auth = _map(bot.get("auth"))
     if not auth:
         return None
-    if auth.get("store") == "postgres":
+    if auth.get("store") in ("postgres", "sqlite"):
         db = _map(auth.get("db"))
         if not db or db.get("reachable") is False:
             return None  # an unreachable DB is not lost creds

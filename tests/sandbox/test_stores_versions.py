@@ -133,3 +133,26 @@ def test_esm_bot_on_7x_uploads_812_prekeys(sim: Sim, phone: str, bot_app: Path, 
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def test_sqlite_store_links_answers_and_logs_in_again_from_the_file(
+        sim: Sim, phone: str, make_bot, tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "sq" / "auth.db"
+    bot = make_bot(sim, phone, name="sqbot", WAOPS_AUTH_STORE="sqlite", WAOPS_SQLITE_PATH=str(db),
+                   WAOPS_SQLITE_TABLE="baileys_auth")
+    bot.wait_for("uploaded pre-keys")
+    assert "is up" in sim.client.send_message(phone, "test", timeout=5)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = dict(conn.execute("SELECT key, value FROM baileys_auth"))
+    assert sum(k.startswith("pre-key-") for k in rows) == 30
+    creds = json.loads(rows["creds"])
+    assert creds["me"]["id"].startswith(f"{phone}:") and creds["noiseKey"]["public"]["type"] == "Buffer"
+    assert not bot.auth_dir.exists()  # nothing went to the files store
+
+    bot.stop()
+    bot.start()
+    bot.wait_for("opened connection to WA", count=2)
+    assert bot.count("pairing configured successfully") == 1

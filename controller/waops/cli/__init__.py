@@ -19,6 +19,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "provision": ("waops.cli.provision", "provision", "Run playbooks/site.yml against an inventory."),
     "diagnose": ("waops.cli.diagnose", "diagnose", "Read hosts live over SSH (or a saved log) and name the cause."),
     "recover": ("waops.cli.recover", "recover", "Diagnose, apply the smallest fix that works, verify, roll back."),
+    "migrate": ("waops.cli.migrate", "migrate", "Move a bot's session to another auth store without a new QR."),
     "qr": ("waops.cli.recover", "qr", "Show the current QR code or pairing code of a bot."),
     "incidents": ("waops.cli.incidents", "incidents", "List and show recorded incidents."),
     "mttr": ("waops.cli.incidents", "mttr", "MTTR report per cause against the 15-minute target."),

@@ -82,6 +82,16 @@ def _creds_lost(cfg: dict) -> str:
         psql = f"psql -v ON_ERROR_STOP=1 -q -v s={shlex.quote(pg['session'])}"
         delete = f"printf '%s\\n' {shlex.quote(sql)} | {conn} {psql}"
         return f"{delete} && {_service(cfg, 'restart')}"
+    if cfg["auth_store"] == "sqlite":
+        # The creds row gone from the bot's database, deleted as the bot user. The bot is stopped first:
+        # a running sandbox bot writes its whole in-memory database back on the next change.
+        sq = cfg.get("sqlite") or {}
+        path = sq.get("path") or f"/var/lib/waops/bots/{cfg['name']}/auth.db"
+        code = (f"import sqlite3; c = sqlite3.connect({path!r}); "
+                f"c.execute('DELETE FROM {_ident(sq.get('table', 'baileys_auth'))} WHERE key = ?', ('creds',)); "
+                "c.commit()")
+        delete = f"runuser -u {shlex.quote(cfg['user'])} -- python3 -c {shlex.quote(code)}"
+        return f"{_service(cfg, 'stop')} && {delete} && {_service(cfg, 'start')}"
     creds = shlex.quote(cfg["auth_dir"] + "/creds.json")
     return f"truncate -s 37 {creds} && {_service(cfg, 'restart')}"
 

@@ -317,7 +317,7 @@ def backup_failed(backups: dict[str, Any]) -> Finding:
 
 
 def auth_count(auth: dict[str, Any]) -> tuple[int | None, str]:
-    if auth.get("store") == "postgres":
+    if auth.get("store") in ("postgres", "sqlite"):  # keys are rows
         db = auth.get("db") or {}
         return (db.get("rows") if db.get("reachable") else None), "rows"
     if auth.get("error") or "file_count" not in auth:
@@ -605,7 +605,7 @@ METRICS = {
     "waops_backup_newest_age_seconds": ("gauge", "Age of the newest complete backup."),
     "waops_backup_newest_verified": ("gauge", "1 when the newest backup verified."),
     "waops_backups": ("gauge", "Complete backups kept."),
-    "waops_auth_files": ("gauge", "Auth keys in the session store (files, or rows for postgres)."),
+    "waops_auth_files": ("gauge", "Auth keys in the session store (files, or rows for postgres and sqlite)."),
     "waops_alert_active": ("gauge", "1 while an incident of the condition is open."),
     "waops_alert_outbox_messages": ("gauge", "Alert messages not yet delivered to every channel."),
 }

@@ -35,6 +35,10 @@ async function loadAuthState () {
     })
     return usePostgresAuthState(pgPool, { table: env.WAOPS_PG_TABLE || 'baileys_auth', session: BOT })
   }
+  if (env.WAOPS_AUTH_STORE === 'sqlite') {
+    const { useSqliteAuthState } = require('./sqlite-auth')
+    return useSqliteAuthState(env.WAOPS_SQLITE_PATH || './auth.db', { table: env.WAOPS_SQLITE_TABLE || 'baileys_auth' })
+  }
   return useMultiFileAuthState(env.WAOPS_AUTH_DIR || './auth')
 }
 

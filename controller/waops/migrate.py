@@ -1,0 +1,86 @@
+"""Move one bot's session to another auth store (files, sqlite, postgres) without a new link.
+
+`playbooks/migrate_store.yml` does the host side (bot stopped, a verified pre-migrate backup, the copy read
+back and compared by the agent, the bot's env and agent config switched by the roles, bot started). Here:
+the old store is read from facts, the playbook runs, and the bot must be proven working on the new store
+with no link pending; otherwise the playbook runs again to switch back to the old store (left as it was).
+Pure control flow over callables (probe, playbook run, verify), like waops.recover."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from waops.errors import UsageError
+from waops.verify import BotState, Probe, RoundTrip, VerifyResult, wait_verified
+
+STORES = ("files", "sqlite", "postgres")
+PLAYBOOK = "migrate_store.yml"
+
+RunPlaybook = Callable[[Mapping[str, Any]], Any]  # extravars -> execute.RunResult
+
+
+@dataclass
+class MigrateResult:
+    host: str
+    bot: str
+    source: str | None
+    to: str
+    outcome: str  # migrated | rolled_back | failed
+    why: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.outcome == "migrated" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "bot": self.bot, "from": self.source, "to": self.to, "outcome": self.outcome,
+                "why": self.why, "steps": self.steps}
+
+
+def store_of(state: BotState) -> str | None:
+    auth = state.facts.get("auth")
+    return str(auth.get("store")) if isinstance(auth, Mapping) and auth.get("store") else None
+
+
+def migrate(host: str, bot: str, to: str, *, probe: Probe, run: RunPlaybook, round_trip: RoundTrip | None,
+            verify_timeout_s: float, verify: Callable[..., VerifyResult] = wait_verified) -> MigrateResult:
+    if to not in STORES:
+        raise UsageError(f"--to must be one of {', '.join(STORES)}")
+    source = store_of(probe())
+    if source is None:
+        return MigrateResult(host, bot, None, to, "failed", "facts name no auth store (bot not provisioned?)")
+    if source == to:
+        raise UsageError(f"{host}/{bot} already uses the {to} store")
+    res = MigrateResult(host, bot, source, to, "failed")
+
+    def step(name: str, extravars: Mapping[str, Any]) -> bool:
+        out = run({"waops_bot": bot, **extravars})
+        failures = [f.message for f in getattr(out, "failures", [])][:3]
+        res.steps.append({"name": name, "ok": bool(out.ok), "status": out.status, "failures": failures})
+        if not out.ok:
+            res.why = f"{name}: " + ("; ".join(failures) or out.status)
+        return bool(out.ok)
+
+    def proven(store: str) -> tuple[bool, str]:
+        v = verify(probe, timeout_s=verify_timeout_s, host=host, round_trip=round_trip, wait_for_link=False)
+        now = store_of(v.last) if v.last else None
+        ok = v.ok and now == store
+        detail = v.detail if not v.ok else f"facts name the {now} store, not {store}" if now != store else v.detail
+        res.steps.append({"name": f"verify on {store}", "ok": ok, "detail": detail, "seconds": round(v.elapsed_s, 1)})
+        return ok, detail
+
+    if not step("copy and switch", {"waops_store_to": to}):
+        return res  # the playbook started the bot again on its old store when the copy failed
+    ok, detail = proven(to)
+    if ok:
+        res.outcome, res.why = "migrated", f"open on the {to} store with no new link ({detail})"
+        return res
+    why = f"not working on the {to} store: {detail}"
+    if step("switch back", {"waops_store_to": source, "waops_migrate_copy": False}) and proven(source)[0]:
+        res.outcome, res.why = "rolled_back", f"{why}; back on the {source} store"
+    else:
+        res.why = f"{why}; switching back to the {source} store failed too: {res.why}"
+    return res
