@@ -18,7 +18,7 @@ import pytest
 
 from tests.lab.test_recover import RcLab, _provision, diagnose_cli, facts, wait_healthy
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.scenario]
 
 LAB_NAME = "styles"
 # bot -> (log style, simulator fault, its parameters, expected cause, expected code)

@@ -36,7 +36,7 @@ import yaml
 from tests.lab.test_recover import RcLab, incident, inject, recover_cli, take_backup, wait_cause, wait_healthy
 from tests.monitoring_files import MONITORING, panel_queries, with_short_fors
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.scenario]
 
 LAB_NAME = "monitor"
 FOR = "3s"  # every alert's `for:` in the lab (10 and 15 minutes in the shipped file)

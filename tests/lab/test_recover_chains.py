@@ -43,7 +43,7 @@ from tests.lab.test_recover import (
     wait_healthy,
 )
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.scenario]
 
 LAB_NAME = "seq3b"
 CONTACT = "15550109999@s.whatsapp.net"  # a customer who keeps writing to the bot

@@ -37,7 +37,7 @@ from tests.lab.test_recover import (
     wait_healthy,
 )
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.scenario]
 
 LAB_NAME = "sqstore"
 
