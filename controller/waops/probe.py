@@ -108,6 +108,8 @@ def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFac
     returns at once instead of after the probe's deadline (a thread pool would join its workers, at
     the `with` and again at exit). While the hosts answer, this thread imports the `warm` modules
     (and the classifier), so that their import time hides behind the network wait."""
+    if factory is ssh_factory:
+        warn_divergences(hosts)
     results: list[HostReport | None] = [None] * len(hosts)
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for k in range(len(hosts)):
@@ -143,6 +145,17 @@ def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFac
 
 
 _done_lock = threading.Lock()
+
+
+def warn_divergences(hosts: Sequence[Host]) -> None:
+    """Say, before connecting, where the probe will not take the route Ansible takes (never silently)."""
+    import sys
+
+    from waops.openssh import divergences
+
+    for host in hosts:
+        for why in divergences(host):
+            print(f"waops: warning: {host.name}: {why}", file=sys.stderr)
 
 
 def exit_code(reports: Sequence[HostReport]) -> int:

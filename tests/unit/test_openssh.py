@@ -1,0 +1,147 @@
+"""The OpenSSH transport: the real `ssh` client against a real SSH server (paramiko's, on 127.0.0.1).
+
+Nothing is mocked. Each test has its own HOME and ControlPath directory, so no connection master
+from another test is reused."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+from click.testing import CliRunner
+
+from tests.unit.test_transport import SSHD
+from waops.errors import UnreachableError
+from waops.inventory import Host, load
+from waops.openssh import OpenSSHTransport, argv, control_path
+from waops.transport import HostKeyRefused, fingerprint, for_host
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("ANSIBLE_SSH_ARGS", raising=False)
+    monkeypatch.setenv("ANSIBLE_SSH_CONTROL_PATH_DIR", str(tmp_path / "cp"))
+    (tmp_path / "home").mkdir()
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SSHD]:
+    s = SSHD(tmp_path)
+    yield s
+    s.close()
+
+
+def _host(sshd: SSHD, **kw: object) -> Host:
+    args: dict = {"port_given": True, "ssh_args": ["-o", f"UserKnownHostsFile={sshd.known_hosts}",
+                                                   "-o", "IdentitiesOnly=yes"], "known_hosts": []}
+    args.update(kw)
+    return sshd.host(**args)
+
+
+def test_runs_a_command_with_stdin_and_keeps_the_connection(sshd: SSHD) -> None:
+    host = _host(sshd)
+    t = for_host(host, 30)
+    assert isinstance(t, OpenSSHTransport)
+    r = t.run("cat | wc -c; echo oops >&2; exit 7", stdin=b"x" * 200_000)
+    assert (r.exit_status, r.stdout.strip(), r.stderr.strip()) == (7, b"200000", b"oops")
+    # Ansible's ControlPath: the master stays for the next probe (or playbook) of this host
+    assert Path(control_path(host)).is_socket()
+    assert t.run("echo again").stdout == b"again\n"
+
+
+def test_unknown_key_is_refused_with_its_fingerprint_and_nothing_is_added(sshd: SSHD, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    # the inventory asks for no checking at all: the probe stays strict anyway, and says so beforehand
+    host = _host(sshd, ssh_args=["-o", f"UserKnownHostsFile={empty}", "-o", "StrictHostKeyChecking=no"],
+                 strict_host_keys=False)
+    with pytest.raises(HostKeyRefused) as err:
+        OpenSSHTransport(host, time.monotonic() + 20).run("true")
+    assert err.value.fingerprint == fingerprint(sshd.host_key)
+    assert "unknown key" in str(err.value) and fingerprint(sshd.host_key) in str(err.value)
+    assert empty.read_text() == ""
+
+
+def test_changed_key_is_refused_with_the_key_offered(sshd: SSHD) -> None:
+    sshd.trust(paramiko.ECDSAKey.generate())
+    with pytest.raises(HostKeyRefused, match="does not match") as err:
+        OpenSSHTransport(_host(sshd), time.monotonic() + 20).run("true")
+    assert err.value.fingerprint == fingerprint(sshd.host_key)
+
+
+def test_proxycommand_from_the_inventory_is_the_route(sshd: SSHD, tmp_path: Path) -> None:
+    """The host's name resolves nowhere: only the ProxyCommand of ansible_ssh_common_args reaches it."""
+    relay = tmp_path / "relay.py"
+    used = tmp_path / "relay-used"
+    relay.write_text(
+        "import socket, sys, threading, pathlib\n"
+        f"pathlib.Path({str(used)!r}).write_text(sys.argv[1])\n"
+        f"s = socket.create_connection(('127.0.0.1', {sshd.port}))\n"
+        "def up():\n"
+        "    while d := sys.stdin.buffer.read1(65536): s.sendall(d)\n"
+        "    s.shutdown(socket.SHUT_WR)\n"
+        "threading.Thread(target=up, daemon=True).start()\n"
+        "while d := s.recv(65536): sys.stdout.buffer.write(d); sys.stdout.buffer.flush()\n")
+    sshd.known_hosts.write_text(sshd.known_hosts.read_text().replace(f"[127.0.0.1]:{sshd.port}",
+                                                                     f"[db.invalid]:{sshd.port}"))
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(
+        "all:\n  hosts:\n    db:\n      ansible_host: db.invalid\n"
+        f"      ansible_port: {sshd.port}\n      ansible_user: tester\n"
+        f"      ansible_ssh_private_key_file: {sshd.key_file}\n"
+        f"      ansible_ssh_common_args: >-\n        -o UserKnownHostsFile={sshd.known_hosts}\n"
+        f"        -o ProxyCommand=\"{sys.executable} {relay} %h\"\n")
+    (host,) = load(inv)
+    r = OpenSSHTransport(host, time.monotonic() + 20).run("echo through")
+    assert r.stdout == b"through\n" and used.read_text() == "db.invalid"
+
+
+def test_the_users_own_ssh_config_given_with_dash_f(sshd: SSHD, tmp_path: Path) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host box\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User tester\n"
+                   f"  IdentityFile {sshd.key_file}\n  UserKnownHostsFile {sshd.known_hosts}\n")
+    host = Host(name="box", address="box", ssh_args=["-F", str(cfg)])
+    assert OpenSSHTransport(host, time.monotonic() + 20).run("echo cfg").stdout == b"cfg\n"
+    # strictness comes first, then the user's file, included from the generated one
+    cmd = argv(host, 5, "true")
+    assert cmd.index("StrictHostKeyChecking=yes") < cmd.index("--") and "-F" in cmd and str(cfg) not in cmd
+
+
+def test_a_mute_server_misses_the_deadline_clearly(tmp_path: Path) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    try:
+        host = Host(name="mute", address="127.0.0.1", port=srv.getsockname()[1], port_given=True)
+        start = time.monotonic()
+        with pytest.raises(UnreachableError, match="mute"):
+            OpenSSHTransport(host, time.monotonic() + 3).run("true")
+        assert time.monotonic() - start < 15
+    finally:
+        srv.close()
+
+
+def test_a_route_the_probe_cannot_follow_is_said_before_probing(tmp_path: Path) -> None:
+    from waops.cli import cli
+
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    ct:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n"
+                   "      ansible_connection: community.docker.docker\n      waops_bots: [{name: shop}]\n")
+    r = CliRunner().invoke(cli, ["diagnose", "-i", str(inv), "--all", "--timeout", "5", "--output", "json"])
+    assert "warning: ct: ansible_connection is community.docker.docker" in r.stderr, r.stderr
+    assert r.exit_code == 3
+
+
+def test_password_hosts_keep_paramiko(sshd: SSHD) -> None:
+    from waops.transport import SSHTransport
+
+    assert isinstance(for_host(_host(sshd, password="pw"), 5), SSHTransport)
+    os.environ.pop("WAOPS_SSH", None)
