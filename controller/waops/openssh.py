@@ -219,26 +219,33 @@ class OpenSSHTransport:
 
     def _raise(self, err: bytes) -> None:
         text = err.decode("utf-8", "replace")
-        if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        if not _refused(text):
+            # A hop behind a connection master has its stderr sent to /dev/null by ssh, so its reason
+            # (a refused bastion key) is lost: ask once more, verbosely and without a master.
+            again = self._verbose()
+            if _refused(again) or _reason(text) in ("", *_VAGUE):
+                text = again or text
+        if _refused(text):
             raise self._refusal(text)
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("debug", "Warning:"))]
-        why = lines[-1] if lines else "ssh failed (exit 255)"
-        raise UnreachableError(f"{self.name}: ssh: {why}")
+        raise UnreachableError(f"{self.name}: ssh: {_reason(text) or 'ssh failed (exit 255)'}")
+
+    def _verbose(self) -> str:
+        with contextlib.suppress(UnreachableError, OSError):
+            cmd = argv(self.host, min(self._left(), 10.0), "true", verbose=True)
+            return self._spawn(cmd, b"", min(self._left(), 15.0))[2].decode("utf-8", "replace")
+        return ""
 
     def _refusal(self, text: str) -> HostKeyRefused:
         who = _refused_host(text) or self.host.address
         changed = "REMOTE HOST IDENTIFICATION HAS CHANGED" in text
-        fp = _sent_fingerprint(text)
-        if fp is None:  # ask once more, verbosely (only now: -v on every probe would be noise)
-            with contextlib.suppress(UnreachableError, OSError):
-                cmd = argv(self.host, min(self._left(), 10.0), "true", verbose=True)
-                _, _, verbose = self._spawn(cmd, b"", min(self._left(), 15.0))
-                fp = _last_server_key(verbose.decode("utf-8", "replace"))
-        if fp is None:  # a hop behind a ProxyCommand of the user's own: not verbose; ask it directly
+        fp = _sent_fingerprint(text) or _last_server_key(text)
+        if fp is None and "Server host key:" not in text:
+            fp = _last_server_key(self._verbose())
+        if fp is None:  # a hop behind a ProxyCommand of the user's own is not verbose: ask it directly
             fp = _keyscan(who, min(5.0, max(1.0, self.deadline - time.monotonic())))
         hop = "" if who in (self.host.address, self.host.name) else f" of jump host {who}"
-        reason = ("key does not match known_hosts (changed or spoofed)" if changed
-                  else "unknown key, not in known_hosts") + hop
+        reason = (f"key{hop} does not match known_hosts (changed or spoofed)" if changed
+                  else f"unknown key{hop}, not in known_hosts")
         return HostKeyRefused(self.name, reason, fp)
 
     def close(self) -> None:
@@ -248,6 +255,20 @@ class OpenSSHTransport:
 _REFUSED = re.compile(r"No \S+ host key is known for (\S+?) and|Host key for (\S+?) has changed|"
                       r"host key for (\S+?) has changed")
 _FP = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+_VAGUE = ("Connection closed by UNKNOWN port 65535",
+          "kex_exchange_identification: Connection closed by remote host")
+
+
+def _refused(text: str) -> bool:
+    return "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text
+
+
+def _reason(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.startswith(("debug", "Warning:", "OpenSSH_", "Authenticated to", "Transferred:"))]
+    return lines[-1] if lines else ""
 
 
 def _refused_host(text: str) -> str | None:
