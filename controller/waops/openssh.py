@@ -268,7 +268,8 @@ def _refused(text: str) -> bool:
 def _reason(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines()
              if ln.strip() and not ln.startswith(("debug", "Warning:", "OpenSSH_", "Authenticated to", "Transferred:"))]
-    return lines[-1] if lines else ""
+    telling = [ln for ln in lines if ln not in _VAGUE]  # a hop's own reason beats the outer ssh's echo of it
+    return (telling or lines)[-1] if lines else ""
 
 
 def _refused_host(text: str) -> str | None:

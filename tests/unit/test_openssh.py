@@ -5,7 +5,6 @@ from another test is reused."""
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import time
@@ -15,8 +14,8 @@ from pathlib import Path
 import paramiko
 import pytest
 from click.testing import CliRunner
-
 from tests.unit.test_transport import SSHD
+
 from waops.errors import UnreachableError
 from waops.inventory import Host, load
 from waops.openssh import OpenSSHTransport, argv, control_path
@@ -144,4 +143,3 @@ def test_password_hosts_keep_paramiko(sshd: SSHD) -> None:
     from waops.transport import SSHTransport
 
     assert isinstance(for_host(_host(sshd, password="pw"), 5), SSHTransport)
-    os.environ.pop("WAOPS_SSH", None)
