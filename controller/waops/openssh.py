@@ -227,7 +227,11 @@ class OpenSSHTransport:
                 text = again or text
         if _refused(text):
             raise self._refusal(text)
-        raise UnreachableError(f"{self.name}: ssh: {_reason(text) or 'ssh failed (exit 255)'}")
+        why = _reason(text)
+        m = re.match(r"ssh: connect to host (\S+) port (\d+): (.*)", why)
+        if m:  # the paramiko transport's wording, which people and tests already know
+            raise UnreachableError(f"{self.name}: cannot connect to {m[1]}:{m[2]}: {m[3]}")
+        raise UnreachableError(f"{self.name}: ssh: {why.removeprefix('ssh: ') or 'failed (exit 255)'}")
 
     def _verbose(self) -> str:
         with contextlib.suppress(UnreachableError, OSError):
