@@ -208,7 +208,10 @@ class OpenSSHTransport:
     def run(self, command: str, stdin: bytes = b"", timeout: float = 30.0) -> Result:
         start = time.monotonic()
         left = min(self._left(), timeout)
-        cmd = argv(self.host, min(left, 15.0), command)
+        try:
+            cmd = argv(self.host, min(left, 15.0), command)
+        except OSError as exc:  # the generated config or the ControlPath directory cannot be written
+            raise UnreachableError(f"{self.name}: cannot prepare ssh: {exc}") from None
         try:
             status, out, err = self._spawn(cmd, stdin, left)
         except FileNotFoundError:
@@ -240,13 +243,13 @@ class OpenSSHTransport:
         return ""
 
     def _refusal(self, text: str) -> HostKeyRefused:
-        who = _refused_host(text) or self.host.address
+        who, port = _refused_host(text) or (self.host.address, None)
         changed = "REMOTE HOST IDENTIFICATION HAS CHANGED" in text
         fp = _sent_fingerprint(text) or _last_server_key(text)
         if fp is None and "Server host key:" not in text:
             fp = _last_server_key(self._verbose())
         if fp is None:  # a hop behind a ProxyCommand of the user's own is not verbose: ask it directly
-            fp = _keyscan(who, min(5.0, max(1.0, self.deadline - time.monotonic())))
+            fp = _keyscan(who, port, min(5.0, max(1.0, self.deadline - time.monotonic())))
         hop = "" if who in (self.host.address, self.host.name) else f" of jump host {who}"
         reason = (f"key{hop} does not match known_hosts (changed or spoofed)" if changed
                   else f"unknown key{hop}, not in known_hosts")
@@ -276,10 +279,12 @@ def _reason(text: str) -> str:
     return (telling or lines)[-1] if lines else ""
 
 
-def _refused_host(text: str) -> str | None:
+def _refused_host(text: str) -> tuple[str, str | None] | None:
+    """(host, port or None) that ssh names in a refusal: `10.0.0.5` or `[10.0.0.5]:2222`."""
     for m in _REFUSED.finditer(text):
         name = next(g for g in m.groups() if g)
-        return name.strip("[]").split("]:")[0]
+        host, sep, port = name.partition("]:")
+        return (host.lstrip("["), port if sep else None)
     return None
 
 
@@ -294,9 +299,10 @@ def _last_server_key(text: str) -> str | None:
     return found[-1] if found else None
 
 
-def _keyscan(host: str, timeout: float) -> str | None:
+def _keyscan(host: str, port: str | None, timeout: float) -> str | None:
     try:
-        scan = subprocess.run(["ssh-keyscan", "-T", str(max(1, int(timeout))), "-t", "ed25519,ecdsa,rsa", host],
+        scan = subprocess.run(["ssh-keyscan", "-T", str(max(1, int(timeout))), "-t", "ed25519,ecdsa,rsa",
+                               *(["-p", port] if port else []), host],
                               capture_output=True, timeout=timeout + 1, check=False)
         fps = subprocess.run(["ssh-keygen", "-lf", "-"], input=scan.stdout, capture_output=True, timeout=5,
                              check=False)
