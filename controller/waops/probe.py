@@ -60,8 +60,6 @@ def ssh_factory(host: Host, timeout: float) -> Transport:
 
 def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_factory,
                bots: Sequence[str] = ()) -> HostReport:
-    from waops.diagnose import Diagnosis, diagnose
-
     start = time.monotonic()
     report = HostReport(host.name)
     transport: Transport | None = None
@@ -72,10 +70,15 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
         report.reachable, report.error = False, str(exc)
         report.fingerprint = getattr(exc, "fingerprint", None)
     except WaopsError as exc:  # reached, but no facts: the host is not provisioned or the agent failed
+        from waops.diagnose import Diagnosis
+
         report.error = str(exc)
         report.bots = [BotReport(b.name, Diagnosis("unknown", None, [str(exc)], 0.1))
                        for b in host.bots if not bots or b.name in bots]
     else:
+        # imported only now: while this host answered, probe_hosts' thread imported the classifier
+        from waops.diagnose import Diagnosis, diagnose
+
         for entry in doc["bots"]:  # facts.parse checked the shape
             name = entry["bot"]
             if bots and name not in bots:
