@@ -250,7 +250,10 @@ class OpenSSHTransport:
             fp = _last_server_key(self._verbose())
         if fp is None:  # a hop behind a ProxyCommand of the user's own is not verbose: ask it directly
             fp = _keyscan(who, port, min(5.0, max(1.0, self.deadline - time.monotonic())))
-        hop = "" if who in (self.host.address, self.host.name) else f" of jump host {who}"
+        # the same address on another port is a hop only when the inventory fixed the target's port
+        same = who in (self.host.address, self.host.name) and (
+            not self.host.port_given or (port or "22") == str(self.host.port))
+        hop = "" if same else f" of jump host {who}" + (f" port {port}" if port else "")
         reason = (f"key{hop} does not match known_hosts (changed or spoofed)" if changed
                   else f"unknown key{hop}, not in known_hosts")
         return HostKeyRefused(self.name, reason, fp)

@@ -5,8 +5,10 @@ from another test is reused."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import paramiko
 import pytest
 from click.testing import CliRunner
-from tests.unit.test_transport import SSHD
+from tests.unit.test_transport import SSHD, _Server
 
 from waops.errors import UnreachableError
 from waops.inventory import Host, load
@@ -143,3 +145,88 @@ def test_password_hosts_keep_paramiko(sshd: SSHD) -> None:
     from waops.transport import SSHTransport
 
     assert isinstance(for_host(_host(sshd, password="pw"), 5), SSHTransport)
+
+
+
+class _JumpServer(_Server):
+    def __init__(self, client_key: paramiko.PKey, env: dict[str, str], dests: dict[int, tuple]) -> None:
+        super().__init__(client_key, env)
+        self.dests = dests
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED if kind == "direct-tcpip" else super().check_channel_request(kind, chanid)
+
+    def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple, destination: tuple) -> int:
+        if destination[0] != "127.0.0.1":
+            return paramiko.OPEN_FAILED_CONNECT_FAILED
+        self.dests[chanid] = destination
+        return paramiko.OPEN_SUCCEEDED
+
+
+class JumpSSHD(SSHD):
+    """An SSH server that also forwards `direct-tcpip` channels to 127.0.0.1 (what `ssh -W` and
+    ProxyJump ask of a jump host), with a host key of its own."""
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            t = paramiko.Transport(conn)
+            t.add_server_key(self.host_key)
+            self._transports.append(t)
+            dests: dict[int, tuple] = {}
+            try:
+                t.start_server(server=_JumpServer(self.client_key, self.env, dests))
+            except (paramiko.SSHException, EOFError, OSError):
+                continue
+            threading.Thread(target=_forward, args=(t, dests), daemon=True).start()
+
+
+def _forward(t: paramiko.Transport, dests: dict[int, tuple]) -> None:
+    def pump(a, b) -> None:  # type: ignore[no-untyped-def]
+        try:
+            while data := a.recv(32768):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                b.close()
+
+    while t.is_active():
+        chan = t.accept(0.5)
+        if chan is None or chan.get_id() not in dests:  # session channels are served by the exec callback
+            continue
+        sock = socket.create_connection(dests.pop(chan.get_id()))
+        threading.Thread(target=pump, args=(chan, sock), daemon=True).start()
+        threading.Thread(target=pump, args=(sock, chan), daemon=True).start()
+
+
+def test_proxyjump_checks_the_jump_hosts_key_strictly(sshd: SSHD, tmp_path: Path) -> None:
+    """-J in ansible_ssh_common_args: the jump host's unknown key is refused (ssh does not pass `-o`
+    options to the hop; the generated -F file makes it strict), named with its fingerprint; once the
+    key is known, the same route works. The jump host's config comes from the inventory's own -F file."""
+    jump_dir = tmp_path / "jump"
+    jump_dir.mkdir()
+    jump = JumpSSHD(jump_dir)
+    try:
+        jump.client_key = sshd.client_key  # one key logs in on both
+        kh = tmp_path / "kh"
+        kh.write_text(sshd.known_hosts.read_text())  # the target is known, the jump host is not
+        cfg = tmp_path / "ssh_config"
+        cfg.write_text(f"Host hop\n  HostName 127.0.0.1\n  Port {jump.port}\n  User tester\n"
+                       f"  IdentityFile {sshd.key_file}\n  IdentitiesOnly yes\n  UserKnownHostsFile {kh}\n")
+        host = _host(sshd, ssh_args=["-F", str(cfg), "-J", "hop", "-o", f"UserKnownHostsFile={kh}",
+                                     "-o", "IdentitiesOnly=yes"])
+        with pytest.raises(HostKeyRefused) as err:
+            OpenSSHTransport(host, time.monotonic() + 30).run("true")
+        assert err.value.fingerprint == fingerprint(jump.host_key), str(err.value)
+        assert "jump host 127.0.0.1" in str(err.value)
+        assert kh.read_text() == sshd.known_hosts.read_text()  # nothing added
+        jump.trust(jump.host_key)
+        kh.write_text(sshd.known_hosts.read_text() + jump.known_hosts.read_text())
+        assert OpenSSHTransport(host, time.monotonic() + 30).run("echo hop").stdout == b"hop\n"
+    finally:
+        jump.close()
