@@ -139,6 +139,9 @@ def test_a_route_the_probe_cannot_follow_is_said_before_probing(tmp_path: Path) 
     r = CliRunner().invoke(cli, ["diagnose", "-i", str(inv), "--all", "--timeout", "5", "--output", "json"])
     assert "warning: ct: ansible_connection is community.docker.docker" in r.stderr, r.stderr
     assert r.exit_code == 3
+    r = CliRunner().invoke(cli, ["recover", "-i", str(inv), "ct", "--dry-run", "--output", "json"],
+                           env={"WAOPS_STORE": str(tmp_path / "i.db"), "WAOPS_TIMEOUT": "5"})
+    assert "warning: ct: ansible_connection is community.docker.docker" in r.stderr, r.stderr
 
 
 def test_password_hosts_keep_paramiko(sshd: SSHD) -> None:
