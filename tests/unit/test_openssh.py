@@ -233,3 +233,22 @@ def test_proxyjump_checks_the_jump_hosts_key_strictly(sshd: SSHD, tmp_path: Path
         assert OpenSSHTransport(host, time.monotonic() + 30).run("echo hop").stdout == b"hop\n"
     finally:
         jump.close()
+
+
+def test_both_inventory_readers_give_the_probe_ansibles_ssh_arguments(tmp_path: Path) -> None:
+    """Ansible's FAQ bastion line in INI (quotes inside quotes) and a chained -J: the plain reader and
+    Ansible's own loader hand the probe the same words, and they reach ssh's command line intact."""
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("[waops_bot_hosts]\nbot1.example.com ansible_host=192.0.2.10 ansible_user=ops "
+                   "ansible_ssh_common_args='-o ProxyCommand=\"ssh -W %h:%p -q admin@bastion.example.com\"'\n\n"
+                   "[waops_bot_hosts:vars]\nansible_ssh_extra_args=-J a@jump1.example.com,a@jump2.example.com\n")
+    (plain,) = load(inv, reader="plain")
+    (ansible,) = load(inv, reader="ansible")
+    words = ["-o", "ProxyCommand=ssh -W %h:%p -q admin@bastion.example.com",
+             "-J", "a@jump1.example.com,a@jump2.example.com"]
+    assert plain.ssh_args == ansible.ssh_args == words
+    cmd = argv(plain, 5, "true")
+    assert cmd[-2:] == ["192.0.2.10", "true"] and "User=ops" in cmd
+    at = cmd.index(words[1])
+    assert cmd[at - 1:at + 3] == words
+    assert cmd.index("StrictHostKeyChecking=yes") < at  # strictness first: nothing after can weaken it
