@@ -252,3 +252,22 @@ def test_both_inventory_readers_give_the_probe_ansibles_ssh_arguments(tmp_path: 
     at = cmd.index(words[1])
     assert cmd[at - 1:at + 3] == words
     assert cmd.index("StrictHostKeyChecking=yes") < at  # strictness first: nothing after can weaken it
+
+
+def test_an_installed_agent_is_not_sent_the_source_and_a_missing_one_is(tmp_path: Path) -> None:
+    from waops.facts import collect
+    from waops.transport import LocalTransport
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    agent = bin_dir / "waops-host"
+    agent.write_text(f"#!/bin/sh\nwc -c > {tmp_path / 'stdin-bytes'}\n"
+                     "echo '{\"schema\": 1, \"bots\": [{\"bot\": \"shop\"}]}'\n")
+    agent.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    doc = collect(LocalTransport("h", env=env), 20)
+    assert doc["bots"] == [{"bot": "shop"}] and (tmp_path / "stdin-bytes").read_text().strip() == "0"
+    # without the agent, its source is streamed to python3: here a source that prints a facts document
+    doc = collect(LocalTransport("h", env={"PATH": "/usr/bin:/bin"}), 20,
+                  source=b"import json; print(json.dumps({'schema': 1, 'bots': []}))\n")
+    assert doc["bots"] == []
