@@ -380,6 +380,8 @@ class Lab:
     def down(self, log: Callable[[str], None] = print) -> None:
         s = self.settings
         ct_root = s.dir / "ct"
+        gate = self.bastion()
+        self._close_masters([h.ip for h in self.hosts()] + ([gate.ip] if gate else []))
         names = {h.name for h in self.hosts()}
         if ct_root.is_dir():
             names |= {p.name for p in ct_root.iterdir()}
@@ -398,6 +400,19 @@ class Lab:
         self.network.down()
         shutil.rmtree(s.dir, ignore_errors=True)
         log(f"lab {s.name} is down")
+
+    @staticmethod
+    def _close_masters(ips: list[str]) -> None:
+        """End the SSH connection masters (Ansible's and the probe's, ControlPersist) to these hosts: a
+        lab brought up next with the same addresses must not be reached through a dead one."""
+        from waops.inventory import Host
+        from waops.openssh import control_path
+
+        for ip in ips:
+            sock = Path(control_path(Host(name=ip, address=ip, user="root")))
+            if sock.exists():
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", ip], capture_output=True,
+                               timeout=10, check=False)
 
     def leftovers(self) -> list[str]:
         """What of this lab still exists on the machine (empty after a clean `down`)."""
