@@ -1,8 +1,8 @@
 """Collect the facts document (CONTRACTS.md, contract 2) from a host in one round trip.
 
-`waops-host facts --json` when the agent is installed; otherwise the agent's source is streamed to
-`python3 - facts --json`. The source is sent either way (one round trip, no `which` first); an
-installed agent simply does not read it.
+`waops-host facts --json` when the agent is installed: one round trip, nothing sent. A host without
+it answers with exit status NEED_SOURCE, and only then is the agent's source (~90 KB) streamed to
+`python3 - facts --json` in a second round trip: a provisioned host never pays for the transfer.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from waops.errors import WaopsError
 from waops.transport import Transport
 
 SCHEMA = 1
+NEED_SOURCE = 97  # the probe's answer when the host has no agent installed
 PROBE = ("if command -v waops-host >/dev/null 2>&1; then exec waops-host facts --json; "
-         "else exec python3 - facts --json; fi")
+         f"else exit {NEED_SOURCE}; fi")
+STREAMED = "exec python3 - facts --json"
 
 
 class FactsError(WaopsError):
     """The host answered, but not with a facts document (agent missing, not provisioned, crashed)."""
 
 
-def probe_command(become: bool = False) -> str:
+def probe_command(become: bool = False, script: str = PROBE) -> str:
     # sudo -n: never prompt; a host that needs a sudo password fails clearly instead of hanging
-    return f"sudo -n sh -c {shlex.quote(PROBE)}" if become else PROBE
+    return f"sudo -n sh -c {shlex.quote(script)}" if become else script
 
 
 def agent_bytes() -> bytes:
@@ -38,7 +40,10 @@ def agent_bytes() -> bytes:
 
 
 def collect(transport: Transport, timeout: float, become: bool = False, source: bytes | None = None) -> dict[str, Any]:
-    res = transport.run(probe_command(become), stdin=agent_bytes() if source is None else source, timeout=timeout)
+    res = transport.run(probe_command(become), timeout=timeout)
+    if res.exit_status == NEED_SOURCE and not res.stdout.strip():
+        res = transport.run(probe_command(become, STREAMED), stdin=agent_bytes() if source is None else source,
+                            timeout=timeout)
     return parse(res.stdout, res.stderr, res.exit_status, transport.name)
 
 

@@ -50,6 +50,12 @@ class Host:
     known_hosts: list[str] = field(default_factory=list)  # besides ~/.ssh/known_hosts
     strict_host_keys: bool = True
     become: bool = False
+    # how Ansible's ssh connection reaches the host, for the OpenSSH probe (waops.openssh)
+    port_given: bool = False  # ansible_port set: Ansible passes -o Port and hashes it into ControlPath
+    ssh_args: list[str] = field(default_factory=list)  # ansible_ssh_common_args + ansible_ssh_extra_args
+    waops_known_hosts: list[str] = field(default_factory=list)  # waops_known_hosts_file
+    connection: str | None = None  # ansible_connection
+    ssh_executable: str | None = None  # ansible_ssh_executable
     bots: list[Bot] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)  # EXTRA_VARS that are set
 
@@ -227,12 +233,15 @@ def _ansible_host(name: str, hostvars: dict[str, Any], loader: Any) -> Host:
 
 
 def _host(name: str, var: Any) -> Host:
+    from waops.openssh import split_args
+
     common = " ".join(str(var(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
     known, strict = _ssh_args(common)
-    if var("waops_known_hosts_file"):
-        known.insert(0, str(var("waops_known_hosts_file")))
+    own_known = [os.path.expanduser(str(var("waops_known_hosts_file")))] if var("waops_known_hosts_file") else []
+    known = own_known + known
+    given_port = var("ansible_port") or var("ansible_ssh_port")
     try:
-        port = int(var("ansible_port") or var("ansible_ssh_port") or 22)
+        port = int(given_port or 22)
     except (TypeError, ValueError):
         raise UsageError(f"host {name}: ansible_port is not a number") from None
     defaults = {**BOT_DEFAULTS, "service_manager": var("waops_service_manager") or BOT_DEFAULTS["service_manager"],
@@ -249,6 +258,11 @@ def _host(name: str, var: Any) -> Host:
         known_hosts=[os.path.expanduser(k) for k in known],
         strict_host_keys=strict,
         become=_truthy(var("ansible_become", False)),
+        port_given=given_port not in (None, ""),
+        ssh_args=split_args(common),
+        waops_known_hosts=own_known,
+        connection=_str(var("ansible_connection")),
+        ssh_executable=_str(var("ansible_ssh_executable")),
         bots=_bots(name, var("waops_bots") or [], defaults),
         extra={k: str(var(k)) for k in EXTRA_VARS if isinstance(var(k), str)},
     )

@@ -60,8 +60,6 @@ def ssh_factory(host: Host, timeout: float) -> Transport:
 
 def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_factory,
                bots: Sequence[str] = ()) -> HostReport:
-    from waops.diagnose import Diagnosis, diagnose
-
     start = time.monotonic()
     report = HostReport(host.name)
     transport: Transport | None = None
@@ -72,10 +70,15 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
         report.reachable, report.error = False, str(exc)
         report.fingerprint = getattr(exc, "fingerprint", None)
     except WaopsError as exc:  # reached, but no facts: the host is not provisioned or the agent failed
+        from waops.diagnose import Diagnosis
+
         report.error = str(exc)
         report.bots = [BotReport(b.name, Diagnosis("unknown", None, [str(exc)], 0.1))
                        for b in host.bots if not bots or b.name in bots]
     else:
+        # imported only now: while this host answered, probe_hosts' thread imported the classifier
+        from waops.diagnose import Diagnosis, diagnose
+
         for entry in doc["bots"]:  # facts.parse checked the shape
             name = entry["bot"]
             if bots and name not in bots:
@@ -108,6 +111,8 @@ def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFac
     returns at once instead of after the probe's deadline (a thread pool would join its workers, at
     the `with` and again at exit). While the hosts answer, this thread imports the `warm` modules
     (and the classifier), so that their import time hides behind the network wait."""
+    if factory is ssh_factory:
+        warn_divergences(hosts)
     results: list[HostReport | None] = [None] * len(hosts)
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for k in range(len(hosts)):
@@ -143,6 +148,17 @@ def probe_hosts(hosts: Sequence[Host], settings: Settings, factory: TransportFac
 
 
 _done_lock = threading.Lock()
+
+
+def warn_divergences(hosts: Sequence[Host]) -> None:
+    """Say, before connecting, where the probe will not take the route Ansible takes (never silently)."""
+    import sys
+
+    from waops.openssh import divergences
+
+    for host in hosts:
+        for why in divergences(host):
+            print(f"waops: warning: {host.name}: {why}", file=sys.stderr)
 
 
 def exit_code(reports: Sequence[HostReport]) -> int:

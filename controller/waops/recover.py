@@ -570,8 +570,10 @@ def targets(inventory: str | Path, patterns: list[str], bot: str | None, pair_ph
     """(inventory Host, Target) for every bot of the matched hosts (only `bot` when given)."""
     from waops.errors import UsageError
     from waops.inventory import load
+    from waops.probe import warn_divergences
 
     hosts = load(inventory, patterns or ["all"])
+    warn_divergences(hosts)  # before any host is contacted: where the probe's route is not Ansible's
     out: list[tuple[Any, Target]] = []
     for h in hosts:
         for b in h.bots:

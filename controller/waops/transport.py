@@ -1,6 +1,7 @@
-"""Run one command on a host, with stdin, under a hard deadline: paramiko SSH or a local subprocess.
+"""Run one command on a host, with stdin, under a hard deadline: OpenSSH (waops.openssh, the default),
+paramiko SSH (password hosts, WAOPS_SSH=paramiko) or a local subprocess.
 
-SSH is strict: host keys are checked against ~/.ssh/known_hosts plus the inventory's known_hosts
+paramiko SSH is strict: host keys are checked against ~/.ssh/known_hosts plus the inventory's known_hosts
 files (RejectPolicy, nothing is ever added), ~/.ssh/config is honoured, and a refused key becomes an
 UnreachableError carrying the key's SHA256 fingerprint and the reason. stdout and stderr are read
 together so a big output never deadlocks. paramiko is imported only when an SSH transport is made.
@@ -264,6 +265,14 @@ class SSHTransport:
             self._client = None
 
 
-def for_host(host: Host, timeout: float) -> SSHTransport:
-    """An SSH transport for an inventory host with a hard deadline of `timeout` seconds from now."""
-    return SSHTransport(ssh_target(host), time.monotonic() + timeout)
+def for_host(host: Host, timeout: float) -> Transport:
+    """A transport for an inventory host with a hard deadline of `timeout` seconds from now.
+
+    OpenSSH, with the command line Ansible would use (waops.openssh), unless the host logs in with a
+    password (Ansible needs sshpass for that; paramiko takes it directly) or WAOPS_SSH=paramiko."""
+    deadline = time.monotonic() + timeout
+    if host.password or os.environ.get("WAOPS_SSH") == "paramiko":
+        return SSHTransport(ssh_target(host), deadline)
+    from waops.openssh import OpenSSHTransport
+
+    return OpenSSHTransport(host, deadline)

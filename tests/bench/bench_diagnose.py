@@ -13,6 +13,9 @@ With --lab (root, lab `bench16`): 16 lab hosts (pm2 and systemd in turn) provisi
   naming the cause), with where waops' start-up goes (python -X importtime);
 - 16 hosts in one call: `waops diagnose --all` (target under 2.5 s), and where its time goes (per-host
   round trip, classification);
+- 16 hosts, direct and through a bastion (the first host as the jump for all, by a ProxyCommand in
+  ansible_ssh_common_args), each cold (an empty ControlPath directory: every host's handshake) and
+  warm (the connection masters of the run before, as ControlPersist keeps them for 60 s);
 - 16 hosts x 8 bots (128 bots) in one call (goal < 2 s): seven more bot configs per host for the run.
 Lab name: $WAOPS_BENCH_LAB (default bench16).
 --keep leaves the lab up (a second run reuses it and skips site.yml); otherwise it is removed.
@@ -52,10 +55,11 @@ def make_log(path: Path, size: int, sparse: bool) -> None:
         f.write(body + TAIL)
 
 
-def waops(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+def waops(*args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
     start = time.perf_counter()
     p = subprocess.run(
-        [sys.executable, "-c", "from waops.cli import main; main()", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", "from waops.cli import main; main()", *args], capture_output=True, text=True,
+        check=False, env={**os.environ, **(env or {})},
     )
     took = time.perf_counter() - start
     if p.returncode not in (0, 1, 3):  # 3: a host missed its deadline (the rows say which)
@@ -324,10 +328,113 @@ def bench_one_host(lab, inventory: Path, rounds: int = 5) -> None:
         )
         ratio = statistics.median(waops_s) / statistics.median(manual)
         print(f"  ratio waops / runbook's three calls: {ratio:.2f}x (goal <= 0.3x: "
-              f"{'holds' if ratio <= 0.3 else 'MISSED'})")
+              f"{'holds' if ratio <= 0.3 else 'MISSED'}), waops reusing its SSH connection (ControlPersist)")
+        cold = [waops("diagnose", "-i", str(inventory), host.name, "--output", "json", env=fresh_control_dir())[0]
+                for _ in range(3)]
+        print(f"  cold (no connection to reuse, as after a minute idle): {statistics.median(cold):.2f} s, ratio "
+              f"{statistics.median(cold) / statistics.median(manual):.2f}x")
         import_profile(inventory, host.name)
+        bench_transports(inventory, host.name)
     finally:
         os.unlink(script)
+
+
+_CONTROL_DIRS: list[str] = []
+
+
+def fresh_control_dir() -> dict[str, str]:
+    """An empty ControlPath directory: the run has no SSH connection master to reuse (a cold start)."""
+    d = tempfile.mkdtemp(prefix="waops-bench-cp-")
+    _CONTROL_DIRS.append(d)
+    return {"ANSIBLE_SSH_CONTROL_PATH_DIR": d}
+
+
+def close_masters() -> None:
+    """The masters of the cold runs would stay 60 s: ask each to exit now."""
+    import glob
+
+    for d in _CONTROL_DIRS:
+        for sock in glob.glob(f"{d}/*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, check=False)
+    _CONTROL_DIRS.clear()
+
+
+def jump_inventory(lab, inventory: Path) -> Path:
+    """The same hosts, every one reached through the first as a bastion (a ProxyCommand in
+    ansible_ssh_common_args, Ansible's FAQ recipe): what the bastion route adds to a fleet diagnose."""
+    gate = lab.hosts()[0]
+    doc = json.loads((inventory / "hosts.yml").read_text())
+    v = doc["all"]["vars"]
+    v["ansible_ssh_common_args"] += f' -o ProxyCommand="{lab.proxy_command(gate, lab.image.key)}"'
+    out = Path(tempfile.mkdtemp(prefix="waops-bench-jump-"))
+    (out / "hosts.yml").write_text(json.dumps(doc))
+    (out / "group_vars").symlink_to(inventory / "group_vars")
+    return out
+
+
+def bench_transports(inventory: Path, host: str, rounds: int = 5) -> None:
+    """One host's facts round trip in process: paramiko (connect each time, as before) against OpenSSH
+    cold (a handshake) and warm (the ControlPersist master reused): why the probe runs OpenSSH."""
+    from waops import inventory as inv
+    from waops.facts import collect
+    from waops.openssh import OpenSSHTransport
+    from waops.transport import SSHTransport, ssh_target
+
+    (h,) = inv.load(str(inventory), [host])
+
+    def once(make, source: bytes | None = b"") -> float:  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        t = make()
+        try:
+            collect(t, 30, source=source)
+        finally:
+            t.close()
+        return time.perf_counter() - start
+
+    def cold() -> OpenSSHTransport:
+        os.environ.update(fresh_control_dir())
+        return OpenSSHTransport(h, time.monotonic() + 30)
+
+    saved = os.environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR")
+    try:
+        para = [once(lambda: SSHTransport(ssh_target(h), time.monotonic() + 30)) for _ in range(rounds)]
+        colds = [once(cold) for _ in range(rounds)]
+        once(cold)  # opens the master the warm runs reuse
+        warm = [once(lambda: OpenSSHTransport(h, time.monotonic() + 30)) for _ in range(rounds)]
+        warm_src = [once(lambda: OpenSSHTransport(h, time.monotonic() + 30), None) for _ in range(rounds)]
+    finally:
+        if saved is None:
+            os.environ.pop("ANSIBLE_SSH_CONTROL_PATH_DIR", None)
+        else:
+            os.environ["ANSIBLE_SSH_CONTROL_PATH_DIR"] = saved
+        close_masters()
+    print(f"  facts round trip of {host} in process, median of {rounds}: paramiko {statistics.median(para):.3f} s, "
+          f"OpenSSH cold {statistics.median(colds):.3f} s, OpenSSH warm (ControlPersist) "
+          f"{statistics.median(warm):.3f} s; warm with the agent's source streamed as every probe does "
+          f"{statistics.median(warm_src):.3f} s")
+
+
+def bench_routes(lab, inventory: Path, rounds: int = 5) -> None:
+    """16 hosts direct and through a bastion, cold (no connection to reuse) and warm (ControlPersist)."""
+    import shutil
+
+    jump = jump_inventory(lab, inventory)
+    try:
+        for label, inv in (("direct", inventory), ("through a bastion", jump)):
+            cold = [waops("diagnose", "-i", str(inv), "--all", "--output", "json", env=fresh_control_dir())[0]
+                    for _ in range(3)]
+            env = fresh_control_dir()
+            warm = [waops("diagnose", "-i", str(inv), "--all", "--output", "json", env=env)[0]
+                    for _ in range(rounds + 1)][1:]
+            _, p = waops("diagnose", "-i", str(inv), "--all", "--output", "json", env=env)
+            rows = json.loads(p.stdout)["results"]
+            bad = [r["host"] for r in rows if not r["reachable"]]
+            print(f"{len(lab.hosts())} hosts {label}: cold median {statistics.median(cold):.2f} s (runs "
+                  f"{', '.join(f'{t:.2f}' for t in cold)}), warm median {statistics.median(warm):.2f} s, min "
+                  f"{min(warm):.2f} s; unreachable: {bad or 'none'}")
+            close_masters()
+    finally:
+        shutil.rmtree(jump, ignore_errors=True)
 
 
 def bench_many(inventory: Path, rounds: int = 5) -> None:
@@ -473,15 +580,17 @@ def main() -> None:
         bench_logs()
     if not (args.lab or args.only_lab):
         return
-    print(f"load average: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores, shared)")
+    print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores, shared)")
     lab, inventory = provisioned_lab(args.from_commit, args.update)
     try:
         wait_linked(lab, skip=(lab.hosts()[0].name,))  # bench16-1 gets logged_out next
         bench_one_host(lab, inventory)
         bench_many(inventory)
+        bench_routes(lab, inventory)
         bench_many_bots(lab, inventory)
         ssh_floor(lab)
     finally:
+        close_masters()
         if not args.keep:
             lab.down(log=lambda _m: None)
 

@@ -37,12 +37,14 @@ def lab() -> None:
               help="How many hosts to add.")
 @click.option("--managers", default="pm2,systemd", show_default=True,
               help="Service managers given to the hosts in turn.")
-def up(name: str, count: int, managers: str) -> None:
+@click.option("--bastion", is_flag=True, help="Reach the hosts only through one more host, <name>-bastion.")
+@click.option("--certificate", is_flag=True, help="Log in with a user certificate signed by the lab's CA.")
+def up(name: str, count: int, managers: str, bastion: bool, certificate: bool) -> None:
     """Boot hosts (building the image once) and print the inventory path last."""
     chosen = tuple(m.strip() for m in managers.split(",") if m.strip())
     if not chosen or set(chosen) - {"pm2", "systemd"}:
         raise click.BadParameter("use pm2 and/or systemd", param_hint="--managers")
-    inventory = _lab(name).up(count, chosen, log=_log)
+    inventory = _lab(name).up(count, chosen, log=_log, bastion=bastion, certificate=certificate)
     click.echo(str(inventory))
 
 

@@ -27,8 +27,10 @@ from waops.lab.container import Container, ssh_options, wait_for_ssh
 from waops.lab.image import Image
 from waops.lab.network import LabNetwork
 from waops.lab.postgres import LabPostgres
+from waops.lab.shell import run
 
 SIM_PORT = 7800
+BASTION_OCTET = 5  # the bastion's address: <lab prefix>.5
 PG_PORT = 5432
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,11}$")
 
@@ -101,6 +103,9 @@ class Lab:
         self.image = Image(s.cache_dir)
         self._wire()
         self.known_hosts = s.dir / "known_hosts"
+        # the lab's user CA (every host trusts it) and a root key signed by it (no authorized_keys entry)
+        self.user_ca = s.dir / "user_ca"
+        self.cert_key = s.dir / "id_cert"
         self.inventory_dir = s.dir / "inventory"
         self.state_file = s.dir / "state.json"
         self.last_boot: dict[str, float] = {}
@@ -142,9 +147,28 @@ class Lab:
                 return h
         raise LabError(f"no lab host {name!r} in lab {self.settings.name!r} (see `waops lab status`)")
 
-    def _save(self, hosts: list[LabHost]) -> None:
+    def _state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def bastion(self) -> LabHost | None:
+        """The bastion host, when the lab's hosts are reachable only through one."""
+        b = self._state().get("bastion")
+        return LabHost(**b) if b else None
+
+    @property
+    def uses_certificate(self) -> bool:
+        return bool(self._state().get("certificate"))
+
+    def _save(self, hosts: list[LabHost], bastion: LabHost | None = None, certificate: bool | None = None) -> None:
         self.settings.dir.mkdir(parents=True, exist_ok=True)
+        old = self._state()
+        b = bastion or self.bastion()
         data = {"name": self.settings.name, "hosts": [asdict(h) for h in hosts],
+                "bastion": asdict(b) if b else None,
+                "certificate": old.get("certificate", False) if certificate is None else certificate,
                 "sim_url": self.sim_url, "control_url": self.control_url}
         self.state_file.write_text(json.dumps(data, indent=2))
 
@@ -166,10 +190,17 @@ class Lab:
 
     # -- bring-up --------------------------------------------------------------------------------
     def up(self, count: int = 1, managers: tuple[str, ...] = ("pm2", "systemd"),
-           log: Callable[[str], None] = print) -> Path:
-        """Boot COUNT hosts (added to any already up), the simulator and PostgreSQL. Returns the inventory."""
+           log: Callable[[str], None] = print, bastion: bool = False, certificate: bool = False) -> Path:
+        """Boot COUNT hosts (added to any already up), the simulator and PostgreSQL. Returns the inventory.
+
+        bastion: one more host, `<lab>-bastion`, is the only one this machine may reach over SSH (the
+        others' port 22 is closed to it by the lab's nftables table); the inventory goes through it with
+        a ProxyCommand, as Ansible's FAQ does. certificate: the inventory logs in with a key that no
+        authorized_keys lists, only its certificate signed by the lab's user CA."""
         if count < 1 or count > 60:
             raise LabError("--hosts must be between 1 and 60")
+        if self.bastion() or (bastion and self.hosts()):
+            raise LabError("a lab behind a bastion is brought up in one go (its hosts are closed to this machine)")
         self.image.ensure(log)
         s = self.settings
         s.dir.mkdir(parents=True, exist_ok=True)
@@ -183,14 +214,18 @@ class Lab:
                            service_manager=managers[(i - 1) % len(managers)],
                            bots=[{"name": "shop", "phone": f"1555010{s.octet:03d}{i:02d}"}])
                    for i in range(start, start + count)]
-            self._save(existing + new)
+            gate = (LabHost(name=f"{self.host_prefix}-bastion", ip=f"{s.prefix}.{BASTION_OCTET}", index=0,
+                            service_manager="none") if bastion else None)
+            self._save(existing + new, gate, certificate or None)
             # PostgreSQL and the simulator start while the hosts boot: nothing in a host's boot needs
             # them, and each costs about a second of wall time on its own.
             with ThreadPoolExecutor(max_workers=2) as pool:
                 services = [pool.submit(self.postgres.start), pool.submit(self._start_simulator)]
-                self.boot(new, log)
+                self.boot(new + ([gate] if gate else []), log)
                 for f in services:
                     f.result()
+            if gate:
+                self.network.close_ssh(except_ip=gate.ip)
         except BaseException:
             log("lab bring-up failed; removing what it made")
             self.down(log=lambda _m: None)
@@ -204,6 +239,7 @@ class Lab:
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(hosts)))) as pool:
             lines = list(pool.map(lambda h: self.container(h).prepare(), hosts))
         self._add_known_hosts(lines)
+        self._trust_user_ca(hosts)
         prepared = time.monotonic()
         for h in hosts:
             self.container(h).start()
@@ -230,6 +266,20 @@ class Lab:
                     ln.split()[0] not in ips]
         self.known_hosts.write_text("\n".join(keep + lines) + "\n")
         self.known_hosts.chmod(0o644)
+
+    def _trust_user_ca(self, hosts: list[LabHost]) -> None:
+        """Every host trusts the lab's user CA (TrustedUserCAKeys); the CA signs `cert_key` for root."""
+        if not self.user_ca.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "waops lab user CA", "-f", str(self.user_ca)])
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "waops lab certificate key",
+                 "-f", str(self.cert_key)])
+            run(["ssh-keygen", "-q", "-s", str(self.user_ca), "-I", f"waops-lab-{self.settings.name}", "-n", "root",
+                 "-V", "-5m:+30d", str(self.cert_key) + ".pub"])
+        ca = self.user_ca.with_suffix(".pub").read_text()
+        for h in hosts:
+            etc = self.container(h).merged / "etc/ssh"
+            (etc / "waops_user_ca.pub").write_text(ca)
+            (etc / "sshd_config.d/waops-user-ca.conf").write_text("TrustedUserCAKeys /etc/ssh/waops_user_ca.pub\n")
 
     def _start_simulator(self) -> None:
         pid_file = self.settings.dir / "sim.pid"
@@ -263,6 +313,12 @@ class Lab:
 
         inv = self.inventory_dir
         inv.mkdir(parents=True, exist_ok=True)
+        gate = self.bastion()
+        key = self.cert_key if self.uses_certificate else self.image.key
+        common = (f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes")
+        if gate:
+            # Ansible's FAQ recipe: the bastion hop is an ssh of its own, checked against the same known_hosts
+            common += f' -o ProxyCommand="{self.proxy_command(gate, key)}"'
         hosts = {
             h.name: {"ansible_host": h.ip, "waops_service_manager": h.service_manager,
                      "waops_bots": [dict(b, service_manager=h.service_manager) for b in h.bots]}
@@ -271,9 +327,8 @@ class Lab:
         doc = {"all": {
             "vars": {
                 "ansible_user": "root",
-                "ansible_ssh_private_key_file": str(self.image.key),
-                "ansible_ssh_common_args": f"-o UserKnownHostsFile={self.known_hosts} "
-                                           "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_ssh_common_args": common,
                 "waops_known_hosts_file": str(self.known_hosts),
                 "waops_lab_name": self.settings.name,
                 "waops_sim_url": self.sim_url,
@@ -297,8 +352,15 @@ class Lab:
         return inv
 
     # -- use -------------------------------------------------------------------------------------
+    def proxy_command(self, gate: LabHost, key: Path, known_hosts: Path | None = None) -> str:
+        return (f"ssh -W %h:%p -i {key} -o UserKnownHostsFile={known_hosts or self.known_hosts} "
+                "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=5 "
+                f"root@{gate.ip}")
+
     def ssh_argv(self, host: LabHost, command: str) -> list[str]:
-        return ["ssh", *ssh_options(self.image.key, self.known_hosts), f"root@{host.ip}", command]
+        gate = self.bastion()
+        via = ["-o", "ProxyCommand=" + self.proxy_command(gate, self.image.key)] if gate else []
+        return ["ssh", *ssh_options(self.image.key, self.known_hosts), *via, f"root@{host.ip}", command]
 
     def ssh(self, host: LabHost, command: str, check: bool = False, timeout: float = 60) -> str:
         proc = subprocess.run(self.ssh_argv(host, command), capture_output=True, text=True, timeout=timeout)
@@ -318,6 +380,8 @@ class Lab:
     def down(self, log: Callable[[str], None] = print) -> None:
         s = self.settings
         ct_root = s.dir / "ct"
+        gate = self.bastion()
+        self._close_masters([h.ip for h in self.hosts()] + ([gate.ip] if gate else []))
         names = {h.name for h in self.hosts()}
         if ct_root.is_dir():
             names |= {p.name for p in ct_root.iterdir()}
@@ -336,6 +400,19 @@ class Lab:
         self.network.down()
         shutil.rmtree(s.dir, ignore_errors=True)
         log(f"lab {s.name} is down")
+
+    @staticmethod
+    def _close_masters(ips: list[str]) -> None:
+        """End the SSH connection masters (Ansible's and the probe's, ControlPersist) to these hosts: a
+        lab brought up next with the same addresses must not be reached through a dead one."""
+        from waops.inventory import Host
+        from waops.openssh import control_path
+
+        for ip in ips:
+            sock = Path(control_path(Host(name=ip, address=ip, user="root")))
+            if sock.exists():
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", ip], capture_output=True,
+                               timeout=10, check=False)
 
     def leftovers(self) -> list[str]:
         """What of this lab still exists on the machine (empty after a clean `down`)."""

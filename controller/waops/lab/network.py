@@ -42,6 +42,17 @@ class LabNetwork:
 """
             run(["nft", "-f", "-"], input=ruleset)
 
+    def close_ssh(self, except_ip: str) -> None:
+        """This machine can no longer open SSH to the lab's hosts, except `except_ip` (the bastion).
+        Host to host traffic is bridged, so the bastion still reaches them all."""
+        run(["nft", "-f", "-"], input=f"""table ip {self.table} {{
+  chain lab_out {{
+    type filter hook output priority 0;
+    ip daddr {self.prefix}.0/24 ip daddr != {except_ip} tcp dport 22 reject with tcp reset;
+  }}
+}}
+""")
+
     def down(self) -> None:
         run(["nft", "delete", "table", "ip", self.table], check=False)
         run(["ip", "link", "del", self.bridge], check=False)
