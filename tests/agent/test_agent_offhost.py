@@ -180,3 +180,28 @@ def test_stale_copy_alerts_with_its_age(bot: Bot, tmp_path: Path) -> None:
     old = json.loads(bot.run(*base, "--now", when).stdout)["results"][0]
     assert "offhost_stale" in old["active"] and any("off-host copy older than 7 h" in e for e in old["events"])
     assert 'waops_offhost_newest_age_seconds{bot="shop"}' in metrics.read_text()
+
+
+def test_credentials_in_a_repository_url_are_never_printed(bot: Bot, tmp_path: Path) -> None:
+    use_repo(bot, "rest:http://shop:s3cr3t-rest-pw@127.0.0.1:9/shop", tmp_path, timeout_s=60)
+    p = bot.run("backup", "--json")
+    assert p.returncode == 1 and "s3cr3t-rest-pw" not in p.stderr + p.stdout, p.stderr
+    assert "***@" in p.stderr
+    facts = bot.run("facts", "--json", check=True).stdout
+    assert "s3cr3t-rest-pw" not in facts and "rest:http://***@127.0.0.1:9/shop" in facts
+
+
+def test_env_file_reaches_restic_only_when_it_is_roots_0600(bot: Bot, tmp_path: Path) -> None:
+    seen = tmp_path / "env.log"
+    wrapper = tmp_path / "restic-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nenv >>{seen}\nexec restic "$@"\n')
+    wrapper.chmod(0o700)
+    env = tmp_path / "restic.env"
+    env.write_text("# S3 keys\nAWS_ACCESS_KEY_ID=AKIDEXAMPLE\nRESTIC_PASSWORD=not-taken\n")
+    env.chmod(0o600)
+    init_repo(bot, tmp_path, restic=str(wrapper), env_file=str(env))
+    text = seen.read_text()
+    assert "AWS_ACCESS_KEY_ID=AKIDEXAMPLE" in text and "RESTIC_PASSWORD=not-taken" not in text
+    env.chmod(0o640)
+    p = bot.run("offhost", "list")
+    assert p.returncode == 2 and "mode 0600" in p.stderr and len(p.stderr.strip().splitlines()) == 1
