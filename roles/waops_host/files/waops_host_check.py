@@ -326,6 +326,31 @@ def offhost_findings(facts: dict[str, Any], cc: CheckConfig, now: datetime,
     return {"offhost_stale": stale if cc.offhost_max_age_hours > 0 else Finding(False), "offhost_failed": failed}
 
 
+def enforce_fence(agent: Any, cfg: Any) -> list[str]:
+    """A bot moved to another host while this one was down stops here the moment the check sees it:
+    by its fence marker, or by the owner its repository names."""
+    if not hasattr(agent, "gate"):
+        return []
+    marker = agent.read_fence(cfg)
+    if marker is None:
+        verdict = agent.gate(cfg)  # fences (marker, masked units) when another host owns the bot
+        if verdict.get("allowed"):
+            return []
+        marker = agent.read_fence(cfg) or {}
+    if _process_up(agent, cfg):
+        done = agent.do_fence(cfg, marker.get("owner"), "the check found a fenced bot running")
+        return [f"fenced: moved to {marker.get('owner')}; stopped here" + "".join(f" ({e})" for e in done["errors"])]
+    return [f"fenced: moved to {marker.get('owner')}"]
+
+
+def _process_up(agent: Any, cfg: Any) -> bool:
+    try:
+        proc = agent.process_pm2(cfg)[0] if cfg.service_manager == "pm2" else agent.process_systemd(cfg)
+    except Exception:  # a pm2 daemon that is gone is a stopped bot
+        return False
+    return str(proc.get("status")) in PROCESS_UP
+
+
 def auth_count(auth: dict[str, Any]) -> tuple[int | None, str]:
     if auth.get("store") == "postgres":
         db = auth.get("db") or {}
@@ -787,8 +812,11 @@ def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
         state = load_state(agent, path, cfg.name, events)
         run = Run(cfg.name, host, cc, state, now)
         run.events += events
+        run.events += enforce_fence(agent, cfg)
         facts = agent.bot_facts(cfg, {"version": None})
         findings = evaluate(facts, cc, now, state)
+        if facts.get("fence"):  # moved away: nothing here is expected to run, back up or send
+            findings = {name: Finding(False) for name in findings}
         if repair_running(agent, cfg, args.lock_dir):
             busy_since = parse_iso(state.get("repair_lock_since")) or now
             state["repair_lock_since"] = iso(busy_since)
