@@ -80,6 +80,17 @@ class Container:
         pid = _read_pid(self.dir / "loop.pid")
         return pid is not None and _alive(pid)
 
+    def power_off(self) -> None:
+        """Pull the plug: SIGKILL systemd-nspawn and its boot loop, no shutdown inside; the disk (the
+        overlay) stays, so `start()` boots the same host again."""
+        for pid_file in ("loop.pid", "nspawn.pid"):
+            pid = _read_pid(self.dir / pid_file)
+            if pid and _alive(pid):
+                _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 10.0) -> None:
         loop_pid = _read_pid(self.dir / "loop.pid")
         if loop_pid and _alive(loop_pid):
