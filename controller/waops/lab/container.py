@@ -80,6 +80,22 @@ class Container:
         pid = _read_pid(self.dir / "loop.pid")
         return pid is not None and _alive(pid)
 
+    def power_off(self) -> None:
+        """Pull the plug: SIGKILL systemd-nspawn and its boot loop, no shutdown inside; the disk (the
+        overlay) stays, so `start()` boots the same host again."""
+        nspawn = _read_pid(self.dir / "nspawn.pid")
+        # the container's PID 1 first: killing nspawn alone leaves it (and the whole host) running;
+        # SIGKILL to a PID namespace's init ends every process in it at once
+        for pid in _children(nspawn) if nspawn else []:
+            _signal(pid, signal.SIGKILL)
+        for pid_file in ("loop.pid", "nspawn.pid"):
+            pid = _read_pid(self.dir / pid_file)
+            if pid and _alive(pid):
+                _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 10.0) -> None:
         loop_pid = _read_pid(self.dir / "loop.pid")
         if loop_pid and _alive(loop_pid):
@@ -111,6 +127,17 @@ def _upstream_nameserver() -> str | None:
     except OSError:
         pass
     return None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = next(ln for ln in (d / "status").read_text().splitlines() if ln.startswith("PPid:"))
+                if int(ppid.split()[1]) == pid:
+                    out.append(int(d.name))
+    return out
 
 
 def _read_pid(path: Path) -> int | None:

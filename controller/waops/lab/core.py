@@ -368,6 +368,14 @@ class Lab:
             raise LabError(f"{host.name}: `{command}` failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
+    def power_off(self, host: LabHost) -> None:
+        """A hard power loss of one host (no clean shutdown); `power_on` boots it again."""
+        self.container(host).power_off()
+
+    def power_on(self, host: LabHost, timeout: float = 90) -> str:
+        self.container(host).start()
+        return wait_for_ssh(host.ip, self.image.key, self.known_hosts, timeout=timeout)
+
     def status(self) -> list[dict]:
         rows = []
         for h in self.hosts():

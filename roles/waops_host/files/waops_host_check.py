@@ -53,6 +53,8 @@ CONDITIONS = {
     "backup_unverified": "backup verification",
     "backup_failed": "scheduled backup",
     "crash_loop": "crash loop",
+    "offhost_stale": "off-host copy age",
+    "offhost_failed": "off-host copy",
 }
 # Conditions about the running bot: a repair holding the bot lock stops/restarts it on purpose.
 MAINTENANCE_SENSITIVE = ("session_down", "no_message_sent", "crash_loop")
@@ -99,6 +101,7 @@ class CheckConfig:
     session_down_minutes: float = 10.0  # 0 = off
     no_message_minutes: float = 0.0  # 0 = off: quiet bots send nothing for hours
     backup_max_age_hours: float = 7.0  # backups run every 6 h
+    offhost_max_age_hours: float = 7.0  # each verified backup goes off-host right away
     backup_verify_grace_minutes: float = 10.0  # a backup is verified right after it is renamed
     crash_restarts: int = 3
     crash_window_minutes: float = 15.0
@@ -124,6 +127,7 @@ class CheckConfig:
                 ("session_down_minutes", "session_down_minutes"),
                 ("no_message_sent_minutes", "no_message_minutes"),
                 ("backup_max_age_hours", "backup_max_age_hours"),
+                ("offhost_max_age_hours", "offhost_max_age_hours"),
                 ("backup_verify_grace_minutes", "backup_verify_grace_minutes"),
                 ("crash_loop_window_minutes", "crash_window_minutes"),
                 ("maintenance_grace_minutes", "maintenance_grace_minutes"),
@@ -294,6 +298,7 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
 
     out["backup_failed"] = backup_failed(backups)
     out["crash_loop"] = crash_loop(proc, cc, now, state)
+    out.update(offhost_findings(facts, cc, now, first_run))
     return out
 
 
@@ -314,6 +319,57 @@ def backup_failed(backups: dict[str, Any]) -> Finding:
         1,
         details={"at": run.get("at"), "reason": run.get("reason"), "backup": run.get("id")},
     )
+
+
+def offhost_findings(facts: dict[str, Any], cc: CheckConfig, now: datetime,
+                     first_run: datetime) -> dict[str, Finding | None]:
+    """The off-host copy's age and the last push/check outcome (facts `offhost`; None = not configured)."""
+    oh = facts.get("offhost")
+    if oh is None:
+        return {"offhost_stale": Finding(False), "offhost_failed": Finding(False)}
+    if not isinstance(oh, dict) or oh.get("error"):
+        return {"offhost_stale": None, "offhost_failed": None}
+    limit = timedelta(hours=cc.offhost_max_age_hours)
+    copied = offhost_created(oh)
+    age = now - (copied or first_run)  # the check's clock (--now), like the local backups' age
+    stale = Finding(
+        age > limit,
+        f"off-host copy older than {cc.offhost_max_age_hours:g} h: "
+        + (f"{oh.get('last_backup_id')} is {age.total_seconds() / 3600:.1f} h old" if oh.get("last_ok_at")
+           else f"none for {age.total_seconds() / 3600:.1f} h"),
+        1,
+        details={"backup": oh.get("last_backup_id"), "repository": oh.get("repository")},
+    )
+    check = oh.get("check") if isinstance(oh.get("check"), dict) else {}
+    why = [f"last copy failed: {oh['last_error']}"] if oh.get("last_error") else []
+    why += [f"repository check failed: {check.get('error')}"] if check.get("ok") is False else []
+    failed = Finding(bool(why), "; ".join(why)[:500], 1, details={"repository": oh.get("repository")})
+    return {"offhost_stale": stale if cc.offhost_max_age_hours > 0 else Finding(False), "offhost_failed": failed}
+
+
+def enforce_fence(agent: Any, cfg: Any) -> list[str]:
+    """A bot moved to another host while this one was down stops here the moment the check sees it:
+    by its fence marker, or by the owner its repository names."""
+    if not hasattr(agent, "gate"):
+        return []
+    marker = agent.read_fence(cfg)
+    if marker is None:
+        verdict = agent.gate(cfg)  # fences (marker, masked units) when another host owns the bot
+        if verdict.get("allowed"):
+            return []
+        marker = agent.read_fence(cfg) or {}
+    if _process_up(agent, cfg):
+        done = agent.do_fence(cfg, marker.get("owner"), "the check found a fenced bot running")
+        return [f"fenced: moved to {marker.get('owner')}; stopped here" + "".join(f" ({e})" for e in done["errors"])]
+    return [f"fenced: moved to {marker.get('owner')}"]
+
+
+def _process_up(agent: Any, cfg: Any) -> bool:
+    try:
+        proc = agent.process_pm2(cfg)[0] if cfg.service_manager == "pm2" else agent.process_systemd(cfg)
+    except Exception:  # a pm2 daemon that is gone is a stopped bot
+        return False
+    return str(proc.get("status")) in PROCESS_UP
 
 
 def auth_count(auth: dict[str, Any]) -> tuple[int | None, str]:
@@ -354,6 +410,8 @@ RESOLVED = {
     "backup_unverified": "the newest backup verifies",
     "backup_failed": "a backup succeeded again",
     "crash_loop": "no more restarts",
+    "offhost_stale": "a fresh off-host copy exists",
+    "offhost_failed": "off-host copies and checks succeed again",
 }
 
 
@@ -606,6 +664,9 @@ METRICS = {
     "waops_backup_newest_verified": ("gauge", "1 when the newest backup verified."),
     "waops_backups": ("gauge", "Complete backups kept."),
     "waops_auth_files": ("gauge", "Auth keys in the session store (files, or rows for postgres and sqlite)."),
+    "waops_offhost_newest_age_seconds": ("gauge", "Age of the backup last copied off-host (restic)."),
+    "waops_offhost_last_ok": ("gauge", "1 when the last off-host copy succeeded."),
+    "waops_offhost_check_ok": ("gauge", "1 when the last scheduled restic check of the repository passed."),
     "waops_alert_active": ("gauge", "1 while an incident of the condition is open."),
     "waops_alert_outbox_messages": ("gauge", "Alert messages not yet delivered to every channel."),
 }
@@ -647,6 +708,7 @@ def samples(bot: str, facts: dict[str, Any], state: dict[str, Any], now: datetim
     count, _unit = auth_count(auth)
     if count is not None:
         out.append(["waops_auth_files", {"store": auth.get("store", "files")}, count])
+    out += offhost_samples(facts, now)
     out += [
         ["waops_alert_active", {"condition": c}, int(bool(state["conditions"].get(c, {}).get("open")))]
         for c in CONDITIONS
@@ -654,6 +716,25 @@ def samples(bot: str, facts: dict[str, Any], state: dict[str, Any], now: datetim
     out.append(["waops_alert_outbox_messages", {}, len(state["outbox"])])
     for s in out:
         s[1] = {"bot": bot, **s[1]}
+    return out
+
+
+def offhost_created(oh: dict[str, Any]) -> datetime | None:
+    """When the set last copied off-host was made (else when it was copied)."""
+    return parse_iso(oh.get("last_backup_created_at")) or parse_iso(oh.get("last_ok_at"))
+
+
+def offhost_samples(facts: dict[str, Any], now: datetime) -> list[list[Any]]:
+    oh = facts.get("offhost")
+    if not isinstance(oh, dict) or oh.get("error"):
+        return []
+    out: list[list[Any]] = [["waops_offhost_last_ok", {}, int(bool(oh.get("last_ok_at")) and not oh.get("last_error"))]]
+    copied = offhost_created(oh)
+    if copied:
+        out.append(["waops_offhost_newest_age_seconds", {}, max(0, int((now - copied).total_seconds()))])
+    check = oh.get("check")
+    if isinstance(check, dict) and isinstance(check.get("ok"), bool):
+        out.append(["waops_offhost_check_ok", {}, int(check["ok"])])
     return out
 
 
@@ -756,10 +837,13 @@ def check_bot(agent: Any, cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
         state = load_state(agent, path, cfg.name, events)
         run = Run(cfg.name, host, cc, state, now)
         run.events += events
+        run.events += enforce_fence(agent, cfg)
         facts = agent.bot_facts(cfg, {"version": None})
         if isinstance(facts.get("backups"), dict):
             facts["backups"]["last_run"] = agent.read_backup_run(cfg, args.lock_dir)
         findings = evaluate(facts, cc, now, state)
+        if facts.get("fence"):  # moved away: nothing here is expected to run, back up or send
+            findings = {name: Finding(False) for name in findings}
         if repair_running(agent, cfg, args.lock_dir):
             busy_since = parse_iso(state.get("repair_lock_since")) or now
             state["repair_lock_since"] = iso(busy_since)
