@@ -99,10 +99,29 @@ def _seq_known_bad(r: RcLab) -> tuple[float, float, int, dict]:
     return t0, detected, rc, res
 
 
+def _seq_logged_out_then_creds_lost(r: RcLab) -> tuple[float, float, int, dict]:
+    """A relink, then lost creds: timed from the second fault (the restore of the new device, no QR)."""
+    take_backup(r, 1)
+    inject(r, 1, "logged_out")
+    wait_cause(r, 1, "logged_out")
+    rc, first = recover_cli(r, 1, timeout=900)
+    clear(r, 1)
+    assert first["outcome"] == "resolved", first
+    wait_cause(r, 1, "healthy")
+    t0 = time.monotonic()
+    with auto_link_off(r):  # only a restore may fix it: a QR now would never be scanned
+        inject(r, 1, "creds_lost")
+        wait_cause(r, 1, "creds_lost")
+        detected = time.monotonic()
+        rc, res = recover_cli(r, 1, timeout=900)
+    return t0, detected, rc, res
+
+
 SEQUENCES = {
     "conflict+keys": _seq_conflict_keys,
     "duplicate 2nd host": _seq_duplicate_second_host,
     "known-bad release": _seq_known_bad,
+    "logged_out->creds_lost": _seq_logged_out_then_creds_lost,
 }
 
 
