@@ -39,3 +39,12 @@ def panel_queries() -> list[tuple[str, str]]:
 def with_short_fors(text: str, duration: str) -> str:
     """The alert file with every `for:` set to DURATION (the lab cannot wait 10 minutes per alert)."""
     return re.sub(r"(?m)^(\s+for:) \S+$", rf"\1 {duration}", text)
+
+
+def with_numbers(text: str, changes: dict[str, str]) -> str:
+    """TEXT with each OLD replaced by NEW, where the two differ in numbers only (a lab copy's thresholds)."""
+    for old, new in changes.items():
+        assert re.sub(r"[\d.]+[smh]?|\s|\*", "", old) == re.sub(r"[\d.]+[smh]?|\s|\*", "", new), (old, new)
+        assert text.count(old) == 1, f"{old!r} is not in the rules once"
+        text = text.replace(old, new)
+    return text

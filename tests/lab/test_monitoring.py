@@ -7,6 +7,11 @@ figures (`waops mttr report --output prometheus`), with monitoring/'s rules (eve
 Alertmanager with the example file's inhibition and a webhook receiver in this test. Faults are made the
 way test_recover makes them; the host check is run at once instead of waiting for its cron minute.
 
+Thresholds of hours or minutes (backup age, check age, the crash-loop window) cannot be waited for: a case
+that needs one loads a lab copy of the rules with those NUMBERS rewritten (nothing else; the shipped files
+stay as they are) and reloads Prometheus, then puts the shipped numbers back. The metrics the host check
+writes are never edited: every value is the host's own.
+
 Set WAOPS_TEST_LAB=<name> to reuse a lab that is up and provisioned this way (development); it is left running.
 """
 
@@ -33,8 +38,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.lab.test_recover import RcLab, incident, inject, recover_cli, take_backup, wait_cause, wait_healthy
-from tests.monitoring_files import MONITORING, panel_queries, with_short_fors
+from tests.lab.test_recover import RcLab, backups, incident, inject, recover_cli, take_backup, wait_cause, wait_healthy
+from tests.monitoring_files import MONITORING, panel_queries, with_numbers, with_short_fors
 
 pytestmark = [pytest.mark.lab, pytest.mark.scenario]
 
@@ -48,6 +53,7 @@ class Stack:
     prometheus: str
     alertmanager: str
     textfile_dir: Path
+    rules_dir: Path
     notifications: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -55,6 +61,7 @@ class Stack:
 class Mon:
     r: RcLab
     stack: Stack
+    hook: HookSink
 
     @property
     def target(self) -> str:
@@ -150,12 +157,13 @@ def stack(host_target: str) -> Iterator[Stack]:
         }
         (work / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
         prom = start(["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'tsdb'}",
-                      f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s"],
+                      f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s",
+                      "--web.enable-lifecycle"],
                      "prometheus")  # fmt: skip
         _wait_ready(f"http://127.0.0.1:{ne_port}/metrics", ne, work / "node_exporter.log")
         _wait_ready(f"http://127.0.0.1:{am_port}/-/ready", am, work / "alertmanager.log")
         _wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", prom, work / "prometheus.log")
-        yield Stack(f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}", textfile, notifications)
+        yield Stack(f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}", textfile, work, notifications)
     finally:
         receiver.shutdown()
         for p in procs:
@@ -168,12 +176,47 @@ def stack(host_target: str) -> Iterator[Stack]:
 
 
 def _write_host_vars(lab: Any) -> None:
-    """node_exporter on; a keep-alive every 36 s and no quiet hours, so one is sent whatever the hour."""
+    """node_exporter on; a keep-alive every 36 s and no quiet hours, so one is sent whatever the hour; the
+    host check's alerts to a webhook in this test (on the lab bridge), with no quiet hours either and a
+    session-down alert after 6 s, so an incident queues a message at once."""
     h = lab.hosts()[0]
     bots = [dict(b, keepalive_hours="0.01", quiet_hours="off") for b in h.bots]
     host_vars = lab.inventory_dir / "host_vars"
     host_vars.mkdir(exist_ok=True)
-    (host_vars / f"{h.name}.yml").write_text(json.dumps({"waops_bots": bots, "waops_host_node_exporter": True}))
+    with socket.socket() as s:
+        s.bind((f"{lab.settings.prefix}.1", 0))
+        port = s.getsockname()[1]
+    doc = {"waops_bots": bots, "waops_host_node_exporter": True, "waops_host_alert_quiet_hours": "",
+           "waops_host_alert_webhook_url": f"http://{lab.settings.prefix}.1:{port}/hook",
+           "waops_host_check_session_down_minutes": 0.1}
+    (host_vars / f"{h.name}.yml").write_text(json.dumps(doc))
+
+
+def _hook_address(lab: Any) -> tuple[str, int]:
+    doc = json.loads((lab.inventory_dir / "host_vars" / f"{lab.hosts()[0].name}.yml").read_text())
+    u = urllib.parse.urlsplit(doc["waops_host_alert_webhook_url"])
+    return str(u.hostname), int(u.port or 80)
+
+
+class HookSink:
+    """The alert webhook the host check posts to; stop() is the fault (the chat service down)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.received: list[dict[str, Any]] = []
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        handler = type("Hook", (_Receiver,), {"sink": self.received})
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(self.address, handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +233,7 @@ def mon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mon]:
     reuse = os.environ.get("WAOPS_TEST_LAB")
     lab = _lab(reuse or LAB_NAME)
     store = tmp_path_factory.mktemp("mon") / "incidents.db"
+    hook: HookSink | None = None
     try:
         if not reuse:
             lab.up(1, ("pm2",), log=lambda _m: None)
@@ -197,12 +241,16 @@ def mon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mon]:
             proc = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_dir), "playbooks/site.yml"],
                                   cwd=_repo(), capture_output=True, text=True, timeout=1800)  # fmt: skip
             assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        hook = HookSink(_hook_address(lab))
+        hook.start()
         r = RcLab(lab, lab.inventory_dir, store)
         wait_healthy(r, 1)
         take_backup(r, 1)  # a fresh verified backup: no backup alert muddles the cases
         with stack(f"{r.host(1).ip}:9100") as s:
-            yield Mon(r, s)
+            yield Mon(r, s, hook)
     finally:
+        if hook is not None:
+            hook.stop()
         if not reuse:
             lab.down(log=lambda _m: None)
 
@@ -267,6 +315,54 @@ def fire_then_clear(m: Mon, name: str, make_fault: Callable[[], None], cause: st
     assert inc is not None and inc.mttr_s is not None and inc.mttr_s > 0
     until(m, f"{name} cleared", lambda: not held(m, name) and resolved_notified(m, name, seen))
     return fired[0]
+
+
+def _reload(m: Mon) -> None:
+    req = urllib.request.Request(f"{m.stack.prometheus}/-/reload", method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+
+
+@contextlib.contextmanager
+def lab_numbers(m: Mon, alerts: dict[str, str] | None = None,
+                recording: dict[str, str] | None = None) -> Iterator[None]:
+    """Prometheus on a copy of the rules with these numbers rewritten (old text -> new), then the shipped ones."""
+    shipped_alerts = with_short_fors((MONITORING / "waops-alerts.yml").read_text(), FOR)
+    shipped_rules = (MONITORING / "waops-rules.yml").read_text()
+    try:
+        (m.stack.rules_dir / "waops-alerts.yml").write_text(with_numbers(shipped_alerts, alerts or {}))
+        (m.stack.rules_dir / "waops-rules.yml").write_text(with_numbers(shipped_rules, recording or {}))
+        _reload(m)
+        yield
+    finally:
+        (m.stack.rules_dir / "waops-alerts.yml").write_text(shipped_alerts)
+        (m.stack.rules_dir / "waops-rules.yml").write_text(shipped_rules)
+        _reload(m)
+
+
+def active(m: Mon, name: str) -> list[dict[str, Any]]:
+    return [a for a in am_alerts(m, name) if a["status"]["state"] == "active"]
+
+
+def watch(m: Mon, what: str, ok: Callable[[], Any], timeout: float = 180) -> Any:
+    """Look again (without running the host check) until OK returns something true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = ok()
+        if got:
+            return got
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}; notifications: {m.stack.notifications[-3:]}")
+
+
+@contextlib.contextmanager
+def cron_off(m: Mon) -> Iterator[None]:
+    """The bot's cron file moved out of /etc/cron.d (a host where the scheduled check and backups stopped)."""
+    m.r.ssh(1, "mv /etc/cron.d/waops-shop /root/waops-shop.cron")
+    try:
+        yield
+    finally:
+        m.r.ssh(1, "mv /root/waops-shop.cron /etc/cron.d/waops-shop")
 
 
 # --- the cases ----------------------------------------------------------------------------------------
@@ -337,3 +433,114 @@ def test_every_rule_evaluates_without_error_on_real_series(mon: Mon) -> None:
 
     loaded = until(mon, "every rule evaluated cleanly", clean, timeout=60)
     assert sorted(r["name"] for r in loaded) == sorted(r.get("alert") or r["record"] for r in rules())
+
+
+def test_check_not_running_fires_and_clears(mon: Mon) -> None:
+    """The scheduled check stops (its cron file gone): 20 minutes become 20 s in the lab copy."""
+    name = "WaopsCheckNotRunning"
+    with lab_numbers(mon, alerts={"waops:check_age_seconds > 20 * 60": "waops:check_age_seconds > 20"}):
+        run_check(mon)
+        assert not active(mon, name)
+        with cron_off(mon):
+            fired = watch(mon, f"{name} active", lambda: active(mon, name), timeout=120)
+        seen = len(mon.stack.notifications)
+        until(mon, f"{name} cleared", lambda: not held(mon, name) and resolved_notified(mon, name, seen))
+    assert fired[0]["labels"]["severity"] == "warning"
+    assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopschecknotrunning")
+
+
+def test_backup_stale_fires_and_clears_after_a_backup(mon: Mon) -> None:
+    """Backups stop (the cron file gone); 7 hours become 40 s in the lab copy; a new backup clears it."""
+    name = "WaopsBackupStale"
+    take_backup(mon.r, 1)
+    with lab_numbers(mon, alerts={"waops_backup_newest_age_seconds > 7 * 3600":
+                                  "waops_backup_newest_age_seconds > 40"}):  # fmt: skip
+        until(mon, "a fresh backup seen", lambda: query(mon, 'waops_backup_newest_age_seconds{bot="shop"} < 40'))
+        assert not active(mon, name)
+        with cron_off(mon):
+            fired = until(mon, f"{name} active", lambda: active(mon, name), timeout=150)
+            seen = len(mon.stack.notifications)
+            take_backup(mon.r, 1)
+            until(mon, f"{name} cleared", lambda: not held(mon, name) and resolved_notified(mon, name, seen),
+                  timeout=35)  # fmt: skip
+    assert fired[0]["labels"]["severity"] == "warning"
+    assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopsbackupstale")
+
+
+def test_backup_unverified_fires_and_clears_after_a_backup(mon: Mon) -> None:
+    """The newest backup's archive is damaged on disk and the scheduled verify records it; 600 s become 1 s."""
+    name = "WaopsBackupUnverified"
+    take_backup(mon.r, 1)
+    listing = json.loads(mon.r.ssh(1, "waops-host list --bot shop --json"))["results"][0]
+    newest = f"{listing['dir']}/{listing['backups'][0]['id']}"
+    with lab_numbers(mon, alerts={"waops_backup_newest_age_seconds > 600": "waops_backup_newest_age_seconds > 1"}):
+        until(mon, "the newest backup verified", lambda: query(mon, 'waops_backup_newest_verified{bot="shop"} == 1'))
+        assert not active(mon, name)
+        mon.r.ssh(1, f"printf 'bit rot' | dd of={newest}/auth.tar bs=1 seek=700 conv=notrunc status=none")
+        mon.r.ssh(1, "waops-host verify --bot shop --json >/dev/null 2>&1; true", timeout=120)
+        assert not backups(mon.r, 1)[0]["verified"]
+        fired = until(mon, f"{name} active", lambda: active(mon, name), timeout=120)
+        seen = len(mon.stack.notifications)
+        take_backup(mon.r, 1)
+        until(mon, f"{name} cleared", lambda: not held(mon, name) and resolved_notified(mon, name, seen))
+    assert fired[0]["labels"]["severity"] == "warning"
+    assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopsbackupunverified")
+
+
+def test_crash_loop_fires_and_clears_after_recover(mon: Mon) -> None:
+    """A release that throws at start-up; the 15-minute restart window becomes 60 s in the lab copy."""
+    name = "WaopsCrashLoop"
+    with lab_numbers(mon, recording={"increase(waops_process_restarts_total[15m])":
+                                     "increase(waops_process_restarts_total[60s])"}):  # fmt: skip
+        alert = fire_then_clear(mon, name, lambda: inject(mon.r, 1, "crash"), "crash")
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["annotations"]["runbook_url"].endswith("#alert-waopscrashloop")
+
+
+def test_alerts_undelivered_fires_and_clears_when_the_webhook_is_back(mon: Mon) -> None:
+    """The chat webhook is down while an incident opens: the host check's message waits in its outbox."""
+    name = "WaopsAlertsUndelivered"
+    assert not active(mon, name)
+    mon.hook.stop()
+    try:
+        inject(mon.r, 1, "process_down")
+        wait_cause(mon.r, 1, "process_down")
+        fired = until(mon, f"{name} active", lambda: active(mon, name))
+    finally:
+        mon.hook.start()
+    seen = len(mon.stack.notifications)
+    _rc, res = recover_cli(mon.r, 1)
+    assert res["cause"] == "process_down" and res["outcome"] == "resolved", res
+    until(mon, f"{name} cleared", lambda: not held(mon, name) and resolved_notified(mon, name, seen))
+    # the message that waited went out once the webhook answered again
+    assert any(m["condition"] == "session_down" and m["bot"] == "shop" for m in mon.hook.received), mon.hook.received
+    assert fired[0]["labels"]["severity"] == "warning"
+    assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopsalertsundelivered")
+
+
+def test_keepalive_overdue_fires_and_clears(mon: Mon) -> None:
+    """The bot runs with its keep-alive configured off; 18 hours become 150 s in the lab copy (keep-alives
+    go every 36 s here, looked at once a minute)."""
+    name = "WaopsKeepaliveOverdue"
+    cfg = json.loads(mon.r.ssh(1, "cat /etc/waops/bots/shop.json"))
+    env = "/etc/waops/bots/shop.env"
+    restart = (f"runuser -u {cfg['user']} -- env PM2_HOME={cfg['pm2_home']} pm2 startOrRestart "
+               f"{cfg['release_root']}/ecosystem.config.js --update-env >/dev/null")  # fmt: skip
+    numbers = {"waops_last_keepalive_timestamp_seconds > 18 * 3600": "waops_last_keepalive_timestamp_seconds > 150",
+               "waops_session_age_seconds > 18 * 3600": "waops_session_age_seconds > 150"}  # fmt: skip
+    with lab_numbers(mon, alerts=numbers):
+        until(mon, "a recent keep-alive",
+              lambda: query(mon, 'time() - waops_last_keepalive_timestamp_seconds{bot="shop"} < 100'))  # fmt: skip
+        assert not active(mon, name)
+        mon.r.ssh(1, f"cp -p {env} /root/shop.env.saved && "
+                     f"sed -i 's/^WAOPS_KEEPALIVE_HOURS=.*/WAOPS_KEEPALIVE_HOURS=\"0\"/' {env} && {restart}")
+        try:
+            fired = until(mon, f"{name} active", lambda: active(mon, name), timeout=360)
+        finally:
+            mon.r.ssh(1, f"mv /root/shop.env.saved {env} && {restart}")
+        seen = len(mon.stack.notifications)
+        until(mon, f"{name} cleared", lambda: not held(mon, name) and resolved_notified(mon, name, seen),
+              timeout=240)  # fmt: skip
+    wait_healthy(mon.r, 1)
+    assert fired[0]["labels"]["severity"] == "warning"
+    assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopskeepaliveoverdue")
