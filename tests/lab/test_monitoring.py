@@ -1,7 +1,8 @@
 """The monitoring content against a real Prometheus and Alertmanager (Debian's packages) beside a lab host.
 
 One lab host runs `shop` under pm2 with node_exporter installed by the `waops_host` role (the option
-`waops_host_node_exporter`). On the controller side (this machine, 127.0.0.1 only) run: Prometheus
+`waops_host_node_exporter`), its alerts going to a webhook in this test and its verified backups to a
+restic repository over SFTP on a second lab host. On the controller side (this machine, 127.0.0.1 only) run: Prometheus
 scraping the host over the lab network and a node_exporter here that serves the incident store's
 figures (`waops mttr report --output prometheus`), with monitoring/'s rules (every `for:` shortened);
 Alertmanager with the example file's inhibition and a webhook receiver in this test. Faults are made the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -175,7 +177,26 @@ def stack(host_target: str) -> Iterator[Stack]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_host_vars(lab: Any) -> None:
+def _repository_host(lab: Any, keydir: Path) -> dict[str, Any]:
+    """The lab's second host as the SFTP server of the bot's restic repository (as test_offhost makes it);
+    returns the role variables that send every verified backup there."""
+    c = lab.hosts()[1]
+    key = keydir / "restic-shop"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    pub = (keydir / "restic-shop.pub").read_text().strip()
+    lab.ssh(c, "id restic >/dev/null 2>&1 || useradd --system --create-home --home-dir /srv/restic --shell /bin/sh "
+               "restic; install -d -o restic -g restic -m 0700 /srv/restic/.ssh && "
+               f"echo '{pub}' > /srv/restic/.ssh/authorized_keys && "
+               "chown restic:restic /srv/restic/.ssh/authorized_keys && chmod 0600 /srv/restic/.ssh/authorized_keys",
+            check=True)  # fmt: skip
+    known = [ln for ln in lab.known_hosts.read_text().splitlines() if ln.split()[:1] == [c.ip]]
+    return {"waops_host_offhost_repository": f"sftp:restic@{c.ip}:/srv/restic",
+            "waops_host_offhost_passwords": {"shop": secrets.token_urlsafe(24)},
+            "waops_host_offhost_ssh_keys": {"shop": key.read_text()},
+            "waops_host_offhost_ssh_known_hosts": "\n".join(known)}  # fmt: skip
+
+
+def _write_host_vars(lab: Any, offhost: dict[str, Any]) -> None:
     """node_exporter on; a keep-alive every 36 s and no quiet hours, so one is sent whatever the hour; the
     host check's alerts to a webhook in this test (on the lab bridge), with no quiet hours either and a
     session-down alert after 6 s, so an incident queues a message at once."""
@@ -188,8 +209,10 @@ def _write_host_vars(lab: Any) -> None:
         port = s.getsockname()[1]
     doc = {"waops_bots": bots, "waops_host_node_exporter": True, "waops_host_alert_quiet_hours": "",
            "waops_host_alert_webhook_url": f"http://{lab.settings.prefix}.1:{port}/hook",
-           "waops_host_check_session_down_minutes": 0.1}
-    (host_vars / f"{h.name}.yml").write_text(json.dumps(doc))
+           "waops_host_check_session_down_minutes": 0.1, **offhost}
+    path = host_vars / f"{h.name}.yml"
+    path.write_text(json.dumps(doc))
+    path.chmod(0o600)  # the restic password and key
 
 
 def _hook_address(lab: Any) -> tuple[str, int]:
@@ -236,9 +259,10 @@ def mon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mon]:
     hook: HookSink | None = None
     try:
         if not reuse:
-            lab.up(1, ("pm2",), log=lambda _m: None)
-            _write_host_vars(lab)
-            proc = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_dir), "playbooks/site.yml"],
+            lab.up(2, ("pm2",), log=lambda _m: None)  # the bot's host, and its off-host repository's
+            _write_host_vars(lab, _repository_host(lab, tmp_path_factory.mktemp("keys")))
+            proc = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_dir), "playbooks/site.yml",
+                                   "--limit", lab.hosts()[0].name],
                                   cwd=_repo(), capture_output=True, text=True, timeout=1800)  # fmt: skip
             assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         hook = HookSink(_hook_address(lab))
@@ -487,35 +511,26 @@ def test_backup_unverified_fires_and_clears_after_a_backup(mon: Mon) -> None:
     assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopsbackupunverified")
 
 
-def test_crash_loop_fires_and_clears_after_recover(mon: Mon) -> None:
-    """A release that throws at start-up; the 15-minute restart window becomes 60 s in the lab copy."""
-    name = "WaopsCrashLoop"
-    with lab_numbers(mon, recording={"increase(waops_process_restarts_total[15m])":
-                                     "increase(waops_process_restarts_total[60s])"}):  # fmt: skip
-        alert = fire_then_clear(mon, name, lambda: inject(mon.r, 1, "crash"), "crash")
-    assert alert["labels"]["severity"] == "critical"
-    assert alert["annotations"]["runbook_url"].endswith("#alert-waopscrashloop")
-
-
 def test_alerts_undelivered_fires_and_clears_when_the_webhook_is_back(mon: Mon) -> None:
     """The chat webhook is down while an incident opens: the host check's message waits in its outbox."""
     name = "WaopsAlertsUndelivered"
     assert not active(mon, name)
+    before = len(mon.hook.received)
     mon.hook.stop()
     try:
-        inject(mon.r, 1, "process_down")
-        wait_cause(mon.r, 1, "process_down")
+        inject(mon.r, 1, "process_down")  # a session-down incident: its message cannot go out
         fired = until(mon, f"{name} active", lambda: active(mon, name))
     finally:
         mon.hook.start()
     seen = len(mon.stack.notifications)
-    _rc, res = recover_cli(mon.r, 1)
-    assert res["cause"] == "process_down" and res["outcome"] == "resolved", res
     until(mon, f"{name} cleared", lambda: not held(mon, name) and resolved_notified(mon, name, seen))
     # the message that waited went out once the webhook answered again
-    assert any(m["condition"] == "session_down" and m["bot"] == "shop" for m in mon.hook.received), mon.hook.received
+    late = mon.hook.received[before:]
+    assert any(m["condition"] == "session_down" and m["bot"] == "shop" for m in late), late
     assert fired[0]["labels"]["severity"] == "warning"
     assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopsalertsundelivered")
+    _rc, res = recover_cli(mon.r, 1)
+    assert res["outcome"] == "resolved", res
 
 
 def test_keepalive_overdue_fires_and_clears(mon: Mon) -> None:
@@ -544,3 +559,35 @@ def test_keepalive_overdue_fires_and_clears(mon: Mon) -> None:
     wait_healthy(mon.r, 1)
     assert fired[0]["labels"]["severity"] == "warning"
     assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopskeepaliveoverdue")
+
+
+def test_offhost_failed_fires_and_clears_after_a_copy_goes_through(mon: Mon) -> None:
+    """The repository on the backup server becomes unreadable: the next backup's off-host copy fails."""
+    name = "WaopsOffhostStale"
+    repo_host = mon.r.lab.hosts()[1]
+    take_backup(mon.r, 1)
+    until(mon, "an off-host copy that went through", lambda: query(mon, 'waops_offhost_last_ok{bot="shop"} == 1'))
+    assert not active(mon, name)
+    mode = mon.r.lab.ssh(repo_host, "stat -c %a /srv/restic/shop").strip()
+    mon.r.lab.ssh(repo_host, "chmod 000 /srv/restic/shop", check=True)
+    try:
+        mon.r.ssh(1, "waops-host backup --bot shop --reason manual --json >/dev/null 2>&1; true", timeout=300)
+        fired = until(mon, f"{name} active", lambda: active(mon, name))
+    finally:
+        mon.r.lab.ssh(repo_host, f"chmod {mode} /srv/restic/shop", check=True)
+    seen = len(mon.stack.notifications)
+    take_backup(mon.r, 1)
+    until(mon, f"{name} cleared", lambda: not held(mon, name) and resolved_notified(mon, name, seen))
+    assert fired[0]["labels"]["severity"] == "warning"
+    assert fired[0]["annotations"]["runbook_url"].endswith("#alert-waopsoffhoststale")
+
+
+def test_crash_loop_fires_and_clears_after_recover(mon: Mon) -> None:
+    """A release that throws at start-up; the 15-minute restart window becomes 60 s in the lab copy. Last in
+    the file: once the shipped 15 minutes are back the restarts fire it again, and diagnose says `crash`."""
+    name = "WaopsCrashLoop"
+    with lab_numbers(mon, recording={"increase(waops_process_restarts_total[15m])":
+                                     "increase(waops_process_restarts_total[60s])"}):  # fmt: skip
+        alert = fire_then_clear(mon, name, lambda: inject(mon.r, 1, "crash"), "crash")
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["annotations"]["runbook_url"].endswith("#alert-waopscrashloop")

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.monitoring_files import DASHBOARD, MONITORING, RULE_FILES, alerts, panel_queries, rules, with_short_fors
+from tests.monitoring_files import (
+    DASHBOARD,
+    MONITORING,
+    RULE_FILES,
+    alerts,
+    panel_queries,
+    rules,
+    with_numbers,
+    with_short_fors,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")
@@ -143,3 +152,14 @@ def test_dashboard_variables_are_the_ones_filled_in() -> None:
     assert names == {"datasource", "instance", "bot"}
     used = set(re.findall(r"\$(\w+)", "".join(e for _, e in panel_queries())))
     assert not used, f"variables left unfilled: {used}"
+
+
+def test_lab_copies_rewrite_numbers_only() -> None:
+    """The lab test shortens hour thresholds with with_numbers: anything but a number change is refused."""
+    text = (MONITORING / "waops-alerts.yml").read_text()
+    short = with_numbers(text, {"waops:check_age_seconds > 20 * 60": "waops:check_age_seconds > 20"})
+    assert "waops:check_age_seconds > 20\n" in short and short.count("\n") == text.count("\n")
+    with pytest.raises(AssertionError):
+        with_numbers(text, {"waops:check_age_seconds > 20 * 60": "waops:check_age_seconds < 20"})
+    with pytest.raises(AssertionError):  # "7 * 3600" is in two rules: the change must say which
+        with_numbers(text, {"7 * 3600": "40"})
