@@ -2,16 +2,21 @@
 
 One lab host runs `shop` under pm2 with node_exporter installed by the `waops_host` role (the option
 `waops_host_node_exporter`), its alerts going to a webhook in this test and its verified backups to a
-restic repository over SFTP on a second lab host. On the controller side (this machine, 127.0.0.1 only) run: Prometheus
-scraping the host over the lab network and a node_exporter here that serves the incident store's
+restic repository over SFTP on a second lab host. On the controller side (this machine, 127.0.0.1 only)
+run: Prometheus scraping the host over the lab network and a node_exporter here that serves the incident store's
 figures (`waops mttr report --output prometheus`), with monitoring/'s rules (every `for:` shortened);
 Alertmanager with the example file's inhibition and a webhook receiver in this test. Faults are made the
 way test_recover makes them; the host check is run at once instead of waiting for its cron minute.
 
-Thresholds of hours or minutes (backup age, check age, the crash-loop window) cannot be waited for: a case
-that needs one loads a lab copy of the rules with those NUMBERS rewritten (nothing else; the shipped files
-stay as they are) and reloads Prometheus, then puts the shipped numbers back. The metrics the host check
-writes are never edited: every value is the host's own.
+Every alert of monitoring/waops-alerts.yml fires in Alertmanager on a real fault and then clears:
+session loss and auth-store bloat (cleared by `waops recover`; the warning is inhibited by the critical),
+the scheduled check and backups stopped, a backup damaged on disk, the alert webhook down, the keep-alive
+configured off, the off-host repository unreadable, a release that crash-loops.
+
+Thresholds of hours or minutes (backup age, check age, keep-alive age, the crash-loop window) cannot be
+waited for: a case that needs one loads a lab copy of the rules with those NUMBERS rewritten (nothing
+else; the shipped files stay as they are) and reloads Prometheus, then puts the shipped numbers back. The
+metrics file the host check writes is never edited: every value is the host's own.
 
 Set WAOPS_TEST_LAB=<name> to reuse a lab that is up and provisioned this way (development); it is left running.
 """
