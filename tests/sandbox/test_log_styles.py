@@ -42,7 +42,7 @@ def test_fault_is_diagnosed_in_every_log_style(
     code: int | None,
 ) -> None:
     bot = make_bot(sim, phone, WAOPS_LOG_STYLE=style)
-    bot.wait_for("uploaded pre-keys successfully")
+    bot.wait_for("uploaded pre-keys")
     assert looks_like(style, bot.out()), bot.out()[:400]
     healthy = diagnosis(bot)
     assert healthy.cause == "healthy", healthy.evidence
