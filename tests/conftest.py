@@ -32,6 +32,11 @@ def _lab(name: str):
     from waops.lab import Lab, LabSettings
 
     base = LabSettings.from_env()
+    # WAOPS_LAB_TAG (a few of a-z0-9) ends every test lab's name, so two checkouts can run the same
+    # lab tests side by side without sharing a lab.
+    tag = os.environ.get("WAOPS_LAB_TAG", "")
+    if tag:
+        name = name[: 12 - len(tag)] + tag
     return Lab(LabSettings(name=name, cache_dir=base.cache_dir, runtime_root=base.runtime_root))
 
 
