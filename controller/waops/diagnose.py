@@ -21,6 +21,7 @@ from waops.rules import CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_
 
 FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
 RESTART_AFTER_PAIRING = (515, 410)  # 410 Gone was the multi-device beta's restart required
+DECRYPT_RULES = ("bad_mac", "decrypt_failed")  # libsignal's errors and Baileys' own line for them
 RECENCY_DECAY = 0.97  # per newer failure line: an old line needs much more weight to win
 MAX_EVIDENCE = 6
 # A v7 session uploads ~812 pre-keys where 6.x uploads 30: the folder thresholds grow by this much.
@@ -71,9 +72,11 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
         return m.code in RESTART_AFTER_PAIRING and k > 0 and i - pairings[k - 1] <= PAIRING_GRACE_RECORDS
 
     current = [t for t in timeline if t[0] > last_open]
-    failures = [t for t in current if t[2].kind == "failure" and not expected_515(t[0], t[2])]
+    # a QR the bot printed before the newest pairing was scanned: the pairing supersedes it
+    failures = [t for t in current if t[2].kind == "failure" and not expected_515(t[0], t[2])
+                and not (t[2].rule == "qr_waiting" and pairings and t[0] < pairings[-1])]
     history = [t for t in timeline if t[0] < last_open and t[2].kind == "failure"]
-    bad_mac = [t for t in current if t[2].rule == "bad_mac"]
+    bad_mac = [t for t in current if t[2].rule in DECRYPT_RULES]
     support = [t for t in current if t[2].kind == "support"]
     in_bad_mac = {id(t) for t in bad_mac}  # a set: `t not in bad_mac` was quadratic on a Bad MAC flood
     noise = [t for t in timeline if t[2].kind == "noise" or (t[2].kind == "flood" and id(t) not in in_bad_mac)]
@@ -131,6 +134,11 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
         if expected:
             ev.append("515 right after pairing: expected")
         return Diagnosis("healthy", None, ev, 0.8, None, "opened")
+    alive = [t for t in timeline if t[2].kind == "alive"]
+    if alive:
+        # libsignal rotates sessions only while messages flow: a live session, said by no state line
+        ev = [alive[-1][1].evidence(), f"{len(alive)} session rotation line(s) (libsignal) and no failure", *notes]
+        return Diagnosis("healthy", None, ev, 0.5, None, alive[-1][2].rule)
     ev = ["no line in the window names a connection state or a failure", *notes]
     if expected:
         ev.append("515 right after pairing: expected, waiting for the reconnect")

@@ -62,7 +62,11 @@ _NAMED = re.compile(
     r"\s?\(([1-5]\d\d)\)|Unexpected status\D{0,40}([1-5]\d\d)\b"
 )
 # what bots print for people: `Status: 405, Reason: Connection Failure`, `(reason: 408)`
-_HUMAN = re.compile(r"\b(?:[Ss]tatus|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b")
+# (a lowercase `status: 500,` with a comma is a key of a dumped object, an HTTP API's error body: not one)
+_HUMAN = re.compile(r"\b(?:Status|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b|"
+                    r"\bstatus(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b(?!\s*,)")
+# bot templates that print `<code>|<connection>`: "Too many reconnect attempts: 428|close"
+_PIPE_STATE = re.compile(r"\b([1-5]\d\d)\|(?:close|open|connecting)\b")
 # the legacy WAConnection's BaileysError carries a bare `status: 401`
 _LEGACY_STATUS = re.compile(r"""["']?status["']?\s*:\s*([1-5]\d\d)\b""")
 _CONFLICT = re.compile(r"""(?:conflict|type)\W{0,12}(device_removed|replaced)""", re.IGNORECASE)
@@ -70,7 +74,7 @@ _RESTART = re.compile(r"stream errored.{0,40}restart required", re.IGNORECASE)
 # (literal a match needs, regex), in the order they are tried; the literals are case-sensitive
 _CODE_RES = (
     ("atus", _STATUS), ("eason", _STATUS), ("reason", _REASON), ("code", _CODE), ("(", _NAMED),
-    ("Unexpected", _NAMED), ("BaileysError", _LEGACY_STATUS), ("atus", _HUMAN), ("eason", _HUMAN),
+    ("Unexpected", _NAMED), ("BaileysError", _LEGACY_STATUS), ("atus", _HUMAN), ("eason", _HUMAN), ("|", _PIPE_STATE),
 )
 
 
@@ -191,6 +195,12 @@ _ISO_ANY = re.compile(
 )
 _SYSLOG_TIME = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?\s")  # syslog time, no host
 _SLASH_TIME = re.compile(r"^\[?(\d{1,2}/\d{1,2}/\d{2,4},? \d{1,2}:\d\d:\d\d(?: ?[AP]M)?)\]?\s+(?:-\s+)?")
+_QUOTE = re.compile(r"^> ?(?=\S|$)|^>\s")  # a log pasted as a markdown quote: `> ` on every line
+# node's fatal-exception header, the file:line above the source line and the caret: the next two lines
+# (the source line may start at column 0) belong to it
+_CARET_HEAD = re.compile(r"^(?:file://)?(?:/|[A-Za-z]:[\\/]|\.{1,2}/|node:)\S*:\d+\s*$")
+TERMINAL_WIDTHS = (80,)  # a terminal hard-wraps a long line at its width; the cut word goes on next line
+_WRAPPED_TAIL = re.compile(r"^[a-z0-9)\]}'\".,:;/_-]")
 _CONT = re.compile(r"^(?:\s|at\s|[}\])]|\^+\s*$|\.\.\. \d+ more|Caused by:)")
 _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`""")
 _LEVEL_WORD = re.compile(r"\blevel[\"']?\s*[:=]\s*[\"']?(\w+)", re.IGNORECASE)
@@ -246,6 +256,7 @@ class _Open:
         cut_json = first.lstrip().startswith('{"') and len(first) > 200
         self.depth = _depth(first) if rec.source != "pino" and not cut_json else 0
         self.tail = first.rstrip()
+        self.caret = bool(_CARET_HEAD.match(first.strip()))
 
     def may_grow(self) -> bool:
         return self.rec.source not in ("pino", "journald-json")
@@ -255,6 +266,8 @@ class _Open:
             return False
         if body.startswith('{"'):
             return False  # a JSON line at column 0 (pino) starts its own record, even in an unclosed dump
+        if self.caret and self.lines < 3:
+            return True  # the source line and the caret under a fatal exception's file:line
         if self.depth > 0:
             return True
         if self.tail.endswith(("{", "[", "(", ",", ":")) and not _PRETTY.match(body.strip()):
@@ -292,6 +305,30 @@ def _depth(s: str) -> int:
 
 
 def _clean_lines(lines: Iterable[str]) -> Iterator[str]:
+    return _unwrap_terminal(_clean(lines))
+
+
+def _unwrap_terminal(lines: Iterable[str]) -> Iterator[str]:
+    """Join what a terminal hard-wrapped: a line exactly as long as a terminal is wide, followed by the
+    rest of a cut word or path (no indentation, not a record of its own), was one line."""
+    held: str | None = None
+    for line in lines:
+        piece = len(line)  # a wrapped line goes on while each piece fills the width
+        if held is not None:
+            if line and _WRAPPED_TAIL.match(line) and not line.startswith("at "):
+                line = held + line
+            else:
+                yield held
+            held = None
+        if piece in TERMINAL_WIDTHS:
+            held = line
+            continue
+        yield line
+    if held is not None:
+        yield held
+
+
+def _clean(lines: Iterable[str]) -> Iterator[str]:
     for line in lines:
         if len(line) > MAX_LINE:
             line = line[:MAX_LINE]
@@ -313,7 +350,11 @@ def _garbage(line: str) -> bool:
 def _unwrap(line: str) -> tuple[str, str | None, str, str]:
     """(body, time, stream key, kind of wrapper) of a line: prefixes peeled off, the innermost time kept."""
     body, time, key, wrap = line.rstrip(), None, "", "plain"
-    for _ in range(5):
+    for _ in range(6):
+        m = _QUOTE.match(body) if body.startswith(">") else None
+        if m:
+            body = body[m.end():]
+            continue
         m = _PM2_PREFIX.match(body)
         if m:
             key, body, wrap = "pm2:" + m.group(0).split("|")[0], body[m.end():], "pm2"

@@ -22,7 +22,7 @@ from waops.logparse import Record
 from waops.model import CAUSES
 from waops.prefilter import Prefilter
 
-Kind = Literal["failure", "open", "pairing", "flood", "support", "noise"]
+Kind = Literal["failure", "open", "pairing", "flood", "support", "alive", "noise"]
 # Who writes the text a rule matches: Baileys itself, libsignal (console.*), the bot's own code or a
 # common template, the process manager, node, systemd, a product built on Baileys (Evolution API, WAHA),
 # or the runtime around the bot (DNS, TCP, TLS, the auth store's database).
@@ -71,6 +71,10 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("open_prekeys", r"uploaded pre-keys", "open", origin="baileys", literal="uploaded pre-keys"),
     Rule("open_app_state", r"resyncing \w+ from v\d+|\bsynced \w+ to v\d+", "open", origin="baileys",
          literal="resyncing "),
+    # QR codes the bot keeps printing: nobody has linked the device (a later pairing supersedes them)
+    Rule("qr_waiting", r"\bQR(?: ?code)? (?:generated|generado|gerado|generato|ready|printed)\b|"
+         r"\bscan (?:the |this )?QR\b|require[sd]? authentication over QR", "failure", "logged_out", None, 0.55,
+         origin="bot"),
     Rule("pairing", r"pairing configured successfully", "pairing", origin="baileys",
          literal="pairing configured successfully"),
     Rule("pairing_new_login", r"pair[- ]success|isNewLogin\W+true", "pairing", origin="bot"),
@@ -80,6 +84,10 @@ LOG_RULES: tuple[Rule, ...] = (
          "failure", "library_mismatch", None, 0.95, origin="node"),
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
          "failure", "library_mismatch", None, 0.93, origin="node"),
+    # a package manager could not install the library: nothing to load
+    Rule("install_failed", r"npm (?:ERR!|error) (?:syscall spawn git|enoent An unknown git error)|"
+         r"Couldn't find the binary git|npm (?:ERR!|error) code (?:ETARGET|ERESOLVE|E404)\b",
+         "failure", "library_mismatch", None, 0.8, origin="runtime"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
     # bots print these from their own process.on(...) handler and keep running: weak on their own
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection|"
@@ -94,6 +102,16 @@ LOG_RULES: tuple[Rule, ...] = (
          r"(?: now| the process| with code \d+)?\W*$|process\.exit\(\s*[1-9]", "failure", "crash", None, 0.45,
          origin="bot"),
     Rule("thrown", r"^(?:Uncaught )?[A-Z]?\w*Error(?: \[\w+\])?: ", "noise", origin="node"),
+    # V8's own wording of a programming error (not a handled `Error:` a bot logs): code threw, in the library,
+    # the store or the bot. Weak on its own: a connection open after it says the bot caught it and goes on.
+    Rule("program_error", r"\b(?:TypeError|ReferenceError|RangeError): (?:Cannot (?:read|set) propert|"
+         r"Cannot destructure|\S+ is not (?:a function|defined|iterable)|Maximum call stack)",
+         "failure", "crash", None, 0.4, origin="node"),
+    # a platform that kills the process: Heroku's memory quota errors and its dyno state line
+    Rule("platform_memory", r"Error R1[45] \(Memory quota (?:vastly )?exceeded\)", "failure", "crash", None,
+         0.8, origin="runtime"),
+    Rule("platform_crashed", r"State changed from \w+ to crashed|Process exited with status [1-9]",
+         "failure", "crash", None, 0.6, origin="runtime"),
     Rule("pm2_exit", r"exited with code \[?[1-9]|exited with code \[?\d+\]? via signal \[?SIG(?:KILL|ABRT|SEGV)",
          "failure", "crash", None, 0.5, origin="pm2"),
     Rule("systemd_exit", r"Main process exited, code=(?:exited|killed|dumped), status=(?!0/)|"
@@ -118,10 +136,17 @@ LOG_RULES: tuple[Rule, ...] = (
          origin="bot"),
     Rule("template_restart", r"Restart Required, Restarting|restartRequired", "failure", "restart_required",
          515, 0.7, origin="bot"),
+    Rule("restart_text", r"Error: Restart Required\b|Stream Errored \(restart required\)", "failure",
+         "restart_required", None, 0.7, origin="baileys", literal="restart required"),
     Rule("gone_410", r"\b410\b.{0,40}(?:Gone|Restart Required)|(?:Gone|Restart Required).{0,40}\b410\b",
          "failure", "restart_required", 410, 0.75, origin="baileys", literal="restart required"),
     Rule("template_lost", r"Connection Lost from Server|connectionLost", "failure", "network", 408, 0.7,
          origin="bot"),
+    # the legacy WAConnection's close line names its reason
+    Rule("legacy_replaced", r"closed connection, reason replaced", "failure", "conflict", 440, 0.85,
+         origin="runtime"),
+    Rule("legacy_invalid_session", r"closed connection, reason invalid_session", "failure", "logged_out", 401,
+         0.85, origin="runtime"),
     # -- rate limit / ban: change nothing on the session (429 in Boom data is not corrupt keys)
     Rule("rate_overlimit", r"rate-overlimit|rate_overlimit|Too Many Requests|\bdata\W{0,4}429\b", "failure",
          "rate_limited", 429, 0.9, origin="peer"),
@@ -146,6 +171,9 @@ LOG_RULES: tuple[Rule, ...] = (
          r"the database system is (?:starting up|shutting down)|Connection terminated unexpectedly|"
          r"Can't reach database server|\bP1001\b",
          "failure", "network", None, 0.8, origin="runtime"),
+    # a product's own cache or store (Redis) it cannot keep a connection to
+    Rule("cache_down", r"\bredis disconnected\b|Redis connection (?:error|lost|closed)", "failure", "network", None,
+         0.6, origin="peer"),
     Rule("pg_auth", r"password authentication failed|no pg_hba\.conf entry|role \S+ does not exist|"
          r"database \S+ does not exist", "failure", "crash", None, 0.85, origin="runtime"),
     # -- network: DNS, TCP, TLS, websocket
@@ -171,9 +199,15 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("no_session", r"No open session|No session record|No matching sessions found|"
          r"Failed to decrypt message with any known session|No sessions?\b|isSessionRecordError", "support",
          "corrupt_keys", origin="libsignal"),
-    Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "noise", origin="libsignal"),
-    Rule("decrypt_failed", r"failed to decrypt message", "noise", origin="baileys",
-         literal="failed to decrypt message"),
+    # Baileys' own line for a message it could not decrypt (older wording: failure in decrypting): one of
+    # the decryption errors, counted with libsignal's
+    Rule("decrypt_failed", r"failed to decrypt message|failure in decrypting message", "flood", "corrupt_keys",
+         500, 0.8, min_count=10, origin="baileys", literal="failed to decrypt message"),
+    # libsignal rotating a session: it does so only while messages flow, so the session is alive. It decides
+    # nothing when anything else is in the window (a flood, a failure, a state)
+    Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "alive", origin="libsignal"),
+    Rule("session_rotation", r"Closing stale open session for new outgoing prekey bundle|"
+         r"Closing session: SessionEntry|Removing old closed session", "alive", origin="libsignal"),
 )
 
 COMPILED: tuple[tuple[Rule, re.Pattern[str]], ...] = tuple(
