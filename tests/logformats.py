@@ -2,7 +2,8 @@
 
 Each cause is a short script of events; each format renders the same script the way a real bot's log
 would show it (pino JSON, pino-pretty's multi-line objects, console.log's JS objects, logfmt, and the
-wrappers journald, pm2 and `docker logs -t` put around lines). Lines a logger never sees (libsignal's
+wrappers journald, pm2, `docker logs -t`, a markdown quote and Heroku's log drain put around lines).
+Lines a logger never sees (libsignal's
 console output, node's fatal traces) are printed as they are, inside the wrapper only.
 
     python3 -m tests.logformats --write     # regenerate tests/fixtures/logs/formats/
@@ -233,6 +234,9 @@ FORMATS: dict[str, Format] = {
     "pm2": Format(pretty, lambda k: f"0|shop-bot  | {_iso(k)}: "),
     "docker": Format(pino, lambda k: f"{_iso(k)}.{_t(k) % 1000:03d}456789Z "),
     "ansi-crlf": Format(pretty, eol="\r\n", ansi=True),
+    # pasted into an issue as a markdown quote, and a Heroku dyno's log drain
+    "markdown-quote": Format(pretty, lambda k: "> "),
+    "heroku": Format(console, lambda k: f"{_iso(k)}.{_t(k) % 1000:03d}000+00:00 app[web.1]: "),
 }
 
 _COLOUR = {"INFO": "\x1b[32mINFO\x1b[39m", "WARN": "\x1b[33mWARN\x1b[39m", "ERROR": "\x1b[31mERROR\x1b[39m"}
