@@ -2,20 +2,20 @@
 
 Coverage (rows: causes, columns: formats; every cell is a file in tests/fixtures/logs/formats/):
 
-| cause            | pino | pino-pretty | console | logfmt | journald | pm2 | docker | ansi-crlf | markdown-quote | heroku |
-|------------------|------|-------------|---------|--------|----------|-----|--------|-----------|----------------|--------|
-| healthy          |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| logged_out       |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| conflict         |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| restart_required |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| network          |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| client_outdated  |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| banned           |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| rate_limited     |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| corrupt_keys     |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| crash            |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| library_mismatch |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
-| creds_lost       |  x   |      x      |    x    |   x    |    x     |  x  |   x    |     x     |       x        |   x    |
+| cause | pino | pino-pretty | console | logfmt | journald | pm2 | docker | ansi-crlf | markdown-quote | heroku |
+|---|---|---|---|---|---|---|---|---|---|---|
+| healthy | x | x | x | x | x | x | x | x | x | x |
+| logged_out | x | x | x | x | x | x | x | x | x | x |
+| conflict | x | x | x | x | x | x | x | x | x | x |
+| restart_required | x | x | x | x | x | x | x | x | x | x |
+| network | x | x | x | x | x | x | x | x | x | x |
+| client_outdated | x | x | x | x | x | x | x | x | x | x |
+| banned | x | x | x | x | x | x | x | x | x | x |
+| rate_limited | x | x | x | x | x | x | x | x | x | x |
+| corrupt_keys | x | x | x | x | x | x | x | x | x | x |
+| crash | x | x | x | x | x | x | x | x | x | x |
+| library_mismatch | x | x | x | x | x | x | x | x | x | x |
+| creds_lost | x | x | x | x | x | x | x | x | x | x |
 
 process_down and file_bloat are facts only (process state, folder size): no log line shows them.
 The table is checked against tests.logformats, so it cannot drift from the files.
