@@ -17,7 +17,8 @@ the caller, for the variables waops reads) templates or inline vault values.
 
 from __future__ import annotations
 
-import ast
+import contextlib
+import json
 import os
 import re
 import shlex
@@ -318,7 +319,64 @@ def _loader() -> Any:
 _LOADER: Any = None
 
 
+# Parsed YAML kept as JSON by the hash of its text, so that a diagnose on an unchanged inventory never
+# imports the YAML library (its import is a sixth of a one-host diagnose). Content-addressed: an edited
+# file is a new key; only documents JSON keeps exactly (no dates, sets, vault tags) are kept.
+YAML_CACHE_ENV = "WAOPS_YAML_CACHE"  # a directory, or "off"
+
+
+def _cache_dir() -> Path | None:
+    v = os.environ.get(YAML_CACHE_ENV, "")
+    if v == "off":
+        return None
+    return Path(v) if v else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "waops" / "yaml"
+
+
+def _cached(text: str) -> tuple[Path | None, Any]:
+    d = _cache_dir()
+    if d is None:
+        return None, None
+    import hashlib
+
+    p = d / (hashlib.sha256(text.encode()).hexdigest() + ".json")
+    try:
+        with open(p, "rb") as f:
+            return p, json.loads(f.read())
+    except (OSError, ValueError):
+        return p, None
+
+
+def _json_exact(v: Any) -> bool:
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _json_exact(x) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_json_exact(x) for x in v)
+    return v is None or isinstance(v, (str, bool, int, float))
+
+
+def _keep(p: Path, data: Any) -> None:
+    if not _json_exact(data):
+        return
+    with contextlib.suppress(OSError):
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, p)
+
+
 def _yaml(text: str, path: Path) -> Any:
+    cache, hit = _cached(text)
+    if hit is not None:
+        return hit["data"] if isinstance(hit, dict) and "data" in hit else None
+    data = _parse_yaml(text, path)
+    if cache is not None:
+        _keep(cache, {"data": data})
+    return data
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
     global _LOADER
     import yaml
 
@@ -436,6 +494,8 @@ def _ini_inventory(inv: PlainInventory, path: Path, text: str) -> None:
 
 def ini_value(v: str) -> Any:
     """Ansible's INI value: a Python literal when it is one, else the string."""
+    import ast  # only INI inventories need it (its import is a tenth of a diagnose's start-up)
+
     try:
         value = ast.literal_eval(v)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

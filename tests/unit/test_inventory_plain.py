@@ -149,3 +149,17 @@ def test_show_settings_says_which_reader(tmp_path: Path) -> None:
     (root / "more.yml").write_text("plugin: constructed\n")
     r = CliRunner().invoke(cli, ["diagnose", "-i", str(root), "--show-settings"])
     assert "inventory reader = 'ansible': " in r.output and "plugin" in r.output, r.output
+
+
+def test_unchanged_yaml_is_read_again_without_the_yaml_library(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setenv("WAOPS_YAML_CACHE", str(tmp_path / "cache"))
+    src = _files(tmp_path / "inv", {"hosts.yml": "all:\n  hosts:\n    bot-1:\n      ansible_host: 192.0.2.10\n"})
+    first = [asdict(h) for h in load(src, ["all"], reader="plain")]
+    assert list((tmp_path / "cache").glob("*.json")), "a parsed document is kept"
+    monkeypatch.setitem(sys.modules, "yaml", None)  # any `import yaml` now fails
+    assert [asdict(h) for h in load(src, ["all"], reader="plain")] == first
+    (src / "hosts.yml").write_text("all:\n  hosts:\n    bot-2:\n      ansible_host: 192.0.2.11\n")
+    with pytest.raises(ImportError):  # edited text is a new key: parsed again, not served stale
+        load(src, ["all"], reader="plain")
