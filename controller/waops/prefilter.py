@@ -34,12 +34,13 @@ def fold(text: str) -> str:
     return (text if text.isascii() else text.translate(_FOLD)).lower()
 
 
-def anchors(pattern: str | re.Pattern[str]) -> frozenset[str] | None:
+def anchors(pattern: str | re.Pattern[str], flags: int = 0) -> frozenset[str] | None:
     """Lowercase literals of which every match of `pattern` contains one, or None when the pattern
-    has no required literal of MIN_ANCHOR characters in every alternative."""
-    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    has no required literal of MIN_ANCHOR characters in every alternative. A pattern given as text is
+    parsed, not compiled (its table may compile it only when a text needs it)."""
+    text, flags = (pattern, flags) if isinstance(pattern, str) else (pattern.pattern, pattern.flags)
     try:
-        tree = sre_parse.parse(rx.pattern, rx.flags)
+        tree = sre_parse.parse(text, flags)
     except Exception:  # an unparseable pattern simply is not filtered
         return None
     found = _sequence(list(tree))
@@ -82,8 +83,8 @@ def _sequence(items: list[tuple[object, object]]) -> set[str] | None:
 class Prefilter:
     """For a sequence of patterns, the indexes of those that may match a text."""
 
-    def __init__(self, patterns: Sequence[str | re.Pattern[str]]) -> None:
-        self.anchors: tuple[frozenset[str] | None, ...] = tuple(anchors(p) for p in patterns)
+    def __init__(self, patterns: Sequence[str | re.Pattern[str]], flags: int = 0) -> None:
+        self.anchors: tuple[frozenset[str] | None, ...] = tuple(anchors(p, flags) for p in patterns)
         self._always = frozenset(k for k, a in enumerate(self.anchors) if a is None)
         # (anchor, pattern index) flat, one `in` per anchor: cheaper than a generator per pattern
         self._pairs = tuple((a, k) for k, need in enumerate(self.anchors) if need for a in sorted(need))

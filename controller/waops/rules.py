@@ -15,6 +15,7 @@ Facts seen only "in threads" (docs/DOMAIN.md) carry lower weights.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -210,12 +211,34 @@ LOG_RULES: tuple[Rule, ...] = (
          r"Closing session: SessionEntry|Removing old closed session", "alive", origin="libsignal"),
 )
 
-COMPILED: tuple[tuple[Rule, re.Pattern[str]], ...] = tuple(
-    (r, re.compile(r.pattern, re.IGNORECASE | re.MULTILINE)) for r in LOG_RULES
-)
+FLAGS = re.IGNORECASE | re.MULTILINE
+
+
+class _Compiled:
+    """(rule, compiled pattern) by index, each pattern compiled the first time a text needs it: most
+    windows never run most rules, and compiling them all was a fifth of a one-host diagnose's start."""
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self._rules = rules
+        self._rx: list[re.Pattern[str] | None] = [None] * len(rules)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __getitem__(self, k: int) -> tuple[Rule, re.Pattern[str]]:
+        rx = self._rx[k]
+        if rx is None:
+            rx = self._rx[k] = re.compile(self._rules[k].pattern, FLAGS)
+        return self._rules[k], rx
+
+    def __iter__(self) -> Iterator[tuple[Rule, re.Pattern[str]]]:
+        return (self[k] for k in range(len(self)))
+
+
+COMPILED = _Compiled(LOG_RULES)
 # Only rules whose literal anchors occur in a line run their regex (waops.prefilter): same result,
 # a fraction of the cost on long pino lines.
-_PREFILTER = Prefilter([rx for _, rx in COMPILED])
+_PREFILTER = Prefilter([r.pattern for r in LOG_RULES], FLAGS)
 
 
 @dataclass(frozen=True)
