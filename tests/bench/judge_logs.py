@@ -10,6 +10,8 @@ rate, accuracy per cause and per format, and a confusion matrix (expected rows, 
 Use it on real logs that Baileys, Evolution API and WAHA users posted publicly, kept outside this
 repository (they are other people's text; docs/judge-set.md says how the set is built): a miss there
 means the reader or a rule is too narrow, and the fix is a general one plus a fixture written by us.
+A SPLIT.tsv beside the excerpts (file, part) adds the figures per part (dev, held-out). The list of the
+set (file, thread, label, reason, part) is tests/bench/judge_sources.tsv; files not in it are named.
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ from waops.model import CAUSES
 # A file's format tag names what wraps and shapes its lines; its family is the first that matches.
 FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("legacy WAConnection", ("legacy",)),
-    ("evolution", ("evolution", "docker-t-evolution", "docker-compose", "n8n")),
+    ("evolution / WAHA", ("evolution", "docker-t-evolution", "docker-compose", "n8n", "waha")),
     ("pm2", ("pm2",)),
     ("heroku/syslog/journald", ("heroku", "syslog", "journald", "s6")),
-    ("docker -t / epoch column", ("docker", "epoch", "custom-time", "bracket-iso")),
+    ("docker -t / epoch column", ("docker", "epoch", "custom-time", "bracket-iso", "bracket-time")),
     ("pino-pretty", ("pino-pretty", "pretty")),
     ("pino JSON", ("pino", "json", "node-json", "api-json", "newrelic", "prisma")),
     ("logfmt", ("logfmt",)),
     ("emoji / bot text", ("emoji", "bot-", "logger-adapter", "title", "prose", "markdown")),
     ("console.log objects", ("console",)),
-    ("node fatal (caret, OOM)", ("caret", "v8-oom", "npm")),
+    ("node fatal (caret, OOM)", ("caret", "v8-oom", "npm", "tsx")),
     ("stack traces", ("stack", "windows", "termux", "wrapped", "mobile", "replit", "unhandled", "ts-node", "plain")),
 )
 
@@ -50,10 +52,34 @@ def _fields(name: str) -> tuple[str, str, str]:
     return parts[0], parts[1] or "none", parts[2] if len(parts) > 3 else "-"
 
 
+SOURCES = Path(__file__).resolve().parent / "judge_sources.tsv"
+
+
+def _listed() -> set[str]:
+    return {row.split("\t", 1)[0] for row in SOURCES.read_text().splitlines()[1:]} if SOURCES.is_file() else set()
+
+
+def _splits(paths: list[Path]) -> dict[str, str]:
+    """file name -> part (dev, held-out) from a SPLIT.tsv beside the excerpts, when there is one."""
+    out: dict[str, str] = {}
+    for p in paths:
+        tsv = (p if p.is_dir() else p.parent) / "SPLIT.tsv"
+        if tsv.is_file():
+            for row in tsv.read_text().splitlines()[1:]:
+                name, _, part = row.partition("\t")
+                out[name] = part.strip()
+    return out
+
+
 def judge(paths: list[Path], quiet: bool = False) -> int:
     settings = Settings()
     files = sorted(f for p in paths for f in (p.iterdir() if p.is_dir() else [p])
                    if f.is_file() and f.name.endswith(".log"))
+    split = _splits(paths)
+    listed = _listed()
+    unlisted = [f.name for f in files if listed and f.name not in listed]
+    if unlisted:
+        print(f"{len(unlisted)} excerpt(s) not in {SOURCES.name}, e.g. {unlisted[0]}", file=sys.stderr)
     if not files:
         print("no <cause>--<code>--<format>--<slug>.log file found", file=sys.stderr)
         return 2
@@ -63,6 +89,7 @@ def judge(paths: list[Path], quiet: bool = False) -> int:
     by_cause: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_format: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_family: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_split: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     if not quiet:
         print(f"{'file':64} {'expected':17} {'got':17} {'code':>5} conf")
     for f in files:
@@ -72,7 +99,10 @@ def judge(paths: list[Path], quiet: bool = False) -> int:
         hits += ok
         unknown += d.cause == "unknown"
         confusion[(expected, d.cause)] += 1
-        for table, key in ((by_cause, expected), (by_format, fmt), (by_family, family(fmt))):
+        keys = [(by_cause, expected), (by_format, fmt), (by_family, family(fmt))]
+        if f.name in split:
+            keys.append((by_split, split[f.name]))
+        for table, key in keys:
             table[key][0] += ok
             table[key][1] += 1
         if not quiet:
@@ -81,7 +111,10 @@ def judge(paths: list[Path], quiet: bool = False) -> int:
     n = len(files)
     print(f"\n{n} excerpts: exact cause {hits}/{n} = {100 * hits / n:.1f}%, unknown {unknown}/{n} = "
           f"{100 * unknown / n:.1f}%")
-    for title, table in (("cause", by_cause), ("format family", by_family), ("format", by_format)):
+    for title, table in (("split", by_split), ("cause", by_cause), ("format family", by_family),
+                         ("format", by_format)):
+        if not table:
+            continue
         print(f"\nper {title}:")
         for key in sorted(table):
             ok, tot = table[key]
