@@ -291,9 +291,21 @@ def classify_record(rec: Record) -> list[Match]:
     once per record (the diagnosis asks several times); a record's text and code must not change after."""
     if rec.matches is not None:
         return list(rec.matches)
-    found = _classify(rec)
-    rec.matches = tuple(found)
-    return found
+    key = (rec.text, rec.code, rec.conflict_type)
+    got = _MEMO.get(key)
+    if got is None:
+        got = tuple(_classify(rec))
+        if len(_MEMO) >= MEMO_SIZE:
+            _MEMO.clear()  # bounded: a long run of distinct lines starts the table afresh
+        _MEMO[key] = got
+    rec.matches = got
+    return list(got)
+
+
+# A record's meaning depends only on its text, code and conflict type: the same record seen again (a Bad
+# MAC flood, a keep-alive line, one bot's window read again) is not classified again.
+MEMO_SIZE = 8192
+_MEMO: dict[tuple[str, int | None, str | None], tuple[Match, ...]] = {}
 
 
 def _classify(rec: Record) -> list[Match]:
