@@ -201,6 +201,8 @@ _QUOTE = re.compile(r"^> ?(?=\S|$)|^>\s")  # a log pasted as a markdown quote: `
 _CARET_HEAD = re.compile(r"^(?:file://)?(?:/|[A-Za-z]:[\\/]|\.{1,2}/|node:)\S*:\d+\s*$")
 TERMINAL_WIDTHS = (80,)  # a terminal hard-wraps a long line at its width; the cut word goes on next line
 _WRAPPED_TAIL = re.compile(r"^[a-z0-9)\]}'\".,:;/_-]")
+# ...but a line that opens with a time, an epoch column or a pm2 prefix is a record of its own
+_RECORD_START = re.compile(r"^(?:\d{4}-\d\d-\d\d|\d{10,13}\b|\d+\|)")
 _CONT = re.compile(r"^(?:\s|at\s|[}\])]|\^+\s*$|\.\.\. \d+ more|Caused by:)")
 _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`""")
 _LEVEL_WORD = re.compile(r"\blevel[\"']?\s*[:=]\s*[\"']?(\w+)", re.IGNORECASE)
@@ -315,7 +317,7 @@ def _unwrap_terminal(lines: Iterable[str]) -> Iterator[str]:
     for line in lines:
         piece = len(line)  # a wrapped line goes on while each piece fills the width
         if held is not None:
-            if line and _WRAPPED_TAIL.match(line) and not line.startswith("at "):
+            if line and _WRAPPED_TAIL.match(line) and not line.startswith("at ") and not _RECORD_START.match(line):
                 line = held + line
             else:
                 yield held
