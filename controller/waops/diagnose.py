@@ -184,7 +184,7 @@ def _merge_streams(streams: Mapping[str, Any]) -> list[Record]:
     for order, (name, lines) in enumerate(sorted(streams.items())):
         if not isinstance(lines, list):
             continue
-        recs = parse_lines(str(x) for x in lines if isinstance(x, str))
+        recs = parse_lines((str(x) for x in lines if isinstance(x, str)), pasted=False)
         times = [_epoch(r.time) for r in recs]
         known = [t for t in times if t is not None]
         last = known[0] if known else float("inf")

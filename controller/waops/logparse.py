@@ -208,7 +208,7 @@ _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`""")
 _LEVEL_WORD = re.compile(r"\blevel[\"']?\s*[:=]\s*[\"']?(\w+)", re.IGNORECASE)
 
 
-def parse_lines(lines: Iterable[str]) -> list[Record]:
+def parse_lines(lines: Iterable[str], pasted: bool = True) -> list[Record]:
     """Records from lines in order. A record is assembled before it is returned: the indented object
     dump under a pino-pretty header, a stack trace, a caret block, a JS object printed by console.log,
     JSON split over lines. Lines are first freed of what wraps them (ANSI colours, pm2 `0|app | `,
@@ -217,7 +217,7 @@ def parse_lines(lines: Iterable[str]) -> list[Record]:
     out: list[Record] = []
     open_by_key: dict[str, _Open] = {}
     last: _Open | None = None
-    for line in _clean_lines(lines):
+    for line in _clean_lines(lines, pasted):
         body, time, key, wrap = _unwrap(line)
         cur = open_by_key.get(key)
         if (cur is None and last is not None and last.key != key and open_by_key.get(last.key) is last
@@ -306,8 +306,9 @@ def _depth(s: str) -> int:
     return t.count("{") + t.count("[") - t.count("}") - t.count("]")
 
 
-def _clean_lines(lines: Iterable[str]) -> Iterator[str]:
-    return _unwrap_terminal(_clean(lines))
+def _clean_lines(lines: Iterable[str], pasted: bool = True) -> Iterator[str]:
+    # only a paste went through a terminal: lines an agent read from a log file were never wrapped
+    return _unwrap_terminal(_clean(lines)) if pasted else _clean(lines)
 
 
 def _unwrap_terminal(lines: Iterable[str]) -> Iterator[str]:

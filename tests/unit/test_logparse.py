@@ -170,3 +170,14 @@ def test_prefixes_are_peeled_and_the_record_assembled() -> None:
 def test_a_record_cut_mid_object_still_gives_its_code() -> None:
     (rec,) = parse_text("    statusCode: 440,\n    payload: {\n      message: 'Stream Errored (conflict)'\n")
     assert rec.code == 440
+
+
+def test_terminal_wraps_are_joined_in_a_paste_only() -> None:
+    from waops.logparse import parse_lines
+
+    first = "WARN [2025-03-02 10:11:12.345 +0000] (4242): connect attempt 12 failed: Error: U"
+    assert len(first) == 80
+    lines = [first, "nexpected server response: 404, retrying..."]
+    pasted = parse_lines(lines)
+    assert len(pasted) == 1 and "Unexpected server response: 404" in pasted[0].text
+    assert len(parse_lines(lines, pasted=False)) == 2  # an agent's lines come from a file, never wrapped
