@@ -91,7 +91,7 @@ def test_failing_test_leaves_nothing_behind(tmp_path: Path) -> None:
 
 def test_labs_whose_names_hash_alike_get_different_subnets(tmp_path: Path) -> None:
     """`keepalive` and `t-keys` both hash to 10.77.128: the second lab up must claim another subnet."""
-    from waops.lab import Lab, LabSettings
+    from waops_lab.lab import Lab, LabSettings
 
     labs = [Lab(LabSettings(name=n, runtime_root=tmp_path)) for n in ("keepalive", "t-keys")]
     assert labs[0].settings.octet == labs[1].settings.octet  # the names' first choice collides

@@ -51,7 +51,7 @@ class RcLab:
 
     @property
     def sim(self) -> Any:
-        from waops.sandbox.client import SimulatorClient
+        from waops_lab.sandbox.client import SimulatorClient
 
         return SimulatorClient(self.lab.control_url)
 
@@ -219,7 +219,7 @@ def auto_link_off(r: RcLab) -> Iterator[None]:
 
 def inject(r: RcLab, index: int, cause: str, **params: Any) -> None:
     """`waops lab fault HOST CAUSE` (its injector), or the simulator with parameters (burst, count)."""
-    from waops.lab.faults import inject as lab_inject
+    from waops_lab.lab.faults import inject as lab_inject
 
     if params:
         r.sim.fault(r.phone(index), cause, **params)
@@ -228,7 +228,7 @@ def inject(r: RcLab, index: int, cause: str, **params: Any) -> None:
 
 
 def clear(r: RcLab, index: int) -> None:
-    from waops.lab.faults import inject as lab_inject
+    from waops_lab.lab.faults import inject as lab_inject
 
     lab_inject(r.lab, r.host(index).name, "clear", "shop")
 

@@ -22,7 +22,7 @@ def test_wheel_carries_playbooks_roles_inventories_and_works_outside_the_checkou
     for member in ("waops/_assets/playbooks/site.yml", "waops/_assets/playbooks/reset_session.yml",
                    "waops/_assets/roles/waops_host/files/waops-host", "waops/_assets/ansible.cfg",
                    "waops/_assets/monitoring/waops-alerts.yml",
-                   "waops/_assets/inventories/sandbox/group_vars/all.yml", "waops/sandbox/bot/package-lock.json",
+                   "waops/_assets/lab/waops_lab/inventory/group_vars/all.yml", "waops/sandbox/bot/package-lock.json",
                    "waops/cli/__init__.py"):
         assert member in names or any(n.startswith(member) for n in names), member
     assert not any("node_modules/" in n for n in names)  # the lockfile travels, not an install
