@@ -55,12 +55,10 @@ def require_inventory(s: Settings, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     files = []
     for path in config_candidates(env):
-        files.append(f"{path} ({'no `inventory` key' if path.is_file() else 'no such file'})")
-    raise UsageError("no inventory: waops looked in\n"
-                     "  1. -i/--inventory: not given\n"
-                     "  2. WAOPS_INVENTORY: not set\n"
-                     "  3. `inventory = \"PATH\"` in waops.toml: " + "; ".join(files) + "\n"
-                     "give one of them (there is no default: a forgotten flag must not act on another fleet)")
+        files.append(f"{path}: {'no inventory key' if path.is_file() else 'no such file'}")
+    raise UsageError("no inventory: looked at -i/--inventory (not given), WAOPS_INVENTORY (not set) and "
+                     "`inventory = \"PATH\"` in waops.toml (" + "; ".join(files) + "); give one of them, "
+                     "there is no default")
 
 
 def config_candidates(env: Mapping[str, str]) -> list[Path]:

@@ -151,14 +151,19 @@ def diagnose_cli(r: RcLab, index: int, bot: str = "shop") -> tuple[int, dict[str
 
 
 def wait_healthy(r: RcLab, index: int, bot: str = "shop", timeout: float = 150) -> None:
-    from waops.verify import sim_round_trip
+    from waops.verify import command_round_trip
 
+    # the round-trip hook the lab's inventory names (the simulator's test message), as recover runs it
+    hook = json.loads((r.lab.inventory_dir / "hosts.yml").read_text())["all"]["vars"]["waops_verify_roundtrip_command"]
+    host = r.host(index).name
     deadline = time.monotonic() + timeout
     why = ""
     while time.monotonic() < deadline:
         d = diagnose(r, index, bot)
         if d.cause == "healthy":
-            ok, why = sim_round_trip(r.lab.control_url, r.phone(index, bot))(8)
+            rt = command_round_trip(hook, host=host, bot=bot, phone=r.phone(index, bot))
+            assert rt is not None
+            ok, why = rt(8)
             if ok:
                 return
         else:

@@ -23,7 +23,8 @@ Examples:
 Flow per bot: lock -> diagnose -> plan -> confirm destructive steps (unless --yes) -> incident ->
 run the steps -> show the QR code or pairing code when a new link is needed -> verify (connection open,
 fresh, no new failure, plus a test message through waops_verify_roundtrip_command when the inventory
-sets one) -> on failure walk the rollback chain -> close the incident (resolved, rolled_back, needs_human, failed) -> summary.
+sets one) -> on failure walk the rollback chain -> close the incident (resolved, rolled_back,
+needs_human, failed) -> summary.
 A healthy bot is left alone; a banned or rate-limited number is never touched.
 \b
 Exit codes:

@@ -37,8 +37,8 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
     from rich.console import Console
 
     from waops.cli.recover import RichUI, summary
-    from waops_lab.demo import run_demo
     from waops.locking import state_dir
+    from waops_lab.demo import run_demo
 
     c = Console(stderr=True, highlight=False)
     ui = RichUI(state_dir() / "qr", interactive=False)

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from waops_lab.errors import LabError
 from waops_lab import group_vars_dir, sandbox_bot_dir
+from waops_lab.errors import LabError
 from waops_lab.lab.container import Container, ssh_options, wait_for_ssh
 from waops_lab.lab.image import Image
 from waops_lab.lab.network import LabNetwork
@@ -436,8 +436,8 @@ class Lab:
         mounts = Path("/proc/mounts").read_text()
         if f" {s.dir}/" in mounts or f" {s.dir} " in mounts:  # not bench16 for lab bench
             found.append("overlay mounts")
-        procs = subprocess.run(["pgrep", "-f", f"(-M {self.host_prefix}-[0-9]|waops_lab.sandbox serve .*--state {s.dir}/)"],
-                               capture_output=True, text=True).stdout.split()
+        pattern = f"(-M {self.host_prefix}-[0-9]|waops_lab.sandbox serve .*--state {s.dir}/)"
+        procs = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
         if procs:
             found.append(f"processes {procs}")
         return found
