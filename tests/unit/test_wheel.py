@@ -79,4 +79,5 @@ def test_lab_wheel_registers_its_commands(tmp_path: Path) -> None:
     assert "waops_lab/sandbox/bot/vendor/core/socket.js" in names and "waops_lab/inventory/group_vars/all.yml" in names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = z.read(entry_points).decode()
-    assert "[waops.commands]" in text and "lab = waops_lab.cli.lab:lab" in text and "demo = waops_lab.cli.demo:demo" in text
+    assert "[waops.commands]" in text and "lab = waops_lab.cli.lab:lab" in text
+    assert "demo = waops_lab.cli.demo:demo" in text
