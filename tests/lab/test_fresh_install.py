@@ -87,7 +87,7 @@ def test_readme_install_runs_first_on_a_nodesource_machine(lab_factory, tmp_path
     # A NodeSource machine: the lab image's own node goes, the stand-in .deb comes in through dpkg.
     deb = nodesource_deb(tmp_path)
     p = sh("set -e; rm -f /usr/local/bin/node /usr/local/bin/npm /usr/local/bin/npx /usr/local/etc/npmrc; "
-           "rm -rf /usr/local/lib/node_modules/npm; cat > /root/nodejs.deb; dpkg -i /root/nodejs.deb; "
+           "rm -rf /usr/local/lib/node_modules/npm; cat > /root/nodejs.deb; dpkg -i /root/nodejs.deb >/dev/null; "
            "hash -r; node --version; npm --version; dpkg-query -W -f='${Provides} | ${Conflicts}' nodejs",
            stdin=deb.read_bytes())
     assert p.returncode == 0, p.stderr.decode()[-2000:]
