@@ -21,9 +21,9 @@ Order: a verified backup on the old host and the old copy FENCED (stopped, maske
 host does not answer, the new host records itself as owner in the bot's restic repository and the old
 host fences itself before its bot starts again. Then the new host is provisioned (site.yml limited to
 it), the backup comes over (from the old host, else from the repository), is restored and started, and
-the session is verified (open, no QR, a test message when the inventory sets waops_verify_roundtrip_command). A move
-that does not verify is rolled back to the old host when it answers. Recorded as an incident, cause
-`moved` or `host_lost`.
+the session is verified (open, no QR, a test message when the inventory sets
+waops_verify_roundtrip_command). A move that does not verify is rolled back to the old host when it
+answers. Recorded as an incident, cause `moved` or `host_lost`.
 \b
 Exit codes:
   0  moved and verified
