@@ -17,7 +17,7 @@ def test_two_hosts_reached_over_ssh_with_strict_host_keys(lab_factory) -> None:
 
     lab = lab_factory("t-two", hosts=2)
     hosts = lab.hosts()
-    assert [h.name for h in hosts] == ["t-two-1", "t-two-2"]
+    assert [h.name for h in hosts] == [f"{lab.settings.name}-1", f"{lab.settings.name}-2"]  # WAOPS_LAB_TAG
     for host in hosts:
         client = paramiko.SSHClient()
         client.load_host_keys(str(lab.known_hosts))
