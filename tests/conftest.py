@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-# Commands the tests start (waops, python -m waops.sandbox, ansible through runner) import this checkout's
+# Commands the tests start (waops, python -m waops_lab.sandbox, ansible through runner) import this checkout's
 # waops too, not another checkout that an editable install happens to point at.
-_CONTROLLER = str(Path(__file__).resolve().parents[1] / "controller")
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CONTROLLER, os.environ.get("PYTHONPATH")) if p)
+_REPO = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(_REPO / "controller"), str(_REPO / "lab"), os.environ.get("PYTHONPATH")) if p)
 
 
 def lab_available() -> str | None:
@@ -29,7 +30,7 @@ def lab_available() -> str | None:
 
 
 def _lab(name: str):
-    from waops.lab import Lab, LabSettings
+    from waops_lab.lab import Lab, LabSettings
 
     base = LabSettings.from_env()
     # WAOPS_LAB_TAG (a few of a-z0-9) ends every test lab's name, so two checkouts can run the same

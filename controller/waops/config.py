@@ -1,8 +1,9 @@
 """Settings: flags > WAOPS_* environment > waops.toml > defaults, and where each value came from.
 
-waops.toml is read from the XDG config dir (`$XDG_CONFIG_HOME/waops/waops.toml`, default
-~/.config/waops/waops.toml), then ./waops.toml (the project's file wins), or only from the file
-named by WAOPS_CONFIG. Keys are the field names below, at the top level or under `[waops]`.
+waops.toml is read from ~/.config/waops/waops.toml (`$XDG_CONFIG_HOME/waops/waops.toml`), then from
+./waops.toml in the current directory (the project's file wins), or only from the file named by
+WAOPS_CONFIG. Keys are the field names below (`inventory = "inventories/prod"`, `timeout = 20`, ...), at
+the top level or under `[waops]`. There is no default inventory: see require_inventory.
 """
 
 from __future__ import annotations
@@ -43,14 +44,30 @@ class Settings:
 
 
 NO_INVENTORY = ("no inventory given: pass -i/--inventory, set WAOPS_INVENTORY, or put `inventory = \"PATH\"` "
-                "in waops.toml (./waops.toml, $XDG_CONFIG_HOME/waops/waops.toml or the file named by WAOPS_CONFIG)")
+                "in waops.toml (./waops.toml or ~/.config/waops/waops.toml)")
 
 
-def require_inventory(s: Settings) -> str:
-    """The inventory to act on. Never a built-in default: a forgotten flag must not point at the lab."""
-    if not s.inventory:
-        raise UsageError(NO_INVENTORY)
-    return s.inventory
+def require_inventory(s: Settings, env: Mapping[str, str] | None = None) -> str:
+    """The inventory to act on. Never a built-in default: a forgotten flag must not point at the lab.
+    Without one, a UsageError (exit 2) names every place that was looked in."""
+    if s.inventory:
+        return s.inventory
+    env = os.environ if env is None else env
+    files = []
+    for path in config_candidates(env):
+        files.append(f"{path}: {'no inventory key' if path.is_file() else 'no such file'}")
+    raise UsageError("no inventory: looked at -i/--inventory (not given), WAOPS_INVENTORY (not set) and "
+                     "`inventory = \"PATH\"` in waops.toml (" + "; ".join(files) + "); give one of them, "
+                     "there is no default")
+
+
+def config_candidates(env: Mapping[str, str]) -> list[Path]:
+    """Every waops.toml looked for, in the order read (a later file wins): WAOPS_CONFIG alone when set,
+    else $XDG_CONFIG_HOME/waops/waops.toml (default ~/.config/waops/waops.toml), then ./waops.toml."""
+    if env.get("WAOPS_CONFIG"):
+        return [Path(env["WAOPS_CONFIG"])]
+    xdg = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [xdg / "waops" / "waops.toml", Path.cwd() / "waops.toml"]
 
 
 def names() -> list[str]:
@@ -59,9 +76,8 @@ def names() -> list[str]:
 
 def config_files(env: Mapping[str, str]) -> list[Path]:
     if env.get("WAOPS_CONFIG"):
-        return [Path(env["WAOPS_CONFIG"])]
-    xdg = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return [p for p in (xdg / "waops" / "waops.toml", Path.cwd() / "waops.toml") if p.is_file()]
+        return [Path(env["WAOPS_CONFIG"])]  # named: must exist (read reports it missing)
+    return [p for p in config_candidates(env) if p.is_file()]
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +86,9 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
     s = Settings()
     for path in config_files(env):
         for key, value in _read_toml(path).items():
+            if key == "inventory" and isinstance(value, str) and value:
+                # relative to the file that names it, not to wherever waops happens to run
+                value = str(path.parent / Path(value).expanduser())
             _set(s, key, value, str(path))
     for name in names():
         raw = env.get(f"WAOPS_{name.upper()}")

@@ -65,8 +65,8 @@ class Host:
                 "bots": [b.name for b in self.bots]}
 
 
-# Host variables the controller reads besides the connection ones (recover's simulator URL).
-EXTRA_VARS = ("waops_sim_control_url",)
+# Host variables the controller reads besides the connection ones (verify's round-trip hook).
+EXTRA_VARS = ("waops_verify_roundtrip_command",)
 
 
 @dataclass

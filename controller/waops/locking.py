@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from waops.errors import WaopsError
+from waops.errors import ExitCode, WaopsError
 
-EXIT_LOCK_BUSY = 75  # same code as the host agent's "lock busy" (EX_TEMPFAIL)
+EXIT_LOCK_BUSY = ExitCode.BUSY
 _BOT_NAME = re.compile(r"^[a-z0-9_-]+$")
 
 

@@ -386,13 +386,14 @@ class HostEdges:
 
     def verify(self, host: str, bot: str, timeout_s: float) -> tuple[bool, str]:
         from waops.inventory import load
-        from waops.recover import host_probe, host_vars
-        from waops.verify import sim_round_trip, wait_verified
+        from waops.recover import host_probe
+        from waops.verify import ROUNDTRIP_VAR, command_round_trip, wait_verified
 
-        hv = host_vars(self.inventory, host, ("waops_sim_control_url",))
-        phone = next((str(b.extra["phone"]) for h in load(self.inventory, ["all"]) for b in h.bots
+        hosts = load(self.inventory, ["all"])
+        phone = next((str(b.extra["phone"]) for h in hosts for b in h.bots
                       if b.name == bot and b.extra.get("phone")), None)  # the bot's entry, wherever it is now
-        rt = sim_round_trip(hv["waops_sim_control_url"], phone) if hv.get("waops_sim_control_url") and phone else None
+        hook = next((h.extra.get(ROUNDTRIP_VAR) for h in hosts if h.name == host), None)
+        rt = command_round_trip(hook, host=host, bot=bot, phone=phone)
         res = wait_verified(host_probe(self.host(host), bot, self.settings), timeout_s=timeout_s, host=host,
                             round_trip=rt, wait_for_link=False)
         if res.ok and res.last is not None and res.last.link(host).pending:

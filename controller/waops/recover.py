@@ -22,12 +22,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from waops.errors import EXIT_INTERRUPTED, EXIT_NEEDS_HUMAN, EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE
+from waops.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NEEDS_HUMAN,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_UNREACHABLE,
+    ExitCode,
+    WaopsError,
+)
 from waops.execute import Cancel, Progress, RunResult
 from waops.hostlease import HostLease
 from waops.plan import Plan, PlanOptions, Step, make_plan
 from waops.qrshow import LinkRequest
-from waops.verify import BotState, Probe, RoundTrip, VerifyResult, wait_verified
+from waops.verify import ROUNDTRIP_VAR, BotState, Probe, RoundTrip, VerifyResult, wait_verified
 
 # Plan steps after which the session on the host is a new one (a new device, or an older state).
 SESSION_CHANGING = ("reset_session", "restore_session")
@@ -42,7 +50,7 @@ class Target:
     bot: str
     pairing: str = "qr"
     phone: str | None = None
-    sim_control_url: str | None = None
+    roundtrip_command: str | None = None  # the inventory's waops_verify_roundtrip_command
     library_expected: str | None = None
     home_host: str | None = None  # the host that owns the bot when it is listed on several (inventory)
 
@@ -93,6 +101,7 @@ class RecoverResult:
     human_wait_s: float = 0.0
     link: LinkRequest | None = None
     cancelled: bool = False
+    busy: bool = False  # another run held the bot's lock: nothing was done
 
     @property
     def mttr_s(self) -> float | None:
@@ -104,6 +113,8 @@ class RecoverResult:
     def exit_code(self) -> int:
         if self.cancelled:
             return EXIT_INTERRUPTED
+        if self.busy:
+            return ExitCode.BUSY
         return {
             "resolved": EXIT_OK, "rolled_back": EXIT_OK, HEALTHY: EXIT_OK, DRY_RUN: EXIT_OK,
             "needs_human": EXIT_NEEDS_HUMAN, UNREACHABLE: EXIT_UNREACHABLE,
@@ -133,6 +144,7 @@ class UI(Protocol):
     def step_done(self, target: Target, outcome: StepOutcome) -> None: ...
     def link(self, target: Target, link: LinkRequest) -> None: ...
     def status(self, target: Target, text: str) -> None: ...
+    def error(self, target: Target, text: str) -> None: ...
 
 
 class QuietUI:
@@ -145,6 +157,7 @@ class QuietUI:
     def step_done(self, target: Target, outcome: StepOutcome) -> None: ...
     def link(self, target: Target, link: LinkRequest) -> None: ...
     def status(self, target: Target, text: str) -> None: ...
+    def error(self, target: Target, text: str) -> None: ...
 
 
 class Store(Protocol):
@@ -546,6 +559,38 @@ def _run_summary(run: RunResult) -> str:
     return f"{run.playbook}: {run.status}, {changed} change(s)"
 
 
+# --- many bots ---------------------------------------------------------------------------------
+
+
+def recover_fleet(inventory: str | Path, patterns: list[str], bot: str | None, opts: RecoverOptions, store: Any,
+                  settings: Any, ui: UI, cancel: Cancel) -> list[RecoverResult]:
+    """Recover every bot the patterns match, one after the other, until cancelled. A bot whose lock
+    another run holds is reported (busy) and the next bot goes on."""
+    results: list[RecoverResult] = []
+    for host, target in targets(inventory, patterns or ["all"], bot, opts.pair_phone):
+        if cancel.is_set():
+            break
+        deps = default_deps(host, target, inventory, store, settings)
+        try:
+            results.append(Recovery(target, opts, deps, ui, cancel).run())
+        except WaopsError as exc:
+            results.append(RecoverResult(target.host, target.bot, "failed", str(exc),
+                                         busy=exc.exit_code == ExitCode.BUSY))
+            ui.error(target, str(exc))
+    return results
+
+
+def fleet_exit_code(results: list[RecoverResult]) -> ExitCode:
+    """Every bot busy: BUSY (try again later). Otherwise the most urgent of the bots' codes."""
+    if results and all(r.busy for r in results):
+        return ExitCode.BUSY
+    codes = {ExitCode.PROBLEM if r.busy else r.exit_code for r in results}
+    for code in (ExitCode.INTERRUPTED, ExitCode.UNREACHABLE, ExitCode.PROBLEM, ExitCode.NEEDS_HUMAN):
+        if code in codes:
+            return code
+    return ExitCode.OK
+
+
 # --- default edges ------------------------------------------------------------------------------
 
 
@@ -582,7 +627,7 @@ def targets(inventory: str | Path, patterns: list[str], bot: str | None, pair_ph
             phone = b.extra.get("phone")
             out.append((h, Target(
                 host=h.name, bot=b.name, pairing="code" if pair_phone else b.pairing,
-                phone=str(phone) if phone else None, sim_control_url=h.extra.get("waops_sim_control_url"),
+                phone=str(phone) if phone else None, roundtrip_command=h.extra.get(ROUNDTRIP_VAR),
                 library_expected=b.library_expected,
                 home_host=str(b.extra["home_host"]) if b.extra.get("home_host") else None,
             )))  # fmt: skip
@@ -610,12 +655,17 @@ def host_probe(host: Any, bot: str, settings: Any) -> Probe:
     return probe
 
 
+def round_trip(target: Target) -> RoundTrip | None:
+    """The inventory's round-trip hook for this bot (verify.command_round_trip), None when off."""
+    from waops.verify import command_round_trip
+
+    return command_round_trip(target.roundtrip_command, host=target.host, bot=target.bot, phone=target.phone)
+
+
 def default_deps(host: Any, target: Target, inventory: str | Path, store: Any, settings: Any) -> Deps:
     from waops.hostlease import ssh_agent
     from waops.locking import BotLock
-    from waops.verify import sim_round_trip
-
-    rt = sim_round_trip(target.sim_control_url, target.phone) if target.sim_control_url and target.phone else None
+    rt = round_trip(target)
     agent = ssh_agent(host, max(30.0, float(settings.timeout)))
     return Deps(probe=host_probe(host, target.bot, settings), run_step=playbook_runner(inventory), store=store,
                 round_trip=rt, lock=lambda: BotLock(target.host, target.bot),

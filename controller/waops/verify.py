@@ -1,10 +1,10 @@
 """Prove a bot works again: fresh facts say the connection is open and nothing new is wrong for a whole
 open window, on one and the same connection (a 440 loop or a crash loop flips between states; a window
 longer than a flapping cycle, and `session_started_at` unchanged across it, catch a flap between two
-probes), then, when a simulator is there, a test message goes through the bot and comes back. When the
-diagnosis settles on another cause with its own fix, waiting stops at once and says so. While a new link
-is pending, the QR code or pairing code is handed to `on_link` each time it changes, and the time a
-person needed is measured.
+probes), then, when the inventory configures a round-trip hook, a test message goes through the bot
+and comes back. When the diagnosis settles on another cause with its own fix, waiting stops at once and
+says so. While a new link is pending, the QR code or pairing code is handed to `on_link` each time it
+changes, and the time a person needed is measured.
 
 Pure control flow over two callables (probe, round trip), so it is tested without a host.
 """
@@ -87,17 +87,38 @@ def is_working(state: BotState) -> tuple[bool, str]:
     return True, "connection open, diagnosis healthy"
 
 
-def sim_round_trip(control_url: str, phone: str) -> RoundTrip:
-    """A contact sends `test` through the simulator; the bot must answer."""
+# The inventory's `waops_verify_roundtrip_command`: unset, empty or `off` means no round trip.
+ROUNDTRIP_VAR = "waops_verify_roundtrip_command"
+ROUNDTRIP_OFF = ("", "off", "false", "no")
+
+
+def command_round_trip(command: str | None, *, host: str, bot: str, phone: str | None) -> RoundTrip | None:
+    """The inventory's round-trip hook: a command run on the controller (no shell; words split as a shell
+    would) with the bot in its environment (WAOPS_HOST, WAOPS_BOT, WAOPS_BOT_PHONE, WAOPS_ROUNDTRIP_TIMEOUT).
+    Exit 0 = a test message went through the bot and came back; its last output line is the detail.
+    None when the hook is off, or the bot has no phone to send to."""
+    if command is None or command.strip().lower() in ROUNDTRIP_OFF or not phone:
+        return None
+    import shlex
+
+    argv = shlex.split(command)
 
     def run(timeout: float) -> tuple[bool, str]:
-        from waops.sandbox.client import SimulatorClient, SimulatorError
+        import os
+        import subprocess
 
+        env = dict(os.environ, WAOPS_HOST=host, WAOPS_BOT=bot, WAOPS_BOT_PHONE=phone,
+                   WAOPS_ROUNDTRIP_TIMEOUT=f"{timeout:g}")
         try:
-            reply = SimulatorClient(control_url, timeout=timeout + 5).send_message(phone, "test", timeout=timeout)
-        except (SimulatorError, OSError) as exc:
-            return False, f"test message: {exc}"
-        return (bool(reply), f"test message answered: {reply[:80]!r}" if reply else "test message: empty reply")
+            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=timeout + 10)
+        except subprocess.TimeoutExpired:
+            return False, f"round trip: {argv[0]} did not finish within {timeout + 10:.0f}s"
+        except OSError as exc:
+            return False, f"round trip: cannot run {argv[0]}: {exc}"
+        lines = (p.stdout.strip() or p.stderr.strip()).splitlines()
+        detail = lines[-1][:200] if lines else f"exit {p.returncode}"
+        return p.returncode == 0, detail if p.returncode == 0 else f"round trip failed: {detail}"
 
     return run
 

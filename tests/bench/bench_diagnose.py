@@ -226,7 +226,7 @@ LAB_NAME = os.environ.get("WAOPS_BENCH_LAB", "bench16")
 
 def provisioned_lab(commit: str | None, update: bool = False):
     """Lab `bench16` ($WAOPS_BENCH_LAB): 16 hosts after one site.yml run (reused when a kept one is there)."""
-    from waops.lab import Lab, LabSettings
+    from waops_lab.lab import Lab, LabSettings
 
     base = LabSettings.from_env()
     lab = Lab(LabSettings(name=LAB_NAME, cache_dir=base.cache_dir, runtime_root=base.runtime_root))
@@ -286,8 +286,8 @@ $SSH $H "find /var/lib/waops/bots/shop/auth -type f | wc -l"
 def inject_logged_out(lab, host, inventory: Path, timeout: float = 90) -> None:
     """The bench host gets a real fault (the simulator revokes its device), so that the diagnosis has a
     cause to name; wait until the bot has seen it."""
-    from waops.lab.faults import inject
-    from waops.sandbox.client import SimulatorError
+    from waops_lab.lab.faults import inject
+    from waops_lab.sandbox.client import SimulatorError
 
     try:
         inject(lab, host.name, "logged_out")
@@ -303,7 +303,7 @@ def inject_logged_out(lab, host, inventory: Path, timeout: float = 90) -> None:
 
 
 def bench_one_host(lab, inventory: Path, rounds: int = 5) -> None:
-    from waops.lab.container import ssh_options
+    from waops_lab.lab.container import ssh_options
 
     host = lab.hosts()[0]
     assert host.service_manager == "pm2", host
@@ -520,7 +520,7 @@ def ssh_floor(lab, rounds: int = 3) -> None:
     here at least, since all the lab's hosts share this machine's cores with the controller."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from waops.lab.container import ssh_options
+    from waops_lab.lab.container import ssh_options
 
     opts = ssh_options(lab.image.key, lab.known_hosts)
     hosts = lab.hosts()

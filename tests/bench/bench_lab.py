@@ -26,8 +26,8 @@ from pathlib import Path
 
 
 def bench_build(warm_debs: bool) -> None:
-    from waops.lab import LabSettings
-    from waops.lab.image import Image
+    from waops_lab.lab import LabSettings
+    from waops_lab.lab.image import Image
 
     real = LabSettings.from_env().cache_dir
     tmp = Path(tempfile.mkdtemp(prefix="waops-bench-image-", dir="/var/tmp"))
@@ -49,7 +49,7 @@ def bench_build(warm_debs: bool) -> None:
 
 
 def _lab():
-    from waops.lab import Lab, LabSettings
+    from waops_lab.lab import Lab, LabSettings
 
     base = LabSettings.from_env()
     return Lab(LabSettings(name="bench", cache_dir=base.cache_dir, runtime_root=base.runtime_root))

@@ -19,7 +19,7 @@ from tests.lab.test_provision_support import run_site  # after the path fix abov
 
 
 def bench(hosts: int) -> dict:
-    from waops.lab import Lab, LabSettings
+    from waops_lab.lab import Lab, LabSettings
 
     base = LabSettings.from_env()
     lab = Lab(LabSettings(name=f"b-prov{hosts}", cache_dir=base.cache_dir, runtime_root=base.runtime_root))

@@ -38,7 +38,7 @@ from tests.contracts import fetch_baileys as fb
 from waops.rules import ORIGINS  # the rules own the list of origins
 
 REPO = Path(__file__).resolve().parents[2]
-STANDIN = REPO / "controller" / "waops" / "sandbox" / "bot" / "vendor"
+STANDIN = REPO / "lab" / "waops_lab" / "sandbox" / "bot" / "vendor"
 AGENT_JS = REPO / "roles" / "waops_bot" / "files" / "waops-keepalive"
 HOST_AGENT = REPO / "roles" / "waops_host" / "files" / "waops-host"
 TSC_DIR = Path(__file__).with_name("tsc")
@@ -152,7 +152,7 @@ def _compare(what: str, ours: dict[str, int], real: dict[str, int]) -> list[str]
 
 def check_disconnect_reason(rel: Release) -> list[str]:
     from waops.rules import CODES
-    from waops.sandbox import codes
+    from waops_lab.sandbox import codes
 
     real = release_disconnect_reason(rel)
     if not real:

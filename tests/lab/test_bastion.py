@@ -117,7 +117,7 @@ def test_provision_diagnose_and_recover_go_through_the_bastion(blab: Any, tmp_pa
     rows = _wait(inventory, "healthy", 180)
     assert [r["host"] for r in rows] == [blab.hosts()[0].name] and rows[0]["reachable"]
 
-    from waops.lab.faults import inject
+    from waops_lab.lab.faults import inject
 
     host = blab.hosts()[0]
     inject(blab, host.name, "process_down", "shop")

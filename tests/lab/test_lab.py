@@ -17,7 +17,7 @@ def test_two_hosts_reached_over_ssh_with_strict_host_keys(lab_factory) -> None:
 
     lab = lab_factory("t-two", hosts=2)
     hosts = lab.hosts()
-    assert [h.name for h in hosts] == ["t-two-1", "t-two-2"]
+    assert [h.name for h in hosts] == [f"{lab.settings.name}-1", f"{lab.settings.name}-2"]  # WAOPS_LAB_TAG
     for host in hosts:
         client = paramiko.SSHClient()
         client.load_host_keys(str(lab.known_hosts))
@@ -91,7 +91,7 @@ def test_failing_test_leaves_nothing_behind(tmp_path: Path) -> None:
 
 def test_labs_whose_names_hash_alike_get_different_subnets(tmp_path: Path) -> None:
     """`keepalive` and `t-keys` both hash to 10.77.128: the second lab up must claim another subnet."""
-    from waops.lab import Lab, LabSettings
+    from waops_lab.lab import Lab, LabSettings
 
     labs = [Lab(LabSettings(name=n, runtime_root=tmp_path)) for n in ("keepalive", "t-keys")]
     assert labs[0].settings.octet == labs[1].settings.octet  # the names' first choice collides

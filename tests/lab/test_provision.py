@@ -169,7 +169,7 @@ def test_keepalive_backup_socket_serves_the_bot_user_only(converged) -> None:
 
 
 def test_bot_is_back_after_a_reboot(converged) -> None:
-    from waops.lab.container import wait_for_ssh
+    from waops_lab.lab.container import wait_for_ssh
 
     lab, _, first = converged
     assert first.rc == 0, first.tail()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.test_provision_support import bot_running, health, run_site, wait_until
-from waops.assets import sandbox_bot_dir
+from waops_lab import sandbox_bot_dir
 
 pytestmark = pytest.mark.lab
 

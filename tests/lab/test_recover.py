@@ -51,7 +51,7 @@ class RcLab:
 
     @property
     def sim(self) -> Any:
-        from waops.sandbox.client import SimulatorClient
+        from waops_lab.sandbox.client import SimulatorClient
 
         return SimulatorClient(self.lab.control_url)
 
@@ -151,14 +151,19 @@ def diagnose_cli(r: RcLab, index: int, bot: str = "shop") -> tuple[int, dict[str
 
 
 def wait_healthy(r: RcLab, index: int, bot: str = "shop", timeout: float = 150) -> None:
-    from waops.verify import sim_round_trip
+    from waops.verify import command_round_trip
 
+    # the round-trip hook the lab's inventory names (the simulator's test message), as recover runs it
+    hook = json.loads((r.lab.inventory_dir / "hosts.yml").read_text())["all"]["vars"]["waops_verify_roundtrip_command"]
+    host = r.host(index).name
     deadline = time.monotonic() + timeout
     why = ""
     while time.monotonic() < deadline:
         d = diagnose(r, index, bot)
         if d.cause == "healthy":
-            ok, why = sim_round_trip(r.lab.control_url, r.phone(index, bot))(8)
+            rt = command_round_trip(hook, host=host, bot=bot, phone=r.phone(index, bot))
+            assert rt is not None
+            ok, why = rt(8)
             if ok:
                 return
         else:
@@ -219,7 +224,7 @@ def auto_link_off(r: RcLab) -> Iterator[None]:
 
 def inject(r: RcLab, index: int, cause: str, **params: Any) -> None:
     """`waops lab fault HOST CAUSE` (its injector), or the simulator with parameters (burst, count)."""
-    from waops.lab.faults import inject as lab_inject
+    from waops_lab.lab.faults import inject as lab_inject
 
     if params:
         r.sim.fault(r.phone(index), cause, **params)
@@ -228,7 +233,7 @@ def inject(r: RcLab, index: int, cause: str, **params: Any) -> None:
 
 
 def clear(r: RcLab, index: int) -> None:
-    from waops.lab.faults import inject as lab_inject
+    from waops_lab.lab.faults import inject as lab_inject
 
     lab_inject(r.lab, r.host(index).name, "clear", "shop")
 

@@ -119,7 +119,7 @@ def seclab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
         for h in doc["all"]["children"]["waops_bot_hosts"]["hosts"].values():
             h["waops_bots"] = [dict(b, auth_store="postgres") for b in h["waops_bots"]]
         (inv / "hosts.yml").write_text(json.dumps(doc, indent=2))
-        shutil.copy(REPO / "inventories" / "sandbox" / "group_vars" / "all.yml",
+        shutil.copy(REPO / "lab" / "waops_lab" / "inventory" / "group_vars" / "all.yml",
                     inv / "group_vars" / "all" / "main.yml")
         vault = inv / "group_vars" / "all" / "vault.yml"
         vault.write_text(f"waops_pg_password: {PASSWORD}\nwaops_host_alert_telegram_token: '{TOKEN}'\n"
@@ -157,7 +157,7 @@ def test_no_secret_in_any_output_artifact_tmp_or_process_list(seclab: tuple) -> 
         assert PASSWORD in lab.ssh(host, "cat /etc/waops/bots/shop.pgpass", check=True)
         run("diagnose json", [*_waops(), "diagnose", "--all", "--output", "json"], timeout=300)
         run("diagnose table", [*_waops(), "diagnose", "--all"], timeout=300)
-        from waops.lab.faults import inject
+        from waops_lab.lab.faults import inject
 
         inject(lab, host.name, "process_down")
         run("recover", [*_waops(), "recover", "--all", "--yes", "--output", "json"], timeout=900, ok=(0, 1, 4))

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from waops.sandbox.client import SimulatorClient
+from waops_lab.sandbox.client import SimulatorClient
 
 REPO = Path(__file__).resolve().parents[2]
-BOT_SRC = REPO / "controller" / "waops" / "sandbox" / "bot"
+BOT_SRC = REPO / "lab" / "waops_lab" / "sandbox" / "bot"
 KEEPALIVE_DIR = REPO / "roles" / "waops_bot" / "files"
 
 
@@ -52,7 +52,7 @@ def read_json(path: Path, timeout: float = 5) -> Any:
 
 
 class Sim:
-    """`python -m waops.sandbox serve` on free ports; stopped with SIGTERM (state saved)."""
+    """`python -m waops_lab.sandbox serve` on free ports; stopped with SIGTERM (state saved)."""
 
     def __init__(self, workdir: Path, *extra: str) -> None:
         self.workdir = workdir
@@ -74,7 +74,7 @@ class Sim:
             [
                 sys.executable,
                 "-m",
-                "waops.sandbox",
+                "waops_lab.sandbox",
                 "serve",
                 *ports,
                 "--state",

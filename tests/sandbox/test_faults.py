@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.sandbox.harness import Bot, Sim, wait_until
-from waops.sandbox.client import SimulatorError
+from waops_lab.sandbox.client import SimulatorError
 
 
 def stream_error_types(bot: Bot) -> list[str]:

@@ -103,7 +103,7 @@ def test_repo_inventories_read_the_same(tmp_path: Path) -> None:
             src = _files(tmp_path / "sandbox", {
                 "hosts.yml": "all:\n  children:\n    waops_bot_hosts:\n      hosts:\n"
                              "        lab-1: {ansible_host: 10.77.0.2, waops_bots: [{name: shop}]}\n"})
-            (src / "group_vars").symlink_to(REPO / "inventories" / "sandbox" / "group_vars")
+            (src / "group_vars").symlink_to(REPO / "lab" / "waops_lab" / "inventory" / "group_vars")
         plain, ansible = _both(src)
         assert plain == ansible and plain, name
 

@@ -26,7 +26,7 @@ def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.fail("ruff is not installed: pip install -e '.[dev]'")
-    proc = subprocess.run([ruff, "check", "--no-cache", "controller", "tests", "roles", "molecule",
+    proc = subprocess.run([ruff, "check", "--no-cache", "controller", "lab", "tests", "roles", "molecule",
                            "roles/waops_host/files/waops-host"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]

@@ -29,12 +29,14 @@ def vaulted(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (inv / "group_vars" / "all").mkdir(parents=True)
     (inv / "hosts.yml").write_text(
         f"all:\n  children:\n    waops_bot_hosts:\n      hosts:\n        bot-1: {{ansible_host: 127.0.0.1, "
-        f"ansible_port: {_port()}, waops_sim_control_url: 'http://192.0.2.1:7801', "
+        f"ansible_port: {_port()}, "
         "waops_bots: [{name: shop, phone: '15550100001'}]}\n")
     pw = tmp_path / "vault-pass"
     pw.write_text("correct horse\n")
     vault = inv / "group_vars" / "all" / "vault.yml"
-    vault.write_text(f"vault_waops_pg_password: {SECRET}\nansible_password: {SECRET}\n")
+    # the round-trip hook is read through the same (vaulted) inventory as everything else
+    vault.write_text(f"vault_waops_pg_password: {SECRET}\nansible_password: {SECRET}\n"
+                     "waops_verify_roundtrip_command: 'send-test --to shop'\n")
     subprocess.run(["ansible-vault", "encrypt", "--vault-password-file", str(pw), str(vault)], check=True,
                    capture_output=True)
     assert vault.read_text().startswith("$ANSIBLE_VAULT")
@@ -69,5 +71,5 @@ def test_recover_targets_carry_the_vaulted_inventory_host_vars(vaulted: tuple[Pa
     monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", env["ANSIBLE_VAULT_PASSWORD_FILE"])
     ((host, target),) = targets(inv, ["bot-1"], "shop")
     assert inventory.last_read.reader == "ansible" and "vault" in inventory.last_read.why
-    assert target.sim_control_url == "http://192.0.2.1:7801" and target.phone == "15550100001"
+    assert target.roundtrip_command == "send-test --to shop" and target.phone == "15550100001"
     assert host.password == SECRET

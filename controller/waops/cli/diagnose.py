@@ -1,4 +1,4 @@
-"""`waops diagnose`: thin. Options -> settings -> waops.probe / waops.diagnose -> table or JSON."""
+"""`waops diagnose`: thin. The App's settings -> waops.probe / waops.diagnose -> table or JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from waops import config
-from waops.errors import EXIT_OK, EXIT_PROBLEM, UsageError
+from waops.cli.app import App, global_options, pass_app
+from waops.errors import ExitCode, UsageError
 
 HELP_EPILOG = """\b
 Examples:
@@ -35,24 +36,19 @@ db_rows_emergency. --show-settings prints each value and where it came from."""
 @click.command(epilog=HELP_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("hosts", nargs=-1)
 @click.option("--all", "all_hosts", is_flag=True, help="Every host of the inventory.")
-@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
 @click.option("--bot", "bots", multiple=True, help="Only these bots (repeatable).")
-@click.option("--output", type=click.Choice(["table", "json"]), default=None,
-              help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
 @click.option("--log-file", "log_files", multiple=True, type=click.Path(dir_okay=True),
               help="Diagnose a saved log instead of a host (repeatable; - reads a piped log from stdin).")
-@click.option("--concurrency", type=int, default=None, help="Hosts probed at once [env WAOPS_CONCURRENCY].")
-@click.option("--timeout", type=float, default=None, help="Hard deadline per host, s [env WAOPS_TIMEOUT].")
 @click.option("--window", "log_window_bytes", type=int, default=None,
               help="Bytes read from the end of a log file [env WAOPS_LOG_WINDOW_BYTES].")
 @click.option("--show-settings", is_flag=True, help="Print every setting and its source, then exit.")
-@click.pass_context
-def diagnose(ctx: click.Context, hosts: tuple[str, ...], all_hosts: bool, inventory: str | None,
-             bots: tuple[str, ...], output: str | None, log_files: tuple[str, ...], concurrency: int | None,
-             timeout: float | None, log_window_bytes: int | None, show_settings: bool) -> None:
+@global_options("inventory", "output", "timeout", "concurrency")
+@pass_app
+def diagnose(app: App, hosts: tuple[str, ...], all_hosts: bool, bots: tuple[str, ...], log_files: tuple[str, ...],
+             log_window_bytes: int | None, show_settings: bool) -> None:
     """Read hosts live over SSH (or a saved log) and name the cause for every bot."""
-    s = config.load({"inventory": inventory, "output": output, "concurrency": concurrency, "timeout": timeout,
-                     "log_window_bytes": log_window_bytes})
+    app.set("log_window_bytes", log_window_bytes)
+    s = app.settings
     if show_settings:
         for name, value, source in s.explain():
             click.echo(f"{name} = {value!r}  ({source})")
@@ -67,11 +63,11 @@ def diagnose(ctx: click.Context, hosts: tuple[str, ...], all_hosts: bool, invent
         if hosts or all_hosts:
             raise UsageError("--log-file diagnoses a saved log; do not name hosts with it")
         rows = _logs(log_files, s)
-        code = EXIT_OK if all(r["cause"] == "healthy" for r in rows) else EXIT_PROBLEM
+        code = ExitCode.OK if all(r["cause"] == "healthy" for r in rows) else ExitCode.PROBLEM
     else:
         if not hosts and not all_hosts:
             raise UsageError("name hosts (or groups), or use --all, or --log-file FILE")
-        rows, code = _hosts(ctx, hosts, all_hosts, bots, s)
+        rows, code = _hosts(app, hosts, all_hosts, bots)
     if s.output == "json":
         click.echo(json.dumps({"schema": 1, "results": rows}, indent=2, default=str))
     else:
@@ -92,12 +88,13 @@ def _logs(files: tuple[str, ...], s: config.Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def _hosts(ctx: click.Context, names: tuple[str, ...], all_hosts: bool, bots: tuple[str, ...],
-           s: config.Settings) -> tuple[list[dict[str, Any]], int]:
+def _hosts(app: App, names: tuple[str, ...], all_hosts: bool, bots: tuple[str, ...]
+           ) -> tuple[list[dict[str, Any]], int]:
     from waops import duplicates, inventory, probe
 
-    hosts = inventory.load(config.require_inventory(s), ["all"] if all_hosts else list(names))
-    factory = (ctx.obj or {}).get("transport_factory", probe.ssh_factory)  # tests pass their own
+    s = app.settings
+    hosts = inventory.load(app.inventory(), ["all"] if all_hosts else list(names))
+    factory = app.transport_factory or probe.ssh_factory  # tests pass their own
     progress = _progress(len(hosts)) if s.output == "table" else None
     warm = ("rich.console", "rich.table", "rich.markup") if s.output == "table" else ()
     reports = probe.probe_hosts(hosts, s, factory, bots, on_done=progress, warm=warm)

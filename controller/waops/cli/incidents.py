@@ -8,28 +8,12 @@ from typing import Any
 
 import click
 
+from waops.cli.app import App, global_options, pass_app
 from waops.errors import UsageError
 from waops.incidents import Incident, connect
 from waops.model import OUTCOMES
 from waops.mttr import TARGET_S, format_duration, report
 
-_store = click.option(
-    "--store",
-    envvar="WAOPS_STORE",
-    default=None,
-    metavar="PATH|DSN",
-    help="Incident store: a SQLite path or postgresql://... DSN [env WAOPS_STORE; "
-    "default $XDG_STATE_HOME/waops/incidents.db].",
-)
-_output = click.option(
-    "--output",
-    "-o",
-    envvar="WAOPS_OUTPUT",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table on stderr, or json on stdout [env WAOPS_OUTPUT].",
-)
 _since = click.option(
     "--since", metavar="WHEN", default=None, help="Only incidents started since: ISO 8601 time or 7d / 12h / 30m."
 )
@@ -71,8 +55,6 @@ def incidents() -> None:
 
 
 @incidents.command("list")
-@_store
-@_output
 @_since
 @click.option("--host", default=None, help="Only this host.")
 @click.option("--bot", default=None, help="Only this bot.")
@@ -80,9 +62,10 @@ def incidents() -> None:
 @click.option("--outcome", type=click.Choice(OUTCOMES), default=None, help="Only this outcome.")
 @click.option("--open", "open_only", is_flag=True, help="Only incidents not closed yet.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@global_options("store", "output")
+@pass_app
 def list_(
-    store: str | None,
-    output: str,
+    app: App,
     since: str | None,
     host: str | None,
     bot: str | None,
@@ -93,10 +76,10 @@ def list_(
 ) -> None:
     """Recorded incidents, newest first."""
     when = _parse_since(since)  # bad input is refused before the store is opened (or created)
-    with connect(store) as s:
+    with connect(app.store) as s:
         found = s.list(host=host, bot=bot, cause=cause, outcome=outcome, since=when,
                        open_only=open_only, limit=limit)  # fmt: skip
-    if output == "json":
+    if app.output == "json":
         _json([i.to_dict() for i in found])
         return
     from rich.table import Table
@@ -114,15 +97,15 @@ def list_(
 
 @incidents.command("show")
 @click.argument("incident_id", metavar="ID", type=int)
-@_store
-@_output
-def show(incident_id: int, store: str | None, output: str) -> None:
+@global_options("store", "output")
+@pass_app
+def show(app: App, incident_id: int) -> None:
     """One incident with its steps and evidence."""
-    with connect(store) as s:
+    with connect(app.store) as s:
         inc = s.get(incident_id)
     if inc is None:
         raise UsageError(f"no incident {incident_id}")
-    if output == "json":
+    if app.output == "json":
         _json(inc.to_dict())
         return
     _render_incident(inc)
@@ -161,12 +144,11 @@ def mttr() -> None:
 
 
 @mttr.command("report")
-@_store
 @click.option(
-    "--output", "-o", envvar="WAOPS_OUTPUT", type=click.Choice(["table", "json", "prometheus"]), default="table",
-    show_default=True,
+    "--output", "-o", "report_output", envvar="WAOPS_OUTPUT", type=click.Choice(["table", "json", "prometheus"]),
+    default=None,
     help="table on stderr, json on stdout, or prometheus: text format on stdout for node_exporter's textfile "
-    "collector [env WAOPS_OUTPUT].",
+    "collector [env WAOPS_OUTPUT; default table].",
 )  # fmt: skip
 @_since
 @click.option("--host", default=None, help="Only this host.")
@@ -175,8 +157,10 @@ def mttr() -> None:
     "--target-min", type=click.FloatRange(min=0, min_open=True), default=TARGET_S / 60, show_default=True,
     help="Target MTTR in minutes.",
 )  # fmt: skip
+@global_options("store")
+@pass_app
 def report_(
-    store: str | None, output: str, since: str | None, host: str | None, bot: str | None, target_min: float
+    app: App, report_output: str | None, since: str | None, host: str | None, bot: str | None, target_min: float
 ) -> None:
     """Median and p90 MTTR (resolved_at - started_at) per cause, also excluding time waiting for a person.
 
@@ -185,8 +169,10 @@ def report_(
       waops mttr report --since 30d -o prometheus > DIR/waops_incidents.prom.tmp \\
         && mv DIR/waops_incidents.prom.tmp DIR/waops_incidents.prom
     """
+    # its own --output: prometheus besides the global table|json (given before the command)
+    output = report_output or app.output
     when = _parse_since(since)
-    with connect(store) as s:
+    with connect(app.store) as s:
         found = s.list(host=host, bot=bot, since=when, limit=None)
     rows = report(found, target_s=target_min * 60)
     if output == "prometheus":

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from waops import config
+from waops.cli.app import App, global_options, pass_app
 from waops.errors import UsageError
 
 EPILOG = """\b
@@ -19,40 +19,34 @@ inventory says."""
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("host")
-@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
 @click.option("--bot", required=True, help="The bot to migrate.")
 @click.option("--to", "to", required=True, type=click.Choice(["files", "sqlite", "postgres"]), help="The new store.")
-@click.option("--output", type=click.Choice(["table", "json"]), default=None,
-              help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
 @click.option("--verify-timeout", type=click.IntRange(min=5), default=150, show_default=True,
               help="Seconds to wait for the bot to be proven working on the new store.")
-@click.option("--timeout", type=float, default=None, help="Deadline per facts probe, s [env WAOPS_TIMEOUT].")
-def migrate(host: str, inventory: str | None, bot: str, to: str, output: str | None, verify_timeout: int,
-            timeout: float | None) -> None:
+@global_options("inventory", "output", "timeout")
+@pass_app
+def migrate(app: App, host: str, bot: str, to: str, verify_timeout: int) -> None:
     """Move BOT's session on HOST to another store (files, sqlite, postgres) without a new link."""
     from waops import migrate as svc
     from waops import recover as rc
     from waops.execute import run_playbook
     from waops.locking import BotLock
-    from waops.verify import sim_round_trip
 
-    s = config.load({"inventory": inventory, "output": output, "timeout": timeout})
-    if not s.inventory:
-        raise UsageError("name an inventory with -i (or WAOPS_INVENTORY)")
-    found = rc.targets(s.inventory, [host], bot)
+    inv = app.inventory()
+    found = rc.targets(inv, [host], bot)
     if len(found) != 1:
         raise UsageError(f"{host}: expected one host with bot {bot}, found {len(found)}")
     h, target = found[0]
-    rt = sim_round_trip(target.sim_control_url, target.phone) if target.sim_control_url and target.phone else None
+    rt = rc.round_trip(target)
 
     def run(extravars: dict) -> object:
-        return run_playbook(svc.PLAYBOOK, inventory=s.inventory, limit=target.host, extravars=extravars,
+        return run_playbook(svc.PLAYBOOK, inventory=inv, limit=target.host, extravars=extravars,
                             timeout_s=1800)
 
     with BotLock(target.host, target.bot):
-        res = svc.migrate(target.host, target.bot, to, probe=rc.host_probe(h, target.bot, s), run=run,
+        res = svc.migrate(target.host, target.bot, to, probe=rc.host_probe(h, target.bot, app.settings), run=run,
                           round_trip=rt, verify_timeout_s=verify_timeout)
-    if s.output == "json":
+    if app.output == "json":
         click.echo(json.dumps({"schema": 1, "results": [res.to_dict()]}, indent=2))
     else:
         click.echo(f"{res.host}/{res.bot}: {res.outcome} ({res.source} -> {res.to}): {res.why}", err=True)

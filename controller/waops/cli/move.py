@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from waops import config
-from waops.errors import EXIT_OK, EXIT_PROBLEM
+from waops.cli.app import App, global_options, pass_app
+from waops.errors import ExitCode
 
 MOVE_EPILOG = """\b
 Examples:
@@ -21,9 +21,9 @@ Order: a verified backup on the old host and the old copy FENCED (stopped, maske
 host does not answer, the new host records itself as owner in the bot's restic repository and the old
 host fences itself before its bot starts again. Then the new host is provisioned (site.yml limited to
 it), the backup comes over (from the old host, else from the repository), is restored and started, and
-the session is verified (open, no QR, a test message when the inventory names the simulator). A move
-that does not verify is rolled back to the old host when it answers. Recorded as an incident, cause
-`moved` or `host_lost`.
+the session is verified (open, no QR, a test message when the inventory sets
+waops_verify_roundtrip_command). A move that does not verify is rolled back to the old host when it
+answers. Recorded as an incident, cause `moved` or `host_lost`.
 \b
 Exit codes:
   0  moved and verified
@@ -35,28 +35,23 @@ Exit codes:
 @click.command(epilog=MOVE_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bot")
 @click.option("--to", "to_host", required=True, help="Inventory host that takes the bot over.")
-@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
 @click.option("--write-inventory", is_flag=True, help="Write the inventory change after a verified move.")
-@click.option("--store", envvar="WAOPS_STORE", default=None, metavar="PATH|DSN",
-              help="Incident store: SQLite path or postgresql:// DSN [env WAOPS_STORE].")
-@click.option("--output", type=click.Choice(["table", "json"]), default=None, help="Summary format.")
 @click.option("--verify-timeout", type=click.IntRange(min=10), default=180, show_default=True,
               help="Seconds for the session to open on the new host.")
-def move(bot: str, to_host: str, inventory: str | None, write_inventory: bool, store: str | None,
-         output: str | None, verify_timeout: int) -> None:
+@global_options("inventory", "output", "timeout", "store")
+@pass_app
+def move(app: App, bot: str, to_host: str, write_inventory: bool, verify_timeout: int) -> None:
     """Move BOT to another host without a new QR (fence the old copy first)."""
     from waops import move as svc
-    from waops.cli.recover import _default_inventory
     from waops.incidents import connect
 
-    s = config.load({"inventory": inventory, "output": output})
-    inv = Path(s.inventory or _default_inventory())
+    inv = Path(app.inventory())
     opts = svc.MoveOptions(write_inventory=write_inventory, verify_timeout_s=verify_timeout)
-    with tempfile.TemporaryDirectory(prefix="waops-move-") as work, connect(store) as st:
-        edges = svc.HostEdges(inv, s)
+    with tempfile.TemporaryDirectory(prefix="waops-move-") as work, connect(app.store) as st:
+        edges = svc.HostEdges(inv, app.settings)
         res = svc.Move(inv, bot, to_host, opts, edges, st, Path(work),
                        status=lambda t: click.echo(f"{bot}: {t}", err=True)).run()
-    if s.output == "json":
+    if app.output == "json":
         click.echo(json.dumps({"schema": 1, "result": res.to_dict()}, indent=2, default=str))
     else:
         mttr = f" in {res.mttr_s:.0f}s" if res.mttr_s is not None else ""
@@ -64,4 +59,4 @@ def move(bot: str, to_host: str, inventory: str | None, write_inventory: bool, s
                    f"from {res.source}) {res.why}")
         verb = "written" if res.inventory_written else "to make (or rerun with --write-inventory)"
         click.echo(f"inventory change {verb}:\n  " + "\n  ".join(res.inventory_change))
-    sys.exit(EXIT_OK if res.outcome == "resolved" else EXIT_PROBLEM)
+    sys.exit(ExitCode.OK if res.outcome == "resolved" else ExitCode.PROBLEM)

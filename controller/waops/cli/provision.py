@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from waops import config
+from waops.cli.app import App, global_options, pass_app
 
 EPILOG = """\b
 Examples:
@@ -31,22 +31,20 @@ Exit codes:
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("hosts", nargs=-1)
-@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
 @click.option("--check", is_flag=True, help="Report what would change; change nothing (ansible --check).")
 @click.option("--diff", is_flag=True, help="Show file differences (ansible --diff).")
-@click.option("--output", type=click.Choice(["table", "json"]), default=None,
-              help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
-def provision(hosts: tuple[str, ...], inventory: str | None, check: bool, diff: bool, output: str | None) -> None:
+@global_options("inventory", "output")
+@pass_app
+def provision(app: App, hosts: tuple[str, ...], check: bool, diff: bool) -> None:
     """Run playbooks/site.yml against an inventory."""
     from rich.console import Console
 
     from waops.provision import provision as run_provision
 
-    s = config.load({"inventory": inventory, "output": output})
     c = Console(stderr=True, highlight=False)
-    result = run_provision(config.require_inventory(s), hosts or ("waops_bot_hosts",), check=check, diff=diff,
+    result = run_provision(app.inventory(), hosts or ("waops_bot_hosts",), check=check, diff=diff,
                            on_progress=_progress(c))
-    if s.output == "json":
+    if app.output == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         _recap(c, result)

@@ -1,4 +1,5 @@
-"""`waops recover` and `waops qr`: thin. Options -> waops.recover -> rich on stderr, JSON on stdout."""
+"""`waops recover` and `waops qr`: thin. The App's settings -> waops.recover (which loops over the bots) ->
+rich on stderr, JSON on stdout."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Any
 
 import click
 
-from waops import config
-from waops.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
-from waops.locking import EXIT_LOCK_BUSY
+from waops.cli.app import App, global_options, pass_app
+from waops.errors import ExitCode, UsageError
 
 RECOVER_EPILOG = """\b
 Examples:
@@ -22,8 +22,9 @@ Examples:
 \b
 Flow per bot: lock -> diagnose -> plan -> confirm destructive steps (unless --yes) -> incident ->
 run the steps -> show the QR code or pairing code when a new link is needed -> verify (connection open,
-fresh, no new failure, plus a test message when the inventory has waops_sim_control_url) -> on failure
-walk the rollback chain -> close the incident (resolved, rolled_back, needs_human, failed) -> summary.
+fresh, no new failure, plus a test message through waops_verify_roundtrip_command when the inventory
+sets one) -> on failure walk the rollback chain -> close the incident (resolved, rolled_back,
+needs_human, failed) -> summary.
 A healthy bot is left alone; a banned or rate-limited number is never touched.
 \b
 Exit codes:
@@ -97,6 +98,9 @@ class RichUI:
     def status(self, target: Any, text: str) -> None:
         self.c.print(f"    [dim]waiting: {self._esc(text)[:160]}[/]")
 
+    def error(self, target: Any, text: str) -> None:
+        self.c.print(f"[red]{target.host}/{target.bot}: {self._esc(text)}[/]")
+
 
 def show_link(c: Any, link: Any, qr_dir: Path) -> Path | None:
     """The QR code in the terminal and as an image file, or the pairing code."""
@@ -118,74 +122,42 @@ def show_link(c: Any, link: Any, qr_dir: Path) -> Path | None:
 @click.command(epilog=RECOVER_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("hosts", nargs=-1)
 @click.option("--all", "all_hosts", is_flag=True, help="Every host of the inventory.")
-@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
 @click.option("--bot", default=None, help="Only this bot.")
 @click.option("--dry-run", is_flag=True, help="Diagnose and show the plan; change nothing, record nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Run destructive steps without asking (a verified backup comes first).")
 @click.option("--pair-phone", default=None, metavar="NUMBER",
               help="Relink with a pairing code for this phone number (E.164 digits) instead of a QR code.")
-@click.option("--store", envvar="WAOPS_STORE", default=None, metavar="PATH|DSN",
-              help="Incident store: SQLite path or postgresql:// DSN [env WAOPS_STORE].")
-@click.option("--output", type=click.Choice(["table", "json"]), default=None,
-              help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
 @click.option("--verify-timeout", type=click.IntRange(min=5), default=120, show_default=True,
               help="Seconds to wait for the bot to be proven working after a fix.")
 @click.option("--link-timeout", type=click.IntRange(min=10), default=600, show_default=True,
               help="Seconds to wait for a person to scan the QR code or type the pairing code.")
-@click.option("--timeout", type=float, default=None, help="Deadline per facts probe, s [env WAOPS_TIMEOUT].")
-def recover(hosts: tuple[str, ...], all_hosts: bool, inventory: str | None, bot: str | None, dry_run: bool,
-            yes: bool, pair_phone: str | None, store: str | None, output: str | None, verify_timeout: int,
-            link_timeout: int, timeout: float | None) -> None:
+@global_options("inventory", "output", "timeout", "store")
+@pass_app
+def recover(app: App, hosts: tuple[str, ...], all_hosts: bool, bot: str | None, dry_run: bool, yes: bool,
+            pair_phone: str | None, verify_timeout: int, link_timeout: int) -> None:
     """Diagnose, apply the smallest fix that works, verify, roll back when it does not."""
     from waops import recover as svc
     from waops.execute import Cancel
     from waops.incidents import connect
     from waops.locking import state_dir
 
-    s = config.load({"inventory": inventory, "output": output, "timeout": timeout})
     if not hosts and not all_hosts:
         raise UsageError("name hosts (or groups), or use --all")
     if pair_phone is not None and not pair_phone.lstrip("+").isdigit():
         raise UsageError("--pair-phone: a phone number in E.164 digits, e.g. 15550100001")
-    inv = config.require_inventory(s)
-    found = svc.targets(inv, ["all"] if all_hosts else list(hosts), bot, pair_phone)
+    inv = app.inventory()
     opts = svc.RecoverOptions(dry_run=dry_run, yes=yes, pair_phone=pair_phone.lstrip("+") if pair_phone else None,
                               verify_timeout_s=verify_timeout, link_timeout_s=link_timeout)
     ui = RichUI(state_dir() / "qr", interactive=sys.stdin.isatty() and sys.stderr.isatty())
-    results = []
-    busy = 0  # bots whose lock another run holds
     cancel = Cancel()
-    with connect(store) as st, cancel.trap_sigint():
-        for host, target in found:
-            if cancel.is_set():
-                break
-            deps = svc.default_deps(host, target, inv, st, s)
-            try:
-                results.append(svc.Recovery(target, opts, deps, ui, cancel).run())
-            except Exception as exc:  # a lock held elsewhere: report it and go on with the next bot
-                from waops.errors import WaopsError
-
-                if not isinstance(exc, WaopsError):
-                    raise
-                r = svc.RecoverResult(target.host, target.bot, "failed", str(exc))
-                results.append(r)
-                ui.c.print(f"[red]{target.host}/{target.bot}: {exc}[/]")
-                if exc.exit_code == EXIT_LOCK_BUSY:
-                    busy += 1
-    if s.output == "json":
+    with connect(app.store) as st, cancel.trap_sigint():
+        results = svc.recover_fleet(inv, ["all"] if all_hosts else list(hosts), bot, opts, st, app.settings, ui,
+                                    cancel)
+    if app.output == "json":
         click.echo(json.dumps({"schema": 1, "results": [r.to_dict() for r in results]}, indent=2, default=str))
     else:
         summary(results)
-    # every bot asked for was busy: 75 (try again later), after the document that says so
-    sys.exit(EXIT_LOCK_BUSY if results and busy == len(results) else _exit(results))
-
-
-def _exit(results: list[Any]) -> int:
-    codes = [r.exit_code for r in results]
-    for code in (EXIT_INTERRUPTED, 3, 1, 4):  # most urgent first
-        if code in codes:
-            return code
-    return EXIT_OK
+    sys.exit(svc.fleet_exit_code(results))  # after the document that says why
 
 
 def summary(results: list[Any]) -> None:
@@ -216,24 +188,21 @@ def _esc(s: str) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("host")
-@click.option("-i", "--inventory", default=None, help="Ansible inventory file or directory [env WAOPS_INVENTORY].")
 @click.option("--bot", default=None, help="The bot (default: the host's only bot).")
-@click.option("--output", type=click.Choice(["table", "json"]), default=None,
-              help="table (stderr) or json (stdout) [env WAOPS_OUTPUT].")
-@click.option("--timeout", type=float, default=None, help="Deadline for the facts probe, s [env WAOPS_TIMEOUT].")
-def qr(host: str, inventory: str | None, bot: str | None, output: str | None, timeout: float | None) -> None:
+@global_options("inventory", "output", "timeout")
+@pass_app
+def qr(app: App, host: str, bot: str | None) -> None:
     """Show the current QR code or pairing code of a bot (from its health file). Exit 1 when none."""
     from waops import recover as svc
     from waops.locking import state_dir
 
-    s = config.load({"inventory": inventory, "output": output, "timeout": timeout})
-    found = svc.targets(config.require_inventory(s), [host], bot)
+    found = svc.targets(app.inventory(), [host], bot)
     if len(found) > 1:
         raise UsageError(f"{host} runs several bots ({', '.join(t.bot for _, t in found)}): use --bot")
     h, target = found[0]
-    state = svc.host_probe(h, target.bot, s)()
+    state = svc.host_probe(h, target.bot, app.settings)()
     link = state.link(target.host)
-    if s.output == "json":
+    if app.output == "json":
         path = None
         if link.qr:
             from waops.qrshow import save_qr
@@ -245,4 +214,4 @@ def qr(host: str, inventory: str | None, bot: str | None, output: str | None, ti
     else:
         _console().print(f"{target.host}/{target.bot}: no QR code or pairing code pending "
                          f"(connection {link.connection or 'unknown'})")
-    sys.exit(EXIT_OK if link.pending else 1)
+    sys.exit(ExitCode.OK if link.pending else ExitCode.PROBLEM)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import shlex
 
-from waops.errors import LabError
-from waops.lab.core import Lab, LabHost
+from waops_lab.errors import LabError
+from waops_lab.lab.core import Lab, LabHost
 
 SIMULATOR_CAUSES = {"logged_out", "corrupt_keys", "network", "banned", "rate_limited", "client_outdated",
                     "file_bloat"}
@@ -31,7 +31,7 @@ def inject(lab: Lab, host_name: str, cause: str, bot_name: str | None = None) ->
     host = lab.host(host_name)
     bot = _bot(host, bot_name)
     if cause in SIMULATOR_CAUSES or cause == "clear":
-        from waops.sandbox.client import SimulatorClient
+        from waops_lab.sandbox.client import SimulatorClient
 
         client = SimulatorClient(lab.control_url)
         if cause == "clear":

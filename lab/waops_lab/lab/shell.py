@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
-from waops.errors import LabError
+from waops_lab.errors import LabError
 
 
 def run(cmd: Sequence[str], *, check: bool = True, input: str | None = None, timeout: float = 600,

@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from waops.errors import LabError
-from waops.lab.shell import run
+from waops_lab.errors import LabError
+from waops_lab.lab.shell import run
 
 RECIPE_VERSION = 3  # bump when build() changes in a way the fields below do not capture
 

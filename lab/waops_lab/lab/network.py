@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from waops.lab.shell import ok, run
+from waops_lab.lab.shell import ok, run
 
 _IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 

@@ -68,11 +68,11 @@ def run_demo(
     from waops.config import Settings
     from waops.execute import run_playbook
     from waops.incidents import connect
-    from waops.lab import Lab, LabSettings
-    from waops.lab.faults import inject
     from waops.mttr import report
     from waops.recover import RecoverOptions, Recovery, default_deps, host_probe, targets
     from waops.verify import wait_verified
+    from waops_lab.lab import Lab, LabSettings
+    from waops_lab.lab.faults import inject
 
     lab = Lab(LabSettings.from_env(name))
     result = DemoResult(lab=name, kept=keep)

@@ -9,8 +9,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-from waops.errors import LabError
-from waops.lab.shell import run
+from waops_lab.errors import LabError
+from waops_lab.lab.shell import run
 
 DB_NAME = "waops"
 DB_USER = "waops"

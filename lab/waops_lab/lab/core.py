@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from waops.errors import LabError
-from waops.lab.container import Container, ssh_options, wait_for_ssh
-from waops.lab.image import Image
-from waops.lab.network import LabNetwork
-from waops.lab.postgres import LabPostgres
-from waops.lab.shell import run
+from waops_lab import group_vars_dir, sandbox_bot_dir
+from waops_lab.errors import LabError
+from waops_lab.lab.container import Container, ssh_options, wait_for_ssh
+from waops_lab.lab.image import Image
+from waops_lab.lab.network import LabNetwork
+from waops_lab.lab.postgres import LabPostgres
+from waops_lab.lab.shell import run
 
 SIM_PORT = 7800
 BASTION_OCTET = 5  # the bastion's address: <lab prefix>.5
@@ -287,7 +289,7 @@ class Lab:
             return
         log = open(self.settings.dir / "sim.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", "waops.sandbox", "serve",
+            [sys.executable, "-m", "waops_lab.sandbox", "serve",
              "--listen", f"{self.settings.prefix}.1:{SIM_PORT}",
              "--control", f"127.0.0.1:{self.settings.control_port}",
              "--state", str(self.settings.dir / "sim-state.json"),
@@ -309,8 +311,6 @@ class Lab:
     # -- inventory -------------------------------------------------------------------------------
     def write_inventory(self) -> Path:
         """An Ansible inventory of the lab that `ansible-playbook playbooks/site.yml` uses as it is."""
-        from waops.assets import asset_root
-
         inv = self.inventory_dir
         inv.mkdir(parents=True, exist_ok=True)
         gate = self.bastion()
@@ -332,7 +332,11 @@ class Lab:
                 "waops_known_hosts_file": str(self.known_hosts),
                 "waops_lab_name": self.settings.name,
                 "waops_sim_url": self.sim_url,
-                "waops_sim_control_url": self.control_url,
+                # The lab's bots run the sandbox bot, and verification sends its test message through
+                # the simulator; a production inventory names its own source and hook (or none).
+                "waops_bot_source": {"type": "dir", "path": str(sandbox_bot_dir())},
+                "waops_verify_roundtrip_command": (f"{shlex.quote(sys.executable)} -m waops_lab.sandbox.roundtrip "
+                                                   f"--control {self.control_url}"),
                 "waops_pg_host": self.postgres.listen,
                 "waops_pg_port": PG_PORT,
                 "waops_pg_db": "waops",
@@ -345,10 +349,9 @@ class Lab:
         hosts_file = inv / "hosts.yml"
         hosts_file.write_text(json.dumps(doc, indent=2) + "\n")  # JSON is valid YAML
         hosts_file.chmod(0o600)
-        sandbox_vars = asset_root() / "inventories" / "sandbox" / "group_vars"
         link = inv / "group_vars"
-        if sandbox_vars.is_dir() and not link.exists():
-            link.symlink_to(sandbox_vars)
+        if not link.exists():
+            link.symlink_to(group_vars_dir())
         return inv
 
     # -- use -------------------------------------------------------------------------------------
@@ -433,8 +436,8 @@ class Lab:
         mounts = Path("/proc/mounts").read_text()
         if f" {s.dir}/" in mounts or f" {s.dir} " in mounts:  # not bench16 for lab bench
             found.append("overlay mounts")
-        procs = subprocess.run(["pgrep", "-f", f"(-M {self.host_prefix}-[0-9]|waops.sandbox serve .*--state {s.dir}/)"],
-                               capture_output=True, text=True).stdout.split()
+        pattern = f"(-M {self.host_prefix}-[0-9]|waops_lab.sandbox serve .*--state {s.dir}/)"
+        procs = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
         if procs:
             found.append(f"processes {procs}")
         return found

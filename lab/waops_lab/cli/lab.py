@@ -7,14 +7,14 @@ import os
 
 import click
 
-from waops.errors import LabError
+from waops_lab.errors import LabError
 
 _name_option = click.option("--name", envvar="WAOPS_LAB_NAME", default="default", show_default=True,
                             help="Lab name; several labs can run side by side. [env: WAOPS_LAB_NAME]")
 
 
 def _lab(name: str):
-    from waops.lab import Lab, LabSettings
+    from waops_lab.lab import Lab, LabSettings
 
     if os.geteuid() != 0:
         raise LabError("the lab needs root (systemd-nspawn, mounts, a bridge)")
@@ -25,7 +25,7 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group()
+@click.group(short_help="Real lab hosts (systemd-nspawn), the WhatsApp simulator and fault injection.")
 def lab() -> None:
     """Real Debian hosts (systemd-nspawn, sshd, cron) on a private bridge, PostgreSQL reachable from them,
     and the WhatsApp simulator. The last line of `up` is an inventory for ansible-playbook."""
@@ -100,7 +100,7 @@ def fault(name: str, host: str, cause: str, bot: str | None) -> None:
 
     Faults of the WhatsApp side go to the simulator; faults that live on the host (deleted creds,
     a stopped process, a bad release, a second instance) are made there as they happen in real life."""
-    from waops.lab.faults import inject
+    from waops_lab.lab.faults import inject
 
     _log(inject(_lab(name), host, cause, bot))
 

@@ -1,4 +1,4 @@
-"""`waops demo`: thin. Runs waops.demo.run_demo with rich output on stderr, JSON on stdout."""
+"""`waops demo`: thin. Runs waops_lab.demo.run_demo with rich output on stderr, JSON on stdout."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ What it does (about 2-4 minutes on a laptop; the first run also builds the lab i
 Needs root, systemd-nspawn and debootstrap (see .ci/run)."""
 
 
-@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]},
+               short_help="The whole job on the sandbox: provision, break, diagnose, recover, MTTR.")
 @click.option("--name", default="demo", show_default=True, help="Lab name (a-z, 0-9, '-', at most 12).")
 @click.option("--manager", type=click.Choice(["pm2", "systemd"]), default="pm2", show_default=True,
               help="Service manager of the demo bot.")
@@ -36,8 +37,8 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
     from rich.console import Console
 
     from waops.cli.recover import RichUI, summary
-    from waops.demo import run_demo
     from waops.locking import state_dir
+    from waops_lab.demo import run_demo
 
     c = Console(stderr=True, highlight=False)
     ui = RichUI(state_dir() / "qr", interactive=False)

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waops.sandbox import state as st
-from waops.sandbox.clock import SimClock
-from waops.sandbox.codes import (
+from waops.versions import bump_patch, older_than
+from waops_lab.sandbox import state as st
+from waops_lab.sandbox.clock import SimClock
+from waops_lab.sandbox.codes import (
     BANNED,
     CLIENT_OUTDATED,
     CONNECTION_CLOSED,
@@ -34,9 +35,8 @@ from waops.sandbox.codes import (
     RESTART_REQUIRED,
     TEMPORARY_BAN,
 )
-from waops.versions import bump_patch, older_than
 
-log = logging.getLogger("waops.sandbox")
+log = logging.getLogger("waops_lab.sandbox")
 
 DEFAULT_CONTACT = "15550109999@s.whatsapp.net"  # the tester's phone that sends "test"
 QR_FIRST_TTL = 60.0

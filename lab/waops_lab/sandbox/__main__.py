@@ -1,4 +1,4 @@
-"""`python -m waops.sandbox serve ...`: run the simulator until interrupted."""
+"""`python -m waops_lab.sandbox serve ...`: run the simulator until interrupted."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from waops.sandbox import state as st
-from waops.sandbox.clock import SimClock
-from waops.sandbox.control import ControlApi
-from waops.sandbox.server import QR_FIRST_TTL, QR_NEXT_TTL, Simulator
+from waops_lab.sandbox import state as st
+from waops_lab.sandbox.clock import SimClock
+from waops_lab.sandbox.control import ControlApi
+from waops_lab.sandbox.server import QR_FIRST_TTL, QR_NEXT_TTL, Simulator
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -25,7 +25,7 @@ def _hostport(value: str) -> tuple[str, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m waops.sandbox", description="WhatsApp simulator")
+    parser = argparse.ArgumentParser(prog="python -m waops_lab.sandbox", description="WhatsApp simulator")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the simulator")
     serve.add_argument("--listen", type=_hostport, default=("127.0.0.1", 7800), help="bot protocol HOST:PORT")

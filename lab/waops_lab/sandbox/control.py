@@ -9,7 +9,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from waops.sandbox.server import FaultError, Simulator
+from waops_lab.sandbox.server import FaultError, Simulator
 
 MAX_BODY = 1 << 20
 

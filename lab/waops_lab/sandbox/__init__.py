@@ -1,10 +1,10 @@
 """WhatsApp simulator: the server-side truth the sandbox bot talks to (WhatsApp cannot be reached here).
 
-Run: ``python -m waops.sandbox serve --listen 10.77.0.1:7800 --control 127.0.0.1:7801 --state FILE
+Run: ``python -m waops_lab.sandbox serve --listen 10.77.0.1:7800 --control 127.0.0.1:7801 --state FILE
 --link-delay 2 --clock-speed 1``. The state (phones, linked devices, ratchets, faults, sessions) is
 persisted to FILE, so a restart keeps linked devices.
 
-Bot protocol: TCP, one JSON object per line, see ``waops.sandbox.server`` (the sandbox's fake ``baileys``
+Bot protocol: TCP, one JSON object per line, see ``waops_lab.sandbox.server`` (the sandbox's fake ``baileys``
 library under ``bot/vendor/`` speaks it).
 
 Control API (HTTP JSON; bodies are JSON objects; errors are ``{"error": ...}`` with 400/404/409/504):
@@ -35,5 +35,5 @@ Control API (HTTP JSON; bodies are JSON objects; errors are ``{"error": ...}`` w
   or pairing code appears
 - ``POST /config`` ``{"inactivity_days": D, "presence_counts_as_activity": B, "default_min_version": V}``
 
-Python callers use ``waops.sandbox.client.SimulatorClient``.
+Python callers use ``waops_lab.sandbox.client.SimulatorClient``.
 """

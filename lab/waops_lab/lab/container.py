@@ -15,8 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
-from waops.errors import LabError
-from waops.lab.shell import ok, run
+from waops_lab.errors import LabError
+from waops_lab.lab.shell import ok, run
 
 _BOOT_LOOP = r"""
 while :; do
