@@ -2,18 +2,23 @@
 backup is planted, or a part fails in the middle of a repair.
 
 Its own lab (same shape as test_recover's: host 1 pm2 + files, host 2 systemd + PostgreSQL with a
-neighbour bot `crm`), so it can run beside the fault matrix. WAOPS_TEST_LAB=<name> reuses a lab.
+neighbour bot `crm`), so it can run beside the fault matrix. Host 1's check sends its alerts to a webhook
+in this test (the chat channel's stand-in, as in test_monitoring), with no quiet hours.
+WAOPS_TEST_LAB=<name> reuses a lab that is up and provisioned this way; it is left running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +42,34 @@ from tests.lab.test_recover import (
     wait_cause,
     wait_healthy,
 )
+from tests.lab.test_monitoring import HookSink, _hook_address
 
 pytestmark = pytest.mark.lab
 
 LAB_NAME = "sequences"
+CHECK = "waops-host check --bot shop --state-dir /var/lib/waops/agent >/dev/null 2>&1; true"  # as cron runs it
+
+
+def _alerts_to_webhook(lab: Any) -> None:
+    """Host 1's check alerts go to a webhook on the lab bridge (this test's HookSink), whatever the hour."""
+    h1 = lab.hosts()[0]
+    with socket.socket() as s:
+        s.bind((f"{lab.settings.prefix}.1", 0))
+        port = s.getsockname()[1]
+    path = lab.inventory_dir / "host_vars" / f"{h1.name}.yml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"waops_bots": h1.bots, "waops_host_alert_quiet_hours": "",
+                                "waops_host_alert_webhook_url": f"http://{lab.settings.prefix}.1:{port}/hook"}))
+    path.chmod(0o600)
+
+
+@dataclass
+class SeqLab(RcLab):
+    hook: HookSink
 
 
 @pytest.fixture(scope="module")
-def seqlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcLab]:
+def seqlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeqLab]:
     from tests.conftest import _lab, lab_available
 
     why = lab_available()
@@ -53,16 +78,22 @@ def seqlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcLab]:
     reuse = os.environ.get("WAOPS_TEST_LAB")
     lab = _lab(reuse or LAB_NAME)
     store = tmp_path_factory.mktemp("seq") / "incidents.db"
+    stack = contextlib.ExitStack()
     try:
         if not reuse:
             lab.up(2, ("pm2", "systemd"), log=lambda _m: None)
             _write_bots(lab)
+            _alerts_to_webhook(lab)
             _provision(lab.inventory_dir)
+        hook = HookSink(_hook_address(lab))  # up for the whole module: no alert waits in the outbox
+        hook.start()
+        stack.callback(hook.stop)
         r = RcLab(lab, lab.inventory_dir, store)
         for i in (1, 2):
             wait_healthy(r, i, timeout=240)
-        yield r
+        yield SeqLab(lab, lab.inventory_dir, store, hook)
     finally:
+        stack.close()
         if not reuse:
             lab.down(log=lambda _m: None)
 
@@ -266,3 +297,66 @@ def test_two_controllers_at_once_make_one_reset(seqlab: RcLab, tmp_path: Path) -
     assert [i.outcome for i in mine] == ["resolved"], mine  # one incident: the other run opened none
     clear(r, 1)
     wait_healthy(r, 1)
+
+
+def _agent(r: RcLab, cmd: str) -> tuple[int, str]:
+    """A `waops-host` command on host 1 as cron runs it: exit code and everything it printed."""
+    out = r.ssh(1, f"{cmd} 2>&1; echo \"rc=$?\"", check=False, timeout=180).rstrip().splitlines()
+    return int(out[-1].removeprefix("rc=")), "\n".join(out[:-1])
+
+
+def _doc(out: str) -> dict[str, Any]:
+    return json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+
+
+def test_backup_disk_full_alerts_once_and_backups_verify_again_after_space_returns(seqlab: SeqLab) -> None:
+    """The backup filesystem fills up (a small tmpfs over the backup root, filled by a file): scheduled
+    backups fail and the scheduled check alerts once, not once per run; a verify on the full disk leaves
+    no `verify.json.tmp-*` and loses no verify mark; once space returns every backup verifies, the next
+    cron backup is verified and the alert clears."""
+    r = seqlab
+    bdir = json.loads(r.ssh(1, "cat /etc/waops/bots/shop.json"))["backup_dir"]
+    base = os.path.dirname(bdir)
+    mode = r.ssh(1, f"stat -c %a {base}").strip()
+    r.ssh(1, f"mount -t tmpfs -o size=4m,mode={mode} waops-backup-disk {base}", check=True)
+    try:
+        take_backup(r, 1)
+        take_backup(r, 1)
+        before = listed(r, 1)
+        assert len(before) == 2 and all(b["verified"] for b in before.values()), before
+        r.ssh(1, f"dd if=/dev/zero of={base}/filler bs=64k status=none 2>/dev/null; sync; true", timeout=120)
+        assert r.ssh(1, f"df --output=avail -B1 {base} | tail -1").strip() == "0"
+        seen = len(r.hook.received)
+
+        for _ in range(3):  # three cron minutes: backup, the verify someone runs, the check
+            rc, out = _agent(r, "waops-host backup --bot shop --reason cron --json")
+            assert rc == 1 and "no space left on device" in out.lower(), out
+            rc, out = _agent(r, "waops-host verify --bot shop --json")
+            assert rc == 1 and "writing verify.json failed: No space left on device" in out, out
+            r.ssh(1, CHECK, timeout=180)
+        last_run = facts(r, 1)["backups"]["last_run"]
+        assert last_run["ok"] is False and last_run["reason"] == "cron", last_run
+        # Nothing lost while full: every mark still says verified, no tmp file or half backup left.
+        assert {k: b["verified"] for k, b in listed(r, 1).items()} == {k: True for k in before}
+        assert r.ssh(1, f"find {bdir} -name '*.tmp-*' -o -name '.tmp-*'").strip() == ""
+        alerts = [m for m in r.hook.received[seen:] if m["condition"].startswith("backup")]
+        assert [(m["condition"], m["event"]) for m in alerts] == [("backup_failed", "open")], alerts
+        assert "cron backup at " in alerts[0]["text"] and "No space left on device" in alerts[0]["text"], alerts
+
+        r.ssh(1, f"rm -f {base}/filler")  # space returns
+        rc, out = _agent(r, "waops-host verify --bot shop --json")
+        assert rc == 0, out
+        assert all(b["ok"] for b in _doc(out)["results"][0]["backups"]), out
+        rc, out = _agent(r, "waops-host backup --bot shop --reason cron --json")
+        assert rc == 0, out
+        new = _doc(out)["results"][0]
+        assert new["verified"], new
+        r.ssh(1, CHECK, timeout=180)
+        now = listed(r, 1)
+        assert set(now) == {*before, new["id"]} and all(b["verified"] for b in now.values()), now
+        assert facts(r, 1)["backups"]["last_run"]["ok"] is True
+        alerts = [m for m in r.hook.received[seen:] if m["condition"].startswith("backup")]
+        assert [(m["condition"], m["event"]) for m in alerts] == [("backup_failed", "open"),
+                                                                  ("backup_failed", "clear")], alerts
+    finally:
+        r.ssh(1, f"umount {base}", check=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from waops import config
-from waops.errors import EXIT_OK, EXIT_PROBLEM
+from waops.errors import EXIT_OK, EXIT_PROBLEM, UsageError
 
 MOVE_EPILOG = """\b
 Examples:
@@ -46,11 +46,12 @@ def move(bot: str, to_host: str, inventory: str | None, write_inventory: bool, s
          output: str | None, verify_timeout: int) -> None:
     """Move BOT to another host without a new QR (fence the old copy first)."""
     from waops import move as svc
-    from waops.cli.recover import _default_inventory
     from waops.incidents import connect
 
     s = config.load({"inventory": inventory, "output": output})
-    inv = Path(s.inventory or _default_inventory())
+    if not s.inventory:
+        raise UsageError("name an inventory with -i (or WAOPS_INVENTORY)")
+    inv = Path(s.inventory)
     opts = svc.MoveOptions(write_inventory=write_inventory, verify_timeout_s=verify_timeout)
     with tempfile.TemporaryDirectory(prefix="waops-move-") as work, connect(store) as st:
         edges = svc.HostEdges(inv, s)
