@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.lab.test_monitoring import HookSink, _hook_address
 from tests.lab.test_recover import (
     PG_HOST_INDEX,
     RcLab,
@@ -42,7 +43,6 @@ from tests.lab.test_recover import (
     wait_cause,
     wait_healthy,
 )
-from tests.lab.test_monitoring import HookSink, _hook_address
 
 pytestmark = pytest.mark.lab
 
@@ -360,3 +360,31 @@ def test_backup_disk_full_alerts_once_and_backups_verify_again_after_space_retur
                                                                   ("backup_failed", "clear")], alerts
     finally:
         r.ssh(1, f"umount {base}", check=False)
+
+
+def test_a_failed_restore_names_what_it_refused_and_leaves_the_bot_running(seqlab: SeqLab) -> None:
+    """Every backup is damaged on disk (their verify marks still say ok): the restore playbook fails with
+    the agent's own reason (which backups it refused and why), not an empty one, and the bot runs on its
+    untouched keys."""
+    r = seqlab
+    take_backup(r, 1)
+    bdir = json.loads(r.ssh(1, "cat /etc/waops/bots/shop.json"))["backup_dir"]
+    ids = sorted(listed(r, 1))
+    before = device(r, 1)
+    for bid in ids:  # one byte of every archive
+        r.ssh(1, f"printf 'X' | dd of={bdir}/{bid}/auth.tar bs=1 seek=700 conv=notrunc status=none")
+    try:
+        proc = subprocess.run(["ansible-playbook", "-i", str(r.inventory), "playbooks/restore_session.yml", "-e",
+                               "waops_bot=shop", "--limit", r.host(1).name], cwd=_repo(), capture_output=True,
+                              text=True, timeout=600)
+        out = " ".join(proc.stdout.split())
+        assert proc.returncode != 0, out[-3000:]
+        assert "shop: restore failed, keys untouched, bot started again: " in out, out[-3000:]
+        why = out.split("bot started again: ", 1)[1]
+        assert why[:1] not in ('"', "'", "") and "checksum mismatch" in why, why[:1000]
+        assert any(bid in why for bid in ids), why[:1000]
+        assert device(r, 1) == before  # the live keys are the ones it had
+        wait_healthy(r, 1)
+    finally:
+        r.ssh(1, "rm -rf " + " ".join(f"{bdir}/{bid}" for bid in ids))
+        take_backup(r, 1)
