@@ -184,6 +184,9 @@ def test_planted_newest_backup_is_refused_and_the_next_good_one_restored(seqlab:
         assert "restore_session" in names and "reset_session" not in names, names
         assert not [b for b in since(r, 1, mark) if b["reason"] == "pre-reset" and b["id"] < planted]
         assert listed(r, 1)[planted]["verified"] is False  # restore recorded the failed verify
+        # The restored session is backed up and verified at once (not at the next cron backup).
+        assert [s["result"] for s in res["steps"] if s["name"] == "backup"] == ["ok"], res["steps"]
+        assert [b["verified"] for b in since(r, 1, mark) if b["reason"] == "post-repair"] == [True]
     finally:
         r.ssh(1, f"rm -rf {bdir}/{planted}")
         wait_healthy(r, 1)
