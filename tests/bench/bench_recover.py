@@ -120,6 +120,11 @@ def _seq_logged_out_then_creds_lost(r: RcLab) -> tuple[float, float, int, dict]:
         wait_cause(r, 1, "creds_lost")
         detected = time.monotonic()
         rc, res = recover_cli(r, 1, timeout=900)
+    names = [s["name"] for s in res["steps"]]
+    res["check"] = _holds(("relink backed up", any(s["name"] == "backup" and s["result"] == "ok"
+                                                   for s in first["steps"])),
+                          ("current device restored", "restore_session" in names and res["outcome"] == "resolved"),
+                          ("no QR", res["link"] is None and "reset_session" not in names))
     return t0, detected, rc, res
 
 
@@ -312,9 +317,10 @@ def main() -> None:
             print(f"{row['cause']:<23}{row['host']:>5}  not detected: {row['error'][:80]}")
             continue
         check = f"[{row['check']}] " if row.get("check") else ""
+        versus = (f"{lo / max(row['total_s'], 0.1):.0f}x faster than {lo // 60} min"
+                  if row["outcome"] in ("resolved", "rolled_back") else "(not a repair)")
         print(f"{row['cause']:<23}{row['host']:>5}{row['outcome']:>13}{row['detect_s']:>8.1f}s{row['recover_s']:>8.1f}s"
-              f"{row['total_s']:>8.1f}s   {lo / max(row['total_s'], 0.1):.0f}x faster than {lo // 60} min   "
-              f"{check}{' '.join(row['steps'])}")
+              f"{row['total_s']:>8.1f}s   {versus:<24}  {check}{' '.join(row['steps'])}")
     if args.json:
         args.json.write_text(json.dumps({"single": rows, "sequences": seq_rows}, indent=2))
 
