@@ -102,3 +102,29 @@ def test_labs_whose_names_hash_alike_get_different_subnets(tmp_path: Path) -> No
     assert labs[1].network.prefix == f"10.77.{octets[1]}" and labs[1].postgres.listen == f"10.77.{octets[1]}.1"
     again = Lab(LabSettings(name="t-keys", runtime_root=tmp_path))
     assert again.settings.octet == octets[1]  # kept for status, fault and down
+
+
+def test_stop_of_a_host_whose_shutdown_hangs_leaves_nothing_running(lab_factory) -> None:
+    """A unit inside that never stops: stop() gives up on the clean poweroff and must end the container's
+    init too (killing systemd-nspawn alone leaves the whole host running)."""
+    import os
+    import signal
+
+    from waops_lab.lab.container import _alive, _children, _read_pid
+
+    lab = lab_factory("t-stop", hosts=1)
+    host = lab.hosts()[0]
+    lab.ssh(host, "systemd-run --unit=hang -p TimeoutStopSec=infinity -p KillMode=none "
+                  "-p ExecStop='/bin/sleep 3600' /bin/sleep 3600", check=True)
+    ct = lab.container(host)
+    nspawn = _read_pid(ct.dir / "nspawn.pid")
+    assert nspawn
+    inits = _children(nspawn)
+    assert inits, "no container init under systemd-nspawn"
+    ct.stop(timeout=3)
+    alive = [pid for pid in inits if _alive(pid)]
+    try:
+        assert alive == [], f"the container's init {alive} still runs after stop()"
+    finally:
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)

@@ -47,3 +47,19 @@ def test_both_roles_know_the_same_known_bad_versions() -> None:
     host = yaml.safe_load((REPO / "roles/waops_host/defaults/main.yml").read_text())
     assert bot["waops_bot_known_bad_versions"] == host["waops_host_known_bad_versions"]
     assert "6.7.20" in bot["waops_bot_known_bad_versions"]
+
+
+def test_site_yml_checks_the_release_before_current_moves() -> None:
+    """site.yml deploys through the waops_bot role, whose per-bot tasks run the known-bad check (above,
+    with a real ansible-playbook) before `current` is pointed at the release."""
+    site = yaml.safe_load((REPO / "playbooks/site.yml").read_text())
+    assert any(r == "waops_bot" or (isinstance(r, dict) and r.get("role") == "waops_bot")
+               for play in site for r in play.get("roles", []))
+    main = yaml.safe_load((REPO / "roles/waops_bot/tasks/main.yml").read_text())
+    assert any((t.get("ansible.builtin.include_tasks") or {}).get("file") == "bot.yml" for t in main)
+    tasks = yaml.safe_load((REPO / "roles/waops_bot/tasks/bot.yml").read_text())
+    check = next(i for i, t in enumerate(tasks) if (t.get("ansible.builtin.include_tasks") or {}).get("file")
+                 == "known_bad.yml")
+    switch = next(i for i, t in enumerate(tasks) if (t.get("ansible.builtin.file") or {}).get("dest", "")
+                  .endswith("/current"))
+    assert check < switch and not tasks[check].get("when") and not tasks[check].get("ignore_errors")

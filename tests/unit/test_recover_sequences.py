@@ -145,3 +145,18 @@ def test_a_cancel_before_any_destructive_step_says_so(store: IncidentStore) -> N
     r = run(host, store, cancel=cancel)
     assert r.cancelled and "no destructive step had started" in r.why
     assert ok("x").done == []
+
+
+def test_library_mismatch_has_one_answer_in_the_plan_the_readme_and_the_architecture() -> None:
+    """Switch back to the previous release with a good library version first, else pin one."""
+    plan = make_plan(type("D", (), {"cause": "library_mismatch", "code": None, "evidence": [], "confidence": 0.9})(),
+                     "shop", PlanOptions(has_previous_release=True))
+    assert plan.steps[0].name == "rollback_release" and plan.rollback_chain[0][0].name == "pin_library"
+    root = Path(__file__).resolve().parents[2]
+    readme = " ".join((root / "README.md").read_text().split())
+    assert ("library mismatch (ERR_REQUIRE_ESM, a missing module, or a known-bad version such as 6.7.20 even while "
+            "the bot still runs) → switch back to the newest previous release whose library is good, else pin a "
+            "known-good version in a new release") in readme
+    arch = (root / "docs/ARCHITECTURE.md").read_text()
+    assert ("| library_mismatch (ESM, missing module, known-bad version) | switch back to the newest previous release "
+            "with a good library version | pin a known-good version in a new release |") in arch

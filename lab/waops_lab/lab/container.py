@@ -105,11 +105,8 @@ class Container:
             deadline = time.monotonic() + timeout
             while _alive(loop_pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(loop_pid):
-                _signal(loop_pid, signal.SIGKILL)
-                if nspawn_pid:
-                    _signal(nspawn_pid, signal.SIGKILL)
-                time.sleep(0.3)
+            if _alive(loop_pid):  # the shutdown hangs inside: pull the plug, the container's init first
+                self.power_off()
         if ok(["mountpoint", "-q", str(self.merged)]):
             run(["umount", str(self.merged)], check=False)
             if ok(["mountpoint", "-q", str(self.merged)]):
