@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-# Commands the tests start (waops, python -m waops.sandbox, ansible through runner) import this checkout's
-# waops too, not another checkout that an editable install happens to point at.
+# Commands the tests start (waops, python -m waops.sandbox, python -m waops_host, ansible through runner)
+# import this checkout's waops and host agent too, not another checkout an editable install points at.
 _CONTROLLER = str(Path(__file__).resolve().parents[1] / "controller")
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CONTROLLER, os.environ.get("PYTHONPATH")) if p)
+_AGENT = str(Path(__file__).resolve().parents[1] / "roles" / "waops_host" / "files")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CONTROLLER, _AGENT, os.environ.get("PYTHONPATH")) if p)
 
 
 def lab_available() -> str | None:

@@ -28,10 +28,5 @@ def roles_dir() -> Path:
     return asset_root() / "roles"
 
 
-def agent_source() -> Path:
-    """The host agent script that the waops_host role installs and the controller can stream."""
-    return roles_dir() / "waops_host" / "files" / "waops-host"
-
-
 def sandbox_bot_dir() -> Path:
     return _PACKAGE_DIR / "sandbox" / "bot"

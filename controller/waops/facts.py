@@ -1,16 +1,23 @@
 """Collect the facts document (CONTRACTS.md, contract 2) from a host in one round trip.
 
 `waops-host facts --json` when the agent is installed: one round trip, nothing sent. A host without
-it answers with exit status NEED_SOURCE, and only then is the agent's source (~90 KB) streamed to
-`python3 - facts --json` in a second round trip: a provisioned host never pays for the transfer.
+it answers with exit status NEED_SOURCE, and only then is the agent streamed in one more round trip, as
+Ansible streams its modules: the waops_host package zipped (~80 KB) on stdin to `python3 -I -c BOOT`,
+which puts the zip in an anonymous memory file and imports the package from it with zipimport (nothing
+written to the host's disk, nothing left behind). A provisioned host never pays for the transfer.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
+import zipfile
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import waops_host
 from waops.errors import WaopsError
 from waops.transport import Transport
 
@@ -18,7 +25,20 @@ SCHEMA = 1
 NEED_SOURCE = 97  # the probe's answer when the host has no agent installed
 PROBE = ("if command -v waops-host >/dev/null 2>&1; then exec waops-host facts --json; "
          f"else exit {NEED_SOURCE}; fi")
-STREAMED = "exec python3 - facts --json"
+# Run on the host by `python3 -I -c` (no PYTHONPATH, user site or current directory): the zip from stdin
+# into a memfd (close-on-exec, never on disk), then zipimport through /proc/self/fd. Every module the
+# command needs is imported before the agent forks its bot-user children.
+BOOT = ("import os,sys;fd=os.memfd_create('waops_host');w=open(fd,'wb',closefd=False);"
+        "w.write(sys.stdin.buffer.read());w.close();sys.path.insert(0,'/proc/self/fd/%d'%fd);"
+        "sys.argv[0]='waops-host';from waops_host.cli import run;sys.exit(run())")
+
+
+def stream_command(argv: list[str]) -> str:
+    """The shell command that runs the streamed agent (stdin: agent_bytes()) with `argv`."""
+    return " ".join(shlex.quote(a) for a in ["exec", "python3", "-I", "-c", BOOT, *argv])
+
+
+STREAMED = stream_command(["facts", "--json"])
 
 
 class FactsError(WaopsError):
@@ -31,12 +51,23 @@ def probe_command(become: bool = False, script: str = PROBE) -> str:
 
 
 def agent_bytes() -> bytes:
-    from waops.assets import agent_source
-
     try:
-        return agent_source().read_bytes()
+        return agent_zip()
     except OSError as exc:
-        raise FactsError(f"cannot read the host agent source: {exc}") from None
+        raise FactsError(f"cannot read the host agent package: {exc}") from None
+
+
+@cache
+def agent_zip() -> bytes:
+    """The waops_host package as a zip (sources only, fixed timestamps: the same bytes every time)."""
+    root = Path(waops_host.__file__).resolve().parent
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(root.glob("*.py")):
+            info = zipfile.ZipInfo(f"waops_host/{path.name}", date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, path.read_bytes())
+    return buf.getvalue()
 
 
 def collect(transport: Transport, timeout: float, become: bool = False, source: bytes | None = None) -> dict[str, Any]:
