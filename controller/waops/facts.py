@@ -20,8 +20,9 @@ from typing import Any
 import waops_host
 from waops.errors import WaopsError
 from waops.transport import Transport
+from waops_host.schema import FACTS_SCHEMA as SCHEMA
+from waops_host.schema import shape_error
 
-SCHEMA = 1
 NEED_SOURCE = 97  # the probe's answer when the host has no agent installed
 PROBE = ("if command -v waops-host >/dev/null 2>&1; then exec waops-host facts --json; "
          f"else exit {NEED_SOURCE}; fi")
@@ -59,11 +60,11 @@ def agent_bytes() -> bytes:
 
 @cache
 def agent_zip() -> bytes:
-    """The waops_host package as a zip (sources only, fixed timestamps: the same bytes every time)."""
+    """The waops_host package as a zip (sources and data, no bytecode; fixed timestamps: the same bytes)."""
     root = Path(waops_host.__file__).resolve().parent
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for path in sorted(root.glob("*.py")):
+        for path in sorted([*root.glob("*.py"), *root.glob("*.json")]):
             info = zipfile.ZipInfo(f"waops_host/{path.name}", date_time=(2020, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, path.read_bytes())
@@ -93,37 +94,6 @@ def parse(stdout: bytes, stderr: bytes, status: int, host: str = "host") -> dict
     if why:
         raise FactsError(f"{host}: malformed facts from waops-host: {why}")
     return doc
-
-
-# Contract 2's containers and their types: checked once here, so that the rules can trust `.get()` and
-# iteration, and one host with a broken or hostile agent fails alone instead of aborting the fleet.
-_BOT_SHAPE: dict[str, type] = {"process": dict, "health": dict, "logs": dict, "auth": dict, "backups": dict,
-                               "library": dict, "node": dict, "disk": dict}
-_NESTED: dict[tuple[str, str], type] = {
-    ("logs", "matched"): list, ("logs", "tail"): list, ("auth", "creds"): dict, ("auth", "db"): dict,
-    ("auth", "by_type"): dict, ("backups", "latest"): dict, ("backups", "latest_restorable"): dict,
-    ("health", "last_disconnect"): dict, ("health", "keepalive"): dict,
-}
-
-
-def shape_error(doc: dict[str, Any]) -> str | None:
-    """Why `doc` does not have contract 2's shape, or None. None values stand for "absent"."""
-    for k, bot in enumerate(doc["bots"]):
-        if not isinstance(bot, dict):
-            return f"bots[{k}] is {type(bot).__name__}, expected an object"
-        if not isinstance(bot.get("bot"), str) or not bot["bot"]:
-            return f"bots[{k}].bot is not a bot name"
-        for key, kind in _BOT_SHAPE.items():
-            if bot.get(key) is not None and not isinstance(bot[key], kind):
-                return f"bots[{k}].{key} is {type(bot[key]).__name__}, expected {_NAME[kind]}"
-        for (outer, inner), kind in _NESTED.items():
-            value = (bot.get(outer) or {}).get(inner)
-            if value is not None and not isinstance(value, kind):
-                return f"bots[{k}].{outer}.{inner} is {type(value).__name__}, expected {_NAME[kind]}"
-    return None
-
-
-_NAME = {dict: "an object", list: "a list"}
 
 
 def _last_line(b: bytes) -> str:

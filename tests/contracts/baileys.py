@@ -11,7 +11,7 @@ Each check takes one unpacked release and returns its differences from what the 
 - `keepalive_types`: the keep-alive agent type-checks against the release's .d.ts (TypeScript compiler),
   as CommonJS and through its ESM entry from a bot written as an ES module;
 - `package`: the release's package.json (`type`, `exports`, `engines`) agrees with the module-system
-  boundary (waops.versions), the node the roles install, and the stand-in of the same version.
+  boundary (waops_host.versions), the node the roles install, and the stand-in of the same version.
 Differences recorded in ACCEPTED (with the reason) do not fail a check; they are listed as accepted.
 """
 
@@ -331,14 +331,14 @@ def node_min_major() -> int:
 
 
 def check_package(rel: Release) -> list[str]:
-    from waops.versions import module_system
+    from waops_host.versions import module_system
 
     out = []
     pkg = rel.package
     real_type = "module" if pkg.get("type") == "module" else "commonjs"
     believed = module_system(rel.version)
     if believed != real_type:
-        out.append(f"waops.versions says {believed}, package.json says {real_type}")
+        out.append(f"waops_host.versions says {believed}, package.json says {real_type}")
     engines = (pkg.get("engines") or {}).get("node")
     if engines:
         m = re.search(r">=\s*v?(\d+)", engines)

@@ -25,7 +25,7 @@ import pytest
 from tests.contracts import baileys as bc
 from tests.contracts import fetch_baileys as fb
 from waops.rules import LOG_RULES
-from waops.versions import module_system
+from waops_host.versions import module_system
 
 PINS = fb.read_pins()
 BASE = "baileys@6.7.18"  # the release the doctored copies start from (CommonJS, the lab's expected one)
@@ -193,7 +193,7 @@ def test_a_module_system_change_is_reported(cache: Path, tmp_path: Path) -> None
         return json.dumps(pkg)
 
     diffs = bc.check_package(doctored(cache, tmp_path, {"package/package.json": esm}))
-    assert "waops.versions says commonjs, package.json says module" in diffs
+    assert "waops_host.versions says commonjs, package.json says module" in diffs
     assert "engines.node '>=22.0.0' needs more than waops_node_min_major 20" in diffs
     assert "stand-in type: None, the release: 'module'" in diffs
 

@@ -11,7 +11,7 @@ from waops.sandbox import state as st
 from waops.sandbox.clock import SimClock
 from waops.sandbox.control import ControlApi
 from waops.sandbox.server import Simulator
-from waops.versions import bump_patch, older_than
+from waops_host.versions import bump_patch, older_than
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def test_wheel_carries_playbooks_roles_inventories_and_works_outside_the_checkou
                    "waops/_assets/roles/waops_host/files/waops-host", "waops/_assets/ansible.cfg",
                    "waops/_assets/monitoring/waops-alerts.yml",
                    "waops/_assets/inventories/sandbox/group_vars/all.yml", "waops/sandbox/bot/package-lock.json",
-                   "waops/cli/__init__.py"):
+                   "waops/cli/__init__.py", "waops_host/schema.py", "waops_host/cli.py"):
         assert member in names or any(n.startswith(member) for n in names), member
     assert not any("node_modules/" in n for n in names)  # the lockfile travels, not an install
 
@@ -37,3 +37,6 @@ def test_wheel_carries_playbooks_roles_inventories_and_works_outside_the_checkou
     helped = subprocess.run([sys.executable, "-m", "waops", "--help"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=60)
     assert helped.returncode == 0 and "diagnose" in helped.stdout and "provision" in helped.stdout
+    zipped = subprocess.run([sys.executable, "-c", "import waops.facts as f; print(len(f.agent_zip()))"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60)  # the agent streamed from a wheel
+    assert zipped.returncode == 0 and int(zipped.stdout) > 10_000, zipped.stderr

@@ -34,7 +34,7 @@ from waops.sandbox.codes import (
     RESTART_REQUIRED,
     TEMPORARY_BAN,
 )
-from waops.versions import bump_patch, older_than
+from waops_host.versions import bump_patch, older_than
 
 log = logging.getLogger("waops.sandbox")
 

@@ -36,6 +36,7 @@ from .locks import REPAIR_TTL_S, bot_lock, check_lease, do_repair, lease_holder,
 from .offhost import cmd_offhost, h_offhost, offhost_after_backup
 from .prune import do_prune, do_prune_keys
 from .restore import do_reset, do_restore, find_backup
+from .schema import FACTS_SCHEMA
 from .stores import do_migrate
 from .verify import verify_backup
 
@@ -119,7 +120,7 @@ def h_verify(r: dict[str, Any]) -> str:
 
 def cmd_facts(args: argparse.Namespace, configs: list[BotConfig]) -> int:
     node = node_version()
-    doc = {"schema": 1, "host": socket.gethostname(), "collected_at": iso(now_utc()),
+    doc = {"schema": FACTS_SCHEMA, "host": socket.gethostname(), "collected_at": iso(now_utc()),
            "agent_version": AGENT_VERSION, "bots": [bot_facts(cfg, node) for cfg in configs]}
     # facts is a machine document either way; without --json it is indented for a human
     json.dump(doc, sys.stdout, indent=None if args.json else 1)
