@@ -1,4 +1,7 @@
-"""The bounded log read (a window from the end of a file) and the lines shipped in the facts."""
+"""The bounded log read (a window from the end of a file) and the lines shipped in the facts.
+
+The window read (`tail_of`, `stream_tail`, `from_line_start`) is the one the controller's record reader
+uses too (waops.logparse imports it): cost bounded by the window, never by the file's size."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .base import MAX_TEXT, AgentError, iso, open_regular
 from .privdrop import read_as_bot
@@ -26,6 +30,44 @@ if TYPE_CHECKING:
 LOG_SHIP_BYTES = 65536  # per stream: the newest lines up to this many bytes travel in the facts
 
 
+def tail_of(f: BinaryIO, window: int) -> tuple[bytes, int]:
+    """(last `window` bytes, offset of the first of them) of an open file: a regular file is read from its
+    end (seek), so its size does not matter, and one truncated or rotated under us just yields fewer bytes;
+    anything else (a pipe, a FIFO) is read through, keeping only the end."""
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        return stream_tail(f, window)
+    start = max(0, st.st_size - window)
+    f.seek(start)
+    return f.read(window), start
+
+
+def stream_tail(f: BinaryIO, window: int) -> tuple[bytes, int]:
+    """(last `window` bytes, offset of the first of them) of a stream, in bounded memory."""
+    buf = bytearray()
+    total = 0
+    while chunk := f.read(65_536):
+        buf += chunk
+        total += len(chunk)
+        if len(buf) > 2 * window:
+            del buf[: len(buf) - window]
+    data = bytes(buf[-window:])
+    return data, total - len(data)
+
+
+def from_line_start(data: bytes, start: int, keep_long: int = 0, nul_ends_line: bool = True) -> bytes:
+    """A window that starts mid-file (start > 0) without its partial first line; a NUL (the hole a
+    copy-truncate leaves) ends a line too unless the caller turned holes into newlines itself (single
+    NULs are then UTF-16 text). With no line end at all: the last `keep_long` bytes."""
+    if start <= 0:
+        return data
+    ends = (data.find(b"\n"), data.find(b"\0") if nul_ends_line else -1)
+    cut = min((i for i in ends if i >= 0), default=-1)
+    if cut >= 0:
+        return data[cut + 1:]
+    return data[-keep_long:] if keep_long > 0 else b""
+
+
 def read_tail(path: str, window: int, cfg: BotConfig | None = None) -> tuple[list[str], int]:
     """Last `window` bytes of a file as lines. Cost is bounded by window, not by the file size;
     a file truncated or rotated under us just yields fewer bytes. With `cfg`, read as the bot user
@@ -37,13 +79,8 @@ def read_tail(path: str, window: int, cfg: BotConfig | None = None) -> tuple[lis
         data, start = got[0][:window], got[1]["start"]
     else:
         with open_regular(path, follow=True) as f:
-            size = os.fstat(f.fileno()).st_size
-            start = max(0, size - window)
-            f.seek(start)
-            data = f.read(window)
-    if start > 0:  # drop the partial first line; a NUL run (copy-truncate hole) also ends a line
-        cut = min((i for i in (data.find(b"\n"), data.find(b"\0")) if i >= 0), default=-1)
-        data = data[cut + 1:] if cut >= 0 else b""
+            data, start = tail_of(f, window)
+    data = from_line_start(data, start)
     text = data.decode("utf-8", "replace").replace("\x00", "\n")
     lines = [ln[:MAX_TEXT * 4] for ln in text.splitlines()]  # blank lines end records (caret blocks)
     return lines, len(data)

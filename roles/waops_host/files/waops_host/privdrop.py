@@ -125,15 +125,15 @@ def _child_read(_: None, path: str, limit: int, tail: bool) -> dict[str, Any] | 
     """(as the bot) The first (or last) `limit` bytes of a regular file, base64, with its mtime and size."""
     import base64
 
+    from .logtail import tail_of  # logtail reads through this module: imported when first needed
+
     try:
         f = open_regular(path, follow=True)  # as the bot: it can only point us at what it can read
     except FileNotFoundError:
         return None
     with f:
         st = os.fstat(f.fileno())
-        start = max(0, st.st_size - limit) if tail else 0
-        f.seek(start)
-        data = f.read(limit if tail else limit + 1)
+        data, start = tail_of(f, limit) if tail else (f.read(limit + 1), 0)
     return {"data": base64.b64encode(data).decode(), "start": start, "size": st.st_size, "mtime": st.st_mtime}
 
 

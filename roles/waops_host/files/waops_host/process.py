@@ -26,14 +26,29 @@ def run_quiet(cmd: list[str], timeout: float = 5.0, **kw: Any) -> subprocess.Com
         return None
 
 
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (someone else's too); a zombie counts as gone. The one owner: the
+    controller's runner and lab import it from here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def pm2_daemon_alive(pm2_home: str) -> bool:
     try:
         with open_regular(os.path.join(pm2_home, "pm2.pid")) as f:  # the bot user's file: no link
             pid = int(f.read(32).strip())
-        os.kill(pid, 0)
-        return True
     except (OSError, ValueError):
         return False
+    return pid > 0 and pid_alive(pid)
 
 
 def process_pm2(cfg: BotConfig) -> tuple[dict[str, Any], dict[str, str]]:
