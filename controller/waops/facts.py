@@ -9,8 +9,10 @@ written to the host's disk, nothing left behind). A provisioned host never pays 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import marshal
 import shlex
 import zipfile
 from functools import cache
@@ -60,15 +62,30 @@ def agent_bytes() -> bytes:
 
 @cache
 def agent_zip() -> bytes:
-    """The waops_host package as a zip (sources and data, no bytecode; fixed timestamps: the same bytes)."""
+    """The waops_host package as a zip: sources, data, and this Python's bytecode of each module as an
+    unchecked hash-based .pyc (PEP 552), which zipimport takes without a timestamp check; a host whose
+    Python has another magic number skips it and compiles the source. Fixed timestamps: the same bytes."""
     root = Path(waops_host.__file__).resolve().parent
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for path in sorted([*root.glob("*.py"), *root.glob("*.json")]):
-            info = zipfile.ZipInfo(f"waops_host/{path.name}", date_time=(2020, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, path.read_bytes())
+            data = path.read_bytes()
+            _add(z, f"waops_host/{path.name}", data)
+            if path.suffix == ".py":
+                _add(z, f"waops_host/{path.name}c", _pyc(data, f"waops_host/{path.name}"))
     return buf.getvalue()
+
+
+def _add(z: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    z.writestr(info, data)
+
+
+def _pyc(source: bytes, name: str) -> bytes:
+    code = compile(source, name, "exec", dont_inherit=True)
+    flags = (0b01).to_bytes(4, "little")  # hash-based, source not checked
+    return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
 def collect(transport: Transport, timeout: float, become: bool = False, source: bytes | None = None) -> dict[str, Any]:

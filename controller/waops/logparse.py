@@ -22,7 +22,7 @@ from typing import Any
 
 from waops import prefilter
 from waops.errors import UsageError
-from waops_host.logtail import from_line_start, stream_tail, tail_of
+from waops_host.window import from_line_start, stream_tail, tail_of
 
 DEFAULT_WINDOW = 262_144  # bytes read from the end of a file (CONTRACTS: log_window_bytes)
 MAX_LINE = 8_192  # a line longer than this is truncated (a 10 MB minified dump is not evidence)

@@ -1,25 +1,22 @@
 """The bounded log read (a window from the end of a file) and the lines shipped in the facts.
-
-The window read (`tail_of`, `stream_tail`, `from_line_start`) is the one the controller's record reader
-uses too (waops.logparse imports it): cost bounded by the window, never by the file's size."""
+The window itself is read by `window` (shared with the controller's record reader)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import json
-import os
 import shutil
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from .base import MAX_TEXT, AgentError, iso, open_regular
 from .privdrop import read_as_bot
+from .window import from_line_start, tail_of
 
 if TYPE_CHECKING:
     from .config import BotConfig
@@ -28,44 +25,6 @@ if TYPE_CHECKING:
 # The agent does not read log lines: it ships the newest raw lines of each stream, bounded, and the
 # controller's one record reader and rule table (waops.logparse, waops.rules) make sense of them.
 LOG_SHIP_BYTES = 65536  # per stream: the newest lines up to this many bytes travel in the facts
-
-
-def tail_of(f: BinaryIO, window: int) -> tuple[bytes, int]:
-    """(last `window` bytes, offset of the first of them) of an open file: a regular file is read from its
-    end (seek), so its size does not matter, and one truncated or rotated under us just yields fewer bytes;
-    anything else (a pipe, a FIFO) is read through, keeping only the end."""
-    st = os.fstat(f.fileno())
-    if not stat.S_ISREG(st.st_mode):
-        return stream_tail(f, window)
-    start = max(0, st.st_size - window)
-    f.seek(start)
-    return f.read(window), start
-
-
-def stream_tail(f: BinaryIO, window: int) -> tuple[bytes, int]:
-    """(last `window` bytes, offset of the first of them) of a stream, in bounded memory."""
-    buf = bytearray()
-    total = 0
-    while chunk := f.read(65_536):
-        buf += chunk
-        total += len(chunk)
-        if len(buf) > 2 * window:
-            del buf[: len(buf) - window]
-    data = bytes(buf[-window:])
-    return data, total - len(data)
-
-
-def from_line_start(data: bytes, start: int, keep_long: int = 0, nul_ends_line: bool = True) -> bytes:
-    """A window that starts mid-file (start > 0) without its partial first line; a NUL (the hole a
-    copy-truncate leaves) ends a line too unless the caller turned holes into newlines itself (single
-    NULs are then UTF-16 text). With no line end at all: the last `keep_long` bytes."""
-    if start <= 0:
-        return data
-    ends = (data.find(b"\n"), data.find(b"\0") if nul_ends_line else -1)
-    cut = min((i for i in ends if i >= 0), default=-1)
-    if cut >= 0:
-        return data[cut + 1:]
-    return data[-keep_long:] if keep_long > 0 else b""
 
 
 def read_tail(path: str, window: int, cfg: BotConfig | None = None) -> tuple[list[str], int]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .base import EXIT_FAILED, MAX_CHILD_REPLY, AgentError, open_regular
+from .window import tail_of
 
 if TYPE_CHECKING:
     from .config import BotConfig
@@ -124,8 +125,6 @@ def as_bot(cfg: BotConfig, fn: Callable[..., Any], *args: Any) -> Any:
 def _child_read(_: None, path: str, limit: int, tail: bool) -> dict[str, Any] | None:
     """(as the bot) The first (or last) `limit` bytes of a regular file, base64, with its mtime and size."""
     import base64
-
-    from .logtail import tail_of  # logtail reads through this module: imported when first needed
 
     try:
         f = open_regular(path, follow=True)  # as the bot: it can only point us at what it can read
