@@ -6,7 +6,7 @@ first stop to the last verify, a QR wait included. It is taken before the first 
 renewed in the background while steps and waits run, and ended on every way out; a controller that
 dies stops renewing and the lease expires after its TTL.
 
-The agent's source is streamed (`python3 - repair ...`), as facts does, so the lease works the same on
+The agent is streamed zipped (`python3 -I -c BOOT repair ...`), as facts does, so the lease works the same on
 a host whose installed agent is older.
 """
 
