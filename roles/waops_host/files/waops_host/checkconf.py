@@ -10,8 +10,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .base import ConfigError
 
 STATE_SCHEMA = 1
-DEFAULT_STATE_DIR = "/var/lib/waops/agent"
-DEFAULT_METRICS_FILE = "/var/lib/node_exporter/textfile_collector/waops.prom"
 DEFAULT_SECRETS_FILE = "/etc/waops/alerts.json"
 MAX_OUTBOX = 100  # a week-long channel outage at one incident an hour still fits; clears are kept first
 PROCESS_UP = ("online", "active")
