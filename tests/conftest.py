@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-# Commands the tests start (waops, python -m waops_lab.sandbox, ansible through runner) import this checkout's
-# waops too, not another checkout that an editable install happens to point at.
+# Commands the tests start (waops, python -m waops_lab.sandbox, python -m waops_host, ansible through
+# runner) import this checkout's waops, host agent and lab too, not another checkout an editable install
+# points at.
 _REPO = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(_REPO / "controller"), str(_REPO / "lab"), os.environ.get("PYTHONPATH")) if p)
+    p for p in (str(_REPO / "controller"), str(_REPO / "roles" / "waops_host" / "files"), str(_REPO / "lab"),
+                os.environ.get("PYTHONPATH")) if p)
 
 
 def lab_available() -> str | None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
-
 @cache
 def asset_root() -> Path:
     """Directory holding playbooks/, roles/, inventories/ and ansible.cfg."""
@@ -19,15 +18,9 @@ def asset_root() -> Path:
         return bundled
     raise FileNotFoundError("waops cannot find its playbooks/ and roles/ (broken install?)")
 
-
 def playbook(name: str) -> Path:
     return asset_root() / "playbooks" / name
 
 
 def roles_dir() -> Path:
     return asset_root() / "roles"
-
-
-def agent_source() -> Path:
-    """The host agent script that the waops_host role installs and the controller can stream."""
-    return roles_dir() / "waops_host" / "files" / "waops-host"

@@ -39,6 +39,7 @@ from typing import Any
 from waops.assets import asset_root, roles_dir
 from waops.assets import playbook as bundled_playbook
 from waops.errors import WaopsError
+from waops_host.process import pid_alive as _alive
 
 DEFAULT_TIMEOUT_S = 600
 _VAULT_ID = "waops_run"
@@ -320,16 +321,6 @@ def clean_stale_runs(base: Path) -> list[Path]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # What ansible-playbook needs from the controller's environment. Anything else (a store DSN with its

@@ -1,24 +1,47 @@
 """Collect the facts document (CONTRACTS.md, contract 2) from a host in one round trip.
 
 `waops-host facts --json` when the agent is installed: one round trip, nothing sent. A host without
-it answers with exit status NEED_SOURCE, and only then is the agent's source (~90 KB) streamed to
-`python3 - facts --json` in a second round trip: a provisioned host never pays for the transfer.
+it answers with exit status NEED_SOURCE, and only then is the agent streamed in one more round trip, as
+Ansible streams its modules: the waops_host package zipped (~80 KB) on stdin to `python3 -I -c BOOT`,
+which puts the zip in an anonymous memory file and imports the package from it with zipimport (nothing
+written to the host's disk, nothing left behind). A provisioned host never pays for the transfer.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
+import marshal
 import shlex
+import zipfile
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import waops_host
 from waops.errors import WaopsError
 from waops.transport import Transport
+from waops_host.schema import FACTS_SCHEMA as SCHEMA
+from waops_host.schema import shape_error
 
-SCHEMA = 1
 NEED_SOURCE = 97  # the probe's answer when the host has no agent installed
 PROBE = ("if command -v waops-host >/dev/null 2>&1; then exec waops-host facts --json; "
          f"else exit {NEED_SOURCE}; fi")
-STREAMED = "exec python3 - facts --json"
+# Run on the host by `python3 -I -c` (no PYTHONPATH, user site or current directory): the zip from stdin
+# into a memfd (close-on-exec, never on disk), then zipimport through /proc/self/fd. Every module the
+# command needs is imported before the agent forks its bot-user children.
+BOOT = ("import os,sys;fd=os.memfd_create('waops_host');w=open(fd,'wb',closefd=False);"
+        "w.write(sys.stdin.buffer.read());w.close();sys.path.insert(0,'/proc/self/fd/%d'%fd);"
+        "sys.argv[0]='waops-host';from waops_host.cli import run;sys.exit(run())")
+
+
+def stream_command(argv: list[str]) -> str:
+    """The shell command that runs the streamed agent (stdin: agent_bytes()) with `argv`."""
+    return " ".join(shlex.quote(a) for a in ["exec", "python3", "-I", "-c", BOOT, *argv])
+
+
+STREAMED = stream_command(["facts", "--json"])
 
 
 class FactsError(WaopsError):
@@ -31,12 +54,38 @@ def probe_command(become: bool = False, script: str = PROBE) -> str:
 
 
 def agent_bytes() -> bytes:
-    from waops.assets import agent_source
-
     try:
-        return agent_source().read_bytes()
+        return agent_zip()
     except OSError as exc:
-        raise FactsError(f"cannot read the host agent source: {exc}") from None
+        raise FactsError(f"cannot read the host agent package: {exc}") from None
+
+
+@cache
+def agent_zip() -> bytes:
+    """The waops_host package as a zip: sources, data, and this Python's bytecode of each module as an
+    unchecked hash-based .pyc (PEP 552), which zipimport takes without a timestamp check; a host whose
+    Python has another magic number skips it and compiles the source. Fixed timestamps: the same bytes."""
+    root = Path(waops_host.__file__).resolve().parent
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted([*root.glob("*.py"), *root.glob("*.json")]):
+            data = path.read_bytes()
+            _add(z, f"waops_host/{path.name}", data)
+            if path.suffix == ".py":
+                _add(z, f"waops_host/{path.name}c", _pyc(data, f"waops_host/{path.name}"))
+    return buf.getvalue()
+
+
+def _add(z: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    z.writestr(info, data)
+
+
+def _pyc(source: bytes, name: str) -> bytes:
+    code = compile(source, name, "exec", dont_inherit=True)
+    flags = (0b01).to_bytes(4, "little")  # hash-based, source not checked
+    return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
 def collect(transport: Transport, timeout: float, become: bool = False, source: bytes | None = None) -> dict[str, Any]:
@@ -62,37 +111,6 @@ def parse(stdout: bytes, stderr: bytes, status: int, host: str = "host") -> dict
     if why:
         raise FactsError(f"{host}: malformed facts from waops-host: {why}")
     return doc
-
-
-# Contract 2's containers and their types: checked once here, so that the rules can trust `.get()` and
-# iteration, and one host with a broken or hostile agent fails alone instead of aborting the fleet.
-_BOT_SHAPE: dict[str, type] = {"process": dict, "health": dict, "logs": dict, "auth": dict, "backups": dict,
-                               "library": dict, "node": dict, "disk": dict}
-_NESTED: dict[tuple[str, str], type] = {
-    ("logs", "matched"): list, ("logs", "tail"): list, ("auth", "creds"): dict, ("auth", "db"): dict,
-    ("auth", "by_type"): dict, ("backups", "latest"): dict, ("backups", "latest_restorable"): dict,
-    ("health", "last_disconnect"): dict, ("health", "keepalive"): dict,
-}
-
-
-def shape_error(doc: dict[str, Any]) -> str | None:
-    """Why `doc` does not have contract 2's shape, or None. None values stand for "absent"."""
-    for k, bot in enumerate(doc["bots"]):
-        if not isinstance(bot, dict):
-            return f"bots[{k}] is {type(bot).__name__}, expected an object"
-        if not isinstance(bot.get("bot"), str) or not bot["bot"]:
-            return f"bots[{k}].bot is not a bot name"
-        for key, kind in _BOT_SHAPE.items():
-            if bot.get(key) is not None and not isinstance(bot[key], kind):
-                return f"bots[{k}].{key} is {type(bot[key]).__name__}, expected {_NAME[kind]}"
-        for (outer, inner), kind in _NESTED.items():
-            value = (bot.get(outer) or {}).get(inner)
-            if value is not None and not isinstance(value, kind):
-                return f"bots[{k}].{outer}.{inner} is {type(value).__name__}, expected {_NAME[kind]}"
-    return None
-
-
-_NAME = {dict: "an object", list: "a list"}
 
 
 def _last_line(b: bytes) -> str:

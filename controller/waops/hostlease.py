@@ -6,7 +6,7 @@ first stop to the last verify, a QR wait included. It is taken before the first 
 renewed in the background while steps and waits run, and ended on every way out; a controller that
 dies stops renewing and the lease expires after its TTL.
 
-The agent's source is streamed (`python3 - repair ...`), as facts does, so the lease works the same on
+The agent is streamed zipped (`python3 -I -c BOOT repair ...`), as facts does, so the lease works the same on
 a host whose installed agent is older.
 """
 
@@ -52,13 +52,13 @@ def first_result(doc: dict[str, Any] | None) -> dict[str, Any]:
 
 def ssh_agent(host: Any, timeout: float) -> AgentCall:
     """Run the streamed agent on an inventory host over strict SSH (sudo -n when the login is not root)."""
-    from waops.facts import agent_bytes
+    from waops.facts import agent_bytes, stream_command
     from waops.transport import for_host
 
     become = bool(getattr(host, "become", False)) and getattr(host, "user", None) not in (None, "root")
 
     def call(argv: list[str]) -> tuple[int, dict[str, Any] | None, str]:
-        inner = "exec python3 - " + " ".join(shlex.quote(a) for a in argv)
+        inner = stream_command(argv)
         command = f"sudo -n sh -c {shlex.quote(inner)}" if become else inner
         transport = for_host(host, timeout)
         try:

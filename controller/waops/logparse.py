@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from time import sleep
-from typing import Any, BinaryIO
+from typing import Any
 
 from waops import prefilter
 from waops.errors import UsageError
+from waops_host.window import from_line_start, stream_tail, tail_of
 
 DEFAULT_WINDOW = 262_144  # bytes read from the end of a file (CONTRACTS: log_window_bytes)
 MAX_LINE = 8_192  # a line longer than this is truncated (a 10 MB minified dump is not evidence)
@@ -114,7 +115,7 @@ def read_window(path: str | os.PathLike[str], window: int = DEFAULT_WINDOW) -> b
     if str(path) == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise UsageError("--log-file -: stdin is a terminal; pipe a log into it")
-        data, start = _read_stream(sys.stdin.buffer, window)
+        data, start = stream_tail(sys.stdin.buffer, window)
     else:
         for pause in (*ROTATION_PATIENCE, None):
             try:
@@ -129,11 +130,8 @@ def read_window(path: str | os.PathLike[str], window: int = DEFAULT_WINDOW) -> b
                 raise UsageError(f"log file is a directory: {p}") from None
             except OSError as exc:
                 raise UsageError(f"cannot read log file {p}: {exc.strerror or exc}") from None
-    data = _HOLE.sub(b"\n", data)
-    if start > 0:
-        nl = data.find(b"\n")
-        data = data[nl + 1 :] if nl >= 0 else data[-MAX_LINE:]  # one huge line: keep its end
-    return data
+    # one huge line: keep its end
+    return from_line_start(_HOLE.sub(b"\n", data), start, keep_long=MAX_LINE, nul_ends_line=False)
 
 
 def _rotated_siblings(p: Path) -> bool:
@@ -153,25 +151,7 @@ def _read_path(p: Path, window: int) -> tuple[bytes, int]:
     from waops.files import open_read
 
     with open_read(p, "log file") as f:  # a FIFO without a writer is an error, not a hang
-        if stat.S_ISFIFO(os.fstat(f.fileno()).st_mode):
-            return _read_stream(f, window)
-        size = os.fstat(f.fileno()).st_size
-        start = max(0, size - window)
-        f.seek(start)
-        return f.read(window), start
-
-
-def _read_stream(f: BinaryIO, window: int) -> tuple[bytes, int]:
-    """(last `window` bytes, offset of the first of them) of a stream, in bounded memory."""
-    buf = bytearray()
-    total = 0
-    while chunk := f.read(65_536):
-        buf += chunk
-        total += len(chunk)
-        if len(buf) > 2 * window:
-            del buf[: len(buf) - window]
-    data = bytes(buf[-window:])
-    return data, total - len(data)
+        return tail_of(f, window)
 
 
 def decode(data: bytes) -> str:

@@ -225,7 +225,7 @@ def _pin_target(target: Target, state: BotState, lib: Mapping[str, Any]) -> str 
     """The version pin_library moves to: the expected one, unless WhatsApp refuses the bot (405) while it
     already runs that version (or a newer one); then the newest offered, not known-bad version
     (`newest`, resolved on the host by pin_library.yml)."""
-    from waops.versions import older_than
+    from waops_host.versions import older_than
 
     expected = target.library_expected or (lib.get("expected") if lib else None)
     installed = lib.get("installed") if lib else None

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from waops.errors import UnreachableError
 from waops.qrshow import LinkRequest
+from waops_host.schema import Health
 
 
 class DiagnosisLike(Protocol):
@@ -34,17 +35,16 @@ class BotState:
     facts: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def health(self) -> Mapping[str, Any]:
-        h = self.facts.get("health")
-        return h if isinstance(h, Mapping) else {}
+    def health(self) -> Health:
+        """The health file the facts carry (contract 5), typed; every field None when there is none."""
+        return Health.from_dict(self.facts.get("health"))
 
     @property
     def connection(self) -> str | None:
-        c = self.health.get("connection")
-        return str(c) if c else None
+        return self.health.connection or None
 
     def link(self, host: str) -> LinkRequest:
-        return LinkRequest.from_mapping(self.health, bot=str(self.facts.get("bot") or ""), host=host)
+        return LinkRequest.from_mapping(self.health.to_dict(), bot=str(self.facts.get("bot") or ""), host=host)
 
 
 # Causes that waiting cannot change while the bot is connected (a folder does not shrink by itself): seen
@@ -187,7 +187,7 @@ def wait_verified(
                 return VerifyResult(False, why, clock() - start, human, last, link_at is not None, moved_to=cause)
             if ok and link_at is not None and human == 0.0:
                 human = clock() - link_at  # the person did their part: the link is open
-            started = last.health.get("session_started_at")
+            started = last.health.session_started_at
             if not ok:
                 first_ok = None
             elif first_ok is None:

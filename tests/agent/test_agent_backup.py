@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from agent_helpers import AGENT, BOT_UID, PYTHON, Bot, psql, rows, snapshot
 
+from waops.facts import agent_zip, stream_command
+
 
 def test_files_round_trip_is_identical(bot: Bot) -> None:
     (bot.auth / "sub").mkdir()
@@ -68,8 +70,8 @@ def test_password_never_on_a_command_line(pgbot: Bot) -> None:
     # The password file is handed to libpq by path; the secret is not in the config, argv or env.
     cfg = json.loads((pgbot.cfg_dir / "shop.json").read_text())
     assert "password" not in json.dumps({k: v for k, v in cfg["postgres"].items() if k != "password_file"})
-    src = AGENT.read_text()
-    assert "PGPASSWORD" not in src
+    src = "".join(p.read_text() for p in (AGENT.parent / "waops_host").glob("*.py"))
+    assert "PGPASSWORD" not in src and "password_file" in src
 
 
 def test_checksum_mismatch_is_refused_and_nothing_written(bot: Bot) -> None:
@@ -295,9 +297,11 @@ def test_bad_config_exits_2_with_one_line(bot: Bot) -> None:
     assert p.returncode == 2
 
 
-def test_runs_from_stdin(bot: Bot) -> None:
-    p = subprocess.run([PYTHON, "-", "facts", "--config-dir", str(bot.cfg_dir), "--json"],
-                       input=AGENT.read_bytes(), capture_output=True, timeout=30, check=False)
+def test_runs_zipped_from_stdin(bot: Bot) -> None:
+    """As the controller streams it to a host without the agent: the package zipped on stdin."""
+    p = subprocess.run(["sh", "-c", stream_command(["facts", "--config-dir", str(bot.cfg_dir), "--json"])],
+                       input=agent_zip(), capture_output=True, timeout=30, check=False,
+                       env={"PATH": os.environ["PATH"]})  # no PYTHONPATH: only the zip has the package
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["schema"] == 1 and doc["bots"][0]["bot"] == "shop"

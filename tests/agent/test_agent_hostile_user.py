@@ -20,6 +20,8 @@ import pytest
 from agent_helpers import AGENT, BOT_UID, PYTHON, Bot, give_to_bot, snapshot
 from test_agent_hostile import craft_backup, reg
 
+from waops_host.base import DEFAULT_LOCK_DIR
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="plays the bot user with a real uid: needs root")
 SECRET = f"root-only-{secrets.token_hex(8)}"
 
@@ -142,9 +144,7 @@ def test_a_lock_held_by_the_bot_user_cannot_block_root(bot: Bot) -> None:
     (bot.cfg_dir / "shop.json").rename(bot.cfg_dir / f"{name}.json")
     cmd = [PYTHON, str(AGENT), "backup", "--bot", name, "--config-dir", str(bot.cfg_dir), "--lock-wait", "1"]
     env = {k: v for k, v in os.environ.items() if k not in ("WAOPS_LOCK_DIR", "WAOPS_LOCK_WAIT")}
-    default = subprocess.run([PYTHON, "-c", f"import runpy; print(runpy.run_path({str(AGENT)!r}, "
-                              "run_name='x')['DEFAULT_LOCK_DIR'])"], capture_output=True, text=True, check=True)
-    lock_dirs = {default.stdout.strip(), "/run/lock"}
+    lock_dirs = {DEFAULT_LOCK_DIR, "/run/lock"}
     held: list[int] = []
 
     def hold(lock: Path) -> None:
@@ -167,7 +167,7 @@ def test_a_lock_held_by_the_bot_user_cannot_block_root(bot: Bot) -> None:
         for d in lock_dirs:
             with contextlib.suppress(OSError):
                 (Path(d) / f"waops-{name}.lock").unlink()
-    st = os.lstat(default.stdout.strip())
+    st = os.lstat(DEFAULT_LOCK_DIR)
     assert st.st_uid == 0 and not st.st_mode & 0o022
 
 

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_agent_facts import agent
+
+from waops_host import process
 
 
 def test_rpc_list_is_what_pm2_jlist_prints(tmp_path: Path) -> None:
@@ -27,7 +28,7 @@ def test_rpc_list_is_what_pm2_jlist_prints(tmp_path: Path) -> None:
     subprocess.run([pm2, "start", str(app), "--name", "shop"], env=env, check=True, capture_output=True, timeout=60)
     try:
         time.sleep(0.5)
-        rpc = agent.pm2_rpc_apps(str(home))
+        rpc = process.pm2_rpc_apps(str(home))
         out = subprocess.run([pm2, "jlist"], env=env, check=True, capture_output=True, text=True, timeout=60).stdout
         jlist = json.loads(out[out.find("[") :])
         assert rpc is not None
@@ -41,7 +42,7 @@ def test_rpc_list_is_what_pm2_jlist_prints(tmp_path: Path) -> None:
 
 
 def test_no_daemon_or_a_stranger_on_the_socket_gives_none(tmp_path: Path) -> None:
-    assert agent.pm2_rpc_apps(str(tmp_path)) is None  # no rpc.sock: the caller falls back to pm2 jlist
+    assert process.pm2_rpc_apps(str(tmp_path)) is None  # no rpc.sock: the caller falls back to pm2 jlist
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(str(tmp_path / "rpc.sock"))
     srv.listen(1)
@@ -55,7 +56,7 @@ def test_no_daemon_or_a_stranger_on_the_socket_gives_none(tmp_path: Path) -> Non
     t = threading.Thread(target=answer_garbage)
     t.start()
     try:
-        assert agent.pm2_rpc_apps(str(tmp_path), timeout=5) is None
+        assert process.pm2_rpc_apps(str(tmp_path), timeout=5) is None
     finally:
         t.join()
         srv.close()
@@ -81,7 +82,7 @@ def test_a_dripping_socket_cannot_hold_the_agent_past_its_timeout(tmp_path: Path
     t = threading.Thread(target=drip)
     t.start()
     outcome: list[object] = []
-    caller = threading.Thread(target=lambda: outcome.append(agent.pm2_rpc_apps(str(tmp_path), timeout=1)))
+    caller = threading.Thread(target=lambda: outcome.append(process.pm2_rpc_apps(str(tmp_path), timeout=1)))
     caller.start()
     try:
         caller.join(30)  # far beyond the 1 s budget: only a loop that never ends is still running

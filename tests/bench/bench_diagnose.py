@@ -2,8 +2,9 @@
 
 Prints: `waops diagnose --log-file` on a 2 MB and a 2 GB log (the 2 GB one is sparse with a real
 tail, so it costs no disk, and is deleted afterwards) and on a real 100 MB log (goal < 1 s), and
-`waops --help` wall time. The log read is bounded (a window from the end), so the 2 GB figure must
-stay within 20% of the 2 MB one.
+`waops --help` wall time, and the facts of a host without the agent, which get the agent streamed (here:
+this machine, no SSH in the figure). The log read is bounded (a window from the end), so the 2 GB
+figure must stay within 20% of the 2 MB one.
 
 With --lab (root, lab `bench16`): 16 lab hosts (pm2 and systemd in turn) provisioned once with
 `playbooks/site.yml` (its wall time is printed on its own: it is the setup, not the measure), then
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -195,6 +197,36 @@ def bench_logs() -> None:
 
 # ------------------------------------------------------------------------------------------ lab
 LAB_HOSTS = int(os.environ.get("WAOPS_BENCH_HOSTS", "16"))  # fewer for a quick one-host figure
+
+
+def bench_streamed(rounds: int = 15) -> None:
+    """waops.facts.collect on a host without waops-host (a local transport: no SSH in the figure), so the
+    agent is streamed to python3 each time, in one exchange after the probe's exit 97."""
+    from waops.facts import agent_bytes, collect
+    from waops.transport import LocalTransport
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "cfg").mkdir()
+        (root / "cfg" / "shop.json").write_text(json.dumps({
+            "schema": 1, "name": "shop", "user": "root", "service_manager": "systemd",
+            "service_name": "waops-bench-none.service", "release_root": str(root / "rel"), "auth_store": "files",
+            "auth_dir": str(root / "auth"), "health_file": str(root / "health.json"),
+            "backup_dir": str(root / "bk"), "backup_keep": 3, "library_package": "baileys",
+            "expected_library_version": "6.7.18", "known_bad_versions": []}))
+        env = {"WAOPS_CONFIG_DIR": str(root / "cfg"), "PATH": "/usr/bin:/bin"}
+        times, cpu = [], []
+        for _ in range(rounds):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            doc = collect(LocalTransport("bench", env=env), 60)
+            times.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the host side's CPU: steadier than wall time
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            assert doc["bots"][0]["bot"] == "shop"
+    print(f"facts with the agent streamed (local, {len(agent_bytes()) // 1024} KiB sent), {rounds} rounds: "
+          f"median {statistics.median(times):.3f} s, best {min(times):.3f} s, host CPU median "
+          f"{statistics.median(cpu):.3f} s (load average {os.getloadavg()[0]:.1f})")
 
 
 def run_site_from(inventory: Path, commit: str | None):
@@ -415,7 +447,7 @@ def bench_transports(inventory: Path, host: str, rounds: int = 5) -> None:
         close_masters()
     print(f"  facts round trip of {host} in process, median of {rounds}: paramiko {statistics.median(para):.3f} s, "
           f"OpenSSH cold {statistics.median(colds):.3f} s, OpenSSH warm (ControlPersist) "
-          f"{statistics.median(warm):.3f} s; warm with the agent's source streamed as every probe does "
+          f"{statistics.median(warm):.3f} s; warm with the agent streamed (a host without it) "
           f"{statistics.median(warm_src):.3f} s")
 
 
@@ -583,6 +615,7 @@ def main() -> None:
     if not args.only_lab:
         bench_classify()
         bench_logs()
+        bench_streamed()
     if not (args.lab or args.only_lab):
         return
     print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores, shared)")

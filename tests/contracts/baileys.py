@@ -11,14 +11,13 @@ Each check takes one unpacked release and returns its differences from what the 
 - `keepalive_types`: the keep-alive agent type-checks against the release's .d.ts (TypeScript compiler),
   as CommonJS and through its ESM entry from a bot written as an ES module;
 - `package`: the release's package.json (`type`, `exports`, `engines`) agrees with the module-system
-  boundary (waops.versions), the node the roles install, and the stand-in of the same version.
+  boundary (waops_host.versions), the node the roles install, and the stand-in of the same version.
 Differences recorded in ACCEPTED (with the reason) do not fail a check; they are listed as accepted.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import re
 import shutil
@@ -28,7 +27,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +34,11 @@ import yaml
 
 from tests.contracts import fetch_baileys as fb
 from waops.rules import ORIGINS  # the rules own the list of origins
+from waops_host import keys
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "lab" / "waops_lab" / "sandbox" / "bot" / "vendor"
 AGENT_JS = REPO / "roles" / "waops_bot" / "files" / "waops-keepalive"
-HOST_AGENT = REPO / "roles" / "waops_host" / "files" / "waops-host"
 TSC_DIR = Path(__file__).with_name("tsc")
 NODE_TIMEOUT_S = 60
 TSC_TIMEOUT_S = 300
@@ -256,15 +254,6 @@ def release_fix_file_name(rel: Release) -> str | None:
     return m.group(1) if m else None
 
 
-def host_agent() -> Any:
-    loader = SourceFileLoader("waops_host_contracts", str(HOST_AGENT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
-
-
 def release_key_types(rel: Release) -> list[str]:
     text = rel.find_dts("type SignalDataTypeMap")
     body = re.search(r"type SignalDataTypeMap = \{(.*?)\n\};", text, re.S)
@@ -295,14 +284,13 @@ def check_auth_files(rel: Release) -> list[str]:
             out.append(f"useMultiFileAuthState no longer names files {template}")
         elif template not in standin:
             out.append(f"stand-in does not name files {template} as the release does")
-    agent = host_agent()
     types = release_key_types(rel)
     if not types:
         out.append("no SignalDataTypeMap in lib/**/*.d.ts: the key types changed")
     for t in types:
-        if t not in agent.KEY_TYPES:
+        if t not in keys.KEY_TYPES:
             out.append(f"host agent does not know key type {t!r} (counted as 'other')")
-        elif agent.key_type(f"{t}-{_KEY_IDS[2].replace(':', '-')}.json") != t:
+        elif keys.key_type(f"{t}-{_KEY_IDS[2].replace(':', '-')}.json") != t:
             out.append(f"host agent files {t}-<id>.json under another type")
     if "useSqliteAuthState" in rel.lib_js:
         out.append("the release has useSqliteAuthState; the host agent reads only files and PostgreSQL stores")
@@ -343,14 +331,14 @@ def node_min_major() -> int:
 
 
 def check_package(rel: Release) -> list[str]:
-    from waops.versions import module_system
+    from waops_host.versions import module_system
 
     out = []
     pkg = rel.package
     real_type = "module" if pkg.get("type") == "module" else "commonjs"
     believed = module_system(rel.version)
     if believed != real_type:
-        out.append(f"waops.versions says {believed}, package.json says {real_type}")
+        out.append(f"waops_host.versions says {believed}, package.json says {real_type}")
     engines = (pkg.get("engines") or {}).get("node")
     if engines:
         m = re.search(r">=\s*v?(\d+)", engines)

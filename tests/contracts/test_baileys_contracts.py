@@ -25,7 +25,7 @@ import pytest
 from tests.contracts import baileys as bc
 from tests.contracts import fetch_baileys as fb
 from waops.rules import LOG_RULES
-from waops.versions import module_system
+from waops_host.versions import known_bad, module_system
 
 PINS = fb.read_pins()
 BASE = "baileys@6.7.18"  # the release the doctored copies start from (CommonJS, the lab's expected one)
@@ -97,7 +97,7 @@ def test_version_table_names_real_releases(cache: Path) -> None:
     expected = defaults["waops_host_library_expected"]
     assert expected in published
     assert module_system(expected) == "commonjs"
-    unknown = [v for v in defaults["waops_host_known_bad_versions"] if v not in published]
+    unknown = [v for v in known_bad() if v not in published]  # the list both roles read
     assert not unknown, f"known-bad versions no registry publishes: {unknown}"
     standins = [p.name.removeprefix("baileys-") for p in bc.STANDIN.glob("baileys-*")]
     assert expected in standins
@@ -193,7 +193,7 @@ def test_a_module_system_change_is_reported(cache: Path, tmp_path: Path) -> None
         return json.dumps(pkg)
 
     diffs = bc.check_package(doctored(cache, tmp_path, {"package/package.json": esm}))
-    assert "waops.versions says commonjs, package.json says module" in diffs
+    assert "waops_host.versions says commonjs, package.json says module" in diffs
     assert "engines.node '>=22.0.0' needs more than waops_node_min_major 20" in diffs
     assert "stand-in type: None, the release: 'module'" in diffs
 

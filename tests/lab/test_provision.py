@@ -96,13 +96,23 @@ def test_files_modes_and_local_fact(converged) -> None:
     assert first.rc == 0, first.tail()
     for host in lab.hosts():
         stat = lab.ssh(host, "stat -c '%n %U %G %a' /etc/waops/bots/shop.env /etc/waops/bots/shop.json "
-                             "/var/backups/waops/shop /var/lib/waops/bots/shop/auth /usr/local/bin/waops-host",
+                             "/var/backups/waops/shop /var/lib/waops/bots/shop/auth /usr/local/bin/waops-host "
+                             "/usr/local/lib/waops-host/waops_host /usr/local/lib/waops-host/waops_host/cli.py",
                        check=True).split("\n")
         assert "/etc/waops/bots/shop.env root wa-shop 640" in stat
         assert "/etc/waops/bots/shop.json root root 600" in stat
         assert "/var/backups/waops/shop root root 700" in stat  # root's: the bot never writes backups
         assert "/var/lib/waops/bots/shop/auth wa-shop wa-shop 700" in stat
         assert "/usr/local/bin/waops-host root root 755" in stat
+        # the agent's package: root's, nothing on its import path the bot user can write
+        assert "/usr/local/lib/waops-host/waops_host root root 755" in stat
+        assert "/usr/local/lib/waops-host/waops_host/cli.py root root 644" in stat
+        path = lab.ssh(host, "python3 -I -c 'import sys; sys.path.insert(0, \"/usr/local/lib/waops-host\"); "
+                             "import waops_host; print(waops_host.__file__); print(*sys.path)'", check=True)
+        assert path.splitlines()[0] == "/usr/local/lib/waops-host/waops_host/__init__.py"
+        writable = lab.ssh(host, "for d in " + path.splitlines()[1] + " /usr/local/bin; do "
+                                 "runuser -u wa-shop -- test -w \"$d\" && echo \"$d\"; done; true", check=True)
+        assert writable.strip() == "", writable
         config = json.loads(lab.ssh(host, "cat /etc/waops/bots/shop.json", check=True))
         assert config["service_manager"] == host.service_manager and config["user"] == "wa-shop"
         fact = json.loads(lab.ssh(host, "cat /etc/ansible/facts.d/waops_bot.fact", check=True))

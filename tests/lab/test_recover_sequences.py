@@ -102,12 +102,12 @@ def device(r: RcLab, index: int) -> str | None:
     """The fingerprint of the device the bot's live creds are linked as (the installed agent's function)."""
     auth = json.loads(r.ssh(index, "cat /etc/waops/bots/shop.json"))["auth_dir"]
     code = (
-        "import importlib.machinery, json, sys; "
-        "a = importlib.machinery.SourceFileLoader('a', '/usr/local/bin/waops-host').load_module(); "
-        "print(json.dumps(a.device_fingerprint(json.load(open(sys.argv[1])))))"
+        "import json, sys; sys.path.insert(0, '/usr/local/lib/waops-host'); "
+        "from waops_host.keys import device_fingerprint; "
+        "print(json.dumps(device_fingerprint(json.load(open(sys.argv[1])))))"
     )
     return json.loads(
-        r.ssh(index, f"python3 -W ignore -c {shlex.quote(code)} {shlex.quote(auth + '/creds.json')}", check=True)
+        r.ssh(index, f"python3 -I -c {shlex.quote(code)} {shlex.quote(auth + '/creds.json')}", check=True)
     )
 
 

@@ -20,21 +20,7 @@ from waops.plan import PlanOptions, make_plan
 from waops.probe import BotReport, HostReport
 from waops.recover import Deps, RecoverOptions, Recovery, Target
 from waops.verify import wait_verified
-
-AGENT = Path(__file__).resolve().parents[2] / "roles" / "waops_host" / "files" / "waops-host"
-
-
-def load_agent() -> Any:
-    import importlib.util
-    from importlib.machinery import SourceFileLoader
-
-    loader = SourceFileLoader("waops_host_agent_fp", str(AGENT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
-
+from waops_host import keys
 
 CREDS = {"me": {"id": "15550100001:7@s.whatsapp.net"}, "account": {"details": "x"},
          "signedIdentityKey": {"private": {"type": "Buffer", "data": "PRIVATE-SECRET-b64"},
@@ -43,17 +29,16 @@ CREDS = {"me": {"id": "15550100001:7@s.whatsapp.net"}, "account": {"details": "x
 
 
 def test_fingerprint_is_the_device_and_holds_no_secret() -> None:
-    agent = load_agent()
-    fp = agent.device_fingerprint(CREDS)
+    fp = keys.device_fingerprint(CREDS)
     want = hashlib.sha256(b"15550100001:7@s.whatsapp.net\0BQpublic-b64").hexdigest()[:16]
     assert fp == want
-    summary = agent.creds_summary(CREDS)
+    summary = keys.creds_summary(CREDS)
     assert summary["fingerprint"] == fp
     assert "SECRET" not in json.dumps(summary)
     other = json.loads(json.dumps(CREDS))
     other["me"]["id"] = "15550100001:8@s.whatsapp.net"  # another device of the same phone
-    assert agent.device_fingerprint(other) != fp
-    assert agent.device_fingerprint({"me": {}}) is None and agent.device_fingerprint("x") is None
+    assert keys.device_fingerprint(other) != fp
+    assert keys.device_fingerprint({"me": {}}) is None and keys.device_fingerprint("x") is None
 
 
 def bot_facts(fp: str | None, status: str = "online") -> dict[str, Any]:

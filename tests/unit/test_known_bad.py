@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from waops_host.versions import known_bad
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -42,11 +44,13 @@ def test_a_good_or_allowed_release_passes(tmp_path: Path, version: str, extra: t
     assert proc.returncode == 0, proc.stdout[-2000:]
 
 
-def test_both_roles_know_the_same_known_bad_versions() -> None:
+def test_both_roles_read_the_one_known_bad_list() -> None:
+    """One owner: the agent package's known_bad.json, which both roles' defaults look up."""
     bot = yaml.safe_load((REPO / "roles/waops_bot/defaults/main.yml").read_text())
     host = yaml.safe_load((REPO / "roles/waops_host/defaults/main.yml").read_text())
-    assert bot["waops_bot_known_bad_versions"] == host["waops_host_known_bad_versions"]
-    assert "6.7.20" in bot["waops_bot_known_bad_versions"]
+    for value in (bot["waops_bot_known_bad_versions"], host["waops_host_known_bad_versions"]):
+        assert "files/waops_host/known_bad.json" in value and "[" not in value.split("lookup")[0]
+    assert "6.7.20" in known_bad() and "6.17.16" in known_bad()
 
 
 def test_site_yml_checks_the_release_before_current_moves() -> None:

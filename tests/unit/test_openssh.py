@@ -6,10 +6,12 @@ from another test is reused."""
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,7 +269,11 @@ def test_an_installed_agent_is_not_sent_the_source_and_a_missing_one_is(tmp_path
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     doc = collect(LocalTransport("h", env=env), 20)
     assert doc["bots"] == [{"bot": "shop"}] and (tmp_path / "stdin-bytes").read_text().strip() == "0"
-    # without the agent, its source is streamed to python3: here a source that prints a facts document
-    doc = collect(LocalTransport("h", env={"PATH": "/usr/bin:/bin"}), 20,
-                  source=b"import json; print(json.dumps({'schema': 1, 'bots': []}))\n")
-    assert doc["bots"] == []
+    # without the agent, the package goes zipped to python3: here a package whose cli prints a facts document
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("waops_host/__init__.py", "")
+        z.writestr("waops_host/cli.py", "import json, sys\n\ndef run():\n"
+                   "    print(json.dumps({'schema': 1, 'bots': [], 'argv': sys.argv}))\n    return 0\n")
+    doc = collect(LocalTransport("h", env={"PATH": "/usr/bin:/bin"}), 20, source=buf.getvalue())
+    assert doc["bots"] == [] and doc["argv"] == ["waops-host", "facts", "--json"]

@@ -25,8 +25,6 @@ from waops.facts import FactsError, collect
 from waops.inventory import Host
 from waops.transport import HostKeyRefused, LocalTransport, SSHTransport, fingerprint, ssh_target
 
-AGENT = Path(__file__).resolve().parents[2] / "roles" / "waops_host" / "files" / "waops-host"
-
 
 class _Server(paramiko.ServerInterface):
     def __init__(self, client_key: paramiko.PKey, env: dict[str, str]) -> None:
@@ -219,7 +217,7 @@ def test_refused_connection_is_unreachable(tmp_path: Path) -> None:
 
 
 def test_facts_over_ssh_stream_the_real_agent(tmp_path: Path) -> None:
-    """One round trip: no waops-host installed here, so the agent source goes to `python3 -`."""
+    """One round trip: no waops-host installed here, so the agent package goes zipped to `python3 -I -c`."""
     cfg = tmp_path / "cfg"
     cfg.mkdir()
     (tmp_path / "auth").mkdir()
@@ -232,7 +230,7 @@ def test_facts_over_ssh_stream_the_real_agent(tmp_path: Path) -> None:
     server = SSHD(tmp_path, env={"WAOPS_CONFIG_DIR": str(cfg), "PATH": "/usr/bin:/bin"})
     try:
         t = SSHTransport(ssh_target(server.host(), ssh_config=tmp_path / "x"), time.monotonic() + 30)
-        doc = collect(t, 30, source=AGENT.read_bytes())
+        doc = collect(t, 30)
         t.close()
     finally:
         server.close()
@@ -244,7 +242,7 @@ def test_local_transport_and_facts_errors(tmp_path: Path) -> None:
     t = LocalTransport(env={"WAOPS_CONFIG_DIR": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
     assert t.run("cat", stdin=b"abc").stdout == b"abc"
     with pytest.raises(FactsError, match="no facts"):
-        collect(t, 10, source=AGENT.read_bytes())
+        collect(t, 10)
     with pytest.raises(UnreachableError):
         t.run("sleep 5", timeout=0.5)
 

@@ -51,7 +51,8 @@ def test_wheel_carries_playbooks_roles_inventories_and_works_outside_the_checkou
     for member in ("waops/_assets/playbooks/site.yml", "waops/_assets/playbooks/reset_session.yml",
                    "waops/_assets/roles/waops_host/files/waops-host", "waops/_assets/ansible.cfg",
                    "waops/_assets/monitoring/waops-alerts.yml",
-                   "waops/_assets/inventories/example/hosts.yml", "waops/cli/__init__.py"):
+                   "waops/_assets/inventories/example/hosts.yml", "waops/cli/__init__.py",
+                   "waops_host/schema.py", "waops_host/cli.py"):
         assert member in names or any(n.startswith(member) for n in names), member
 
     site = tmp_path / "site"
@@ -69,6 +70,9 @@ def test_wheel_carries_playbooks_roles_inventories_and_works_outside_the_checkou
     no_inv = subprocess.run([sys.executable, "-m", "waops", "diagnose", "--all"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
     assert no_inv.returncode == 2 and "WAOPS_INVENTORY" in no_inv.stderr, no_inv.stderr
+    zipped = subprocess.run([sys.executable, "-c", "import waops.facts as f; print(len(f.agent_zip()))"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60)  # the agent streamed from a wheel
+    assert zipped.returncode == 0 and int(zipped.stdout) > 10_000, zipped.stderr
 
 
 def test_lab_wheel_registers_its_commands(tmp_path: Path) -> None:

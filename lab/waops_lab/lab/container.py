@@ -17,6 +17,7 @@ from pathlib import Path
 
 from waops_lab.errors import LabError
 from waops_lab.lab.shell import ok, run
+from waops_host.process import pid_alive as _alive
 
 _BOOT_LOOP = r"""
 while :; do
@@ -144,19 +145,6 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -30,6 +30,7 @@ from waops_lab.lab.image import Image
 from waops_lab.lab.network import LabNetwork
 from waops_lab.lab.postgres import LabPostgres
 from waops_lab.lab.shell import run
+from waops_host.process import pid_alive as _pid_alive
 
 SIM_PORT = 7800
 BASTION_OCTET = 5  # the bastion's address: <lab prefix>.5
@@ -459,14 +460,6 @@ def _octets_in_use(runtime_root: Path, me: str) -> set[int]:
     addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
     used |= {int(m) for m in re.findall(r"inet 10\.77\.(\d+)\.", addrs)}
     return used
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def _kill_group(pid: int) -> None:
