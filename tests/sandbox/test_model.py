@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from waops_host.versions import bump_patch, older_than
 from waops_lab.sandbox import state as st
 from waops_lab.sandbox.clock import SimClock
 from waops_lab.sandbox.control import ControlApi
 from waops_lab.sandbox.server import Simulator
-from waops_host.versions import bump_patch, older_than
 
 
 @pytest.mark.parametrize(

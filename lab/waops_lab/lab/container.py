@@ -15,9 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
+from waops_host.process import pid_alive as _alive
 from waops_lab.errors import LabError
 from waops_lab.lab.shell import ok, run
-from waops_host.process import pid_alive as _alive
 
 _BOOT_LOOP = r"""
 while :; do

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from waops_host.process import pid_alive as _pid_alive
 from waops_lab import group_vars_dir, sandbox_bot_dir
 from waops_lab.errors import LabError
 from waops_lab.lab.container import Container, ssh_options, wait_for_ssh
@@ -30,7 +31,6 @@ from waops_lab.lab.image import Image
 from waops_lab.lab.network import LabNetwork
 from waops_lab.lab.postgres import LabPostgres
 from waops_lab.lab.shell import run
-from waops_host.process import pid_alive as _pid_alive
 
 SIM_PORT = 7800
 BASTION_OCTET = 5  # the bastion's address: <lab prefix>.5

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from waops_host.versions import bump_patch, older_than
 from waops_lab.sandbox import state as st
 from waops_lab.sandbox.clock import SimClock
 from waops_lab.sandbox.codes import (
@@ -34,7 +35,6 @@ from waops_lab.sandbox.codes import (
     RESTART_REQUIRED,
     TEMPORARY_BAN,
 )
-from waops_host.versions import bump_patch, older_than
 
 log = logging.getLogger("waops_lab.sandbox")
 
