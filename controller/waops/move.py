@@ -5,7 +5,10 @@ Order (each step recorded in the incident store, cause `moved` or `host_lost`):
    anything starts elsewhere; it does not answer: the fence waits for it (the inventory carries it in
    `waops_fenced_bots`, and the new host records itself as owner in the bot's restic repository, which
    the old host's start gate and check read);
-2. provision the new host (site.yml limited to it, with the inventory as it will be after the move);
+2. provision the new host (site.yml limited to it, with the inventory as it will be after the move, and
+   `waops_service_start=false`: the service is installed and enabled, never started, so the bot's first
+   start is on the restored session and no QR is ever shown there); a host the bot once left is unfenced
+   first (units unmasked, not started);
 3. bring the backup over: copied from the old host, else fetched from the repository; verified there;
 4. the new host claims the bot in the repository; restore the backup there and start the bot;
 5. verify: session open, no QR, a test message round trip; on failure roll back (stop the new one,
@@ -34,6 +37,10 @@ class MoveError(WaopsError):
 
 class MoveEdges(Protocol):
     def reachable(self, host: str) -> bool: ...
+
+    def fenced(self, host: str, bot: str) -> bool:
+        """The host holds a fence marker for the bot (it ran the bot once and gave it up)."""
+        ...
 
     def agent(self, host: str, args: list[str], timeout_s: float) -> dict[str, Any]:
         """`waops-host ARGS --json` on the host: the first result; MoveError when it failed."""
@@ -255,8 +262,13 @@ class Move:
             res.backup_id, res.source = r["id"], "old-host"
             self._step(res, f"fence {bot} on {res.old}", lambda: e.agent(
                 res.old, ["fence", "--bot", bot, "--moved-to", new], o.agent_timeout_s))
+        if e.fenced(new, bot):  # the bot comes back to a host it once left: lift that fence, start nothing
+            self._step(res, f"lift the old fence of {bot} on {new}", lambda: e.agent(
+                new, ["unfence", "--bot", bot], o.agent_timeout_s))
         inv = staged_inventory(after, self.workdir / "inventory")
-        self._step(res, f"provision {new}", lambda: e.playbook("site.yml", new, inv, {}, o.playbook_timeout_s))
+        # installed and enabled, not started: a bot started before its session arrives shows a QR
+        self._step(res, f"provision {new}", lambda: e.playbook("site.yml", new, inv, {"waops_service_start": False},
+                                                               o.playbook_timeout_s))
         if old_up:
             bid = res.backup_id or ""
             self._step(res, f"copy {bid} from {res.old} to {new}", lambda: e.copy_backup(res.old, new, bot, bid))
@@ -314,6 +326,7 @@ class HostEdges:
 
     AGENT = "/usr/local/bin/waops-host"
     BACKUPS = "/var/backups/waops"
+    ETC = "/etc/waops/bots"  # bot configs and fence markers (docs/CONTRACTS.md)
 
     def __init__(self, inventory: Path, settings: Any) -> None:
         self.inventory, self.settings = inventory, settings
@@ -346,6 +359,12 @@ class HostEdges:
             return self._run(host, "true", 15).exit_status == 0
         except MoveError:
             return False
+
+    def fenced(self, host: str, bot: str) -> bool:
+        import shlex
+
+        r = self._run(host, f"test -e {shlex.quote(f'{self.ETC}/{bot}.fence')}", 30)
+        return r.exit_status == 0
 
     def agent(self, host: str, args: list[str], timeout_s: float) -> dict[str, Any]:
         import shlex
