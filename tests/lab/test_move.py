@@ -87,9 +87,10 @@ def inventory_hosts(inventory: Path) -> dict[str, Any]:
 
 
 def setup_move_lab(lab: Any, tmp: Path) -> tuple[Path, str]:
-    """C serves an SFTP account for the repositories; only A lists the bot; every host of the inventory
-    carries the off-host settings (the move provisions B with them). Returns the inventory and phone."""
-    a, b, c = lab.hosts()
+    """C (the third host) serves an SFTP account for the repositories; only A (the first) lists the bot;
+    every host of the inventory carries the off-host settings (the move provisions the new host with
+    them). Returns the inventory and the bot's phone."""
+    a, c = lab.hosts()[0], lab.hosts()[2]
     key = tmp / "restic-shop"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     pub = (tmp / "restic-shop.pub").read_text().strip()
@@ -108,7 +109,8 @@ def setup_move_lab(lab: Any, tmp: Path) -> tuple[Path, str]:
         "waops_host_offhost_ssh_known_hosts": "\n".join(known),
     })
     hosts = doc["all"]["children"]["waops_bot_hosts"]["hosts"]
-    hosts[b.name]["waops_bots"] = []  # a ready image: nothing of the bot until the move provisions it
+    for h in lab.hosts()[1:]:
+        hosts[h.name]["waops_bots"] = []  # a ready image: nothing of the bot until a move provisions it
     del hosts[c.name]  # the backup host is no bot host
     (inv / "hosts.yml").write_text(json.dumps(doc, indent=2) + "\n")
     return inv, hosts[a.name]["waops_bots"][0]["phone"]
