@@ -164,3 +164,12 @@ def test_bad_targets_are_usage_errors(inventory: Path, tmp_path: Path) -> None:
         Move(inventory, "shop", "bot-a", MoveOptions(), Hosts(), None, tmp_path).run()
     with pytest.raises(UsageError, match="listed on 0 hosts"):
         Move(inventory, "crm", "bot-b", MoveOptions(), Hosts(), None, tmp_path).run()
+
+
+def test_cli_reports_a_bad_target_as_a_usage_error(inventory: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "waops", "move", "shop", "--to", "bot-z", "-i", str(inventory),
+                           "--store", str(tmp_path / "incidents.db")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not in the inventory" in proc.stderr, proc.stderr

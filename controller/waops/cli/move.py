@@ -46,11 +46,10 @@ def move(bot: str, to_host: str, inventory: str | None, write_inventory: bool, s
          output: str | None, verify_timeout: int) -> None:
     """Move BOT to another host without a new QR (fence the old copy first)."""
     from waops import move as svc
-    from waops.cli.recover import _default_inventory
     from waops.incidents import connect
 
     s = config.load({"inventory": inventory, "output": output})
-    inv = Path(s.inventory or _default_inventory())
+    inv = Path(config.require_inventory(s))
     opts = svc.MoveOptions(write_inventory=write_inventory, verify_timeout_s=verify_timeout)
     with tempfile.TemporaryDirectory(prefix="waops-move-") as work, connect(store) as st:
         edges = svc.HostEdges(inv, s)
