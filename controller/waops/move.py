@@ -1,14 +1,15 @@
 """`waops move BOT --to HOST` as a service: move a bot's session to another host without a new QR.
 
 Order (each step recorded in the incident store, cause `moved` or `host_lost`):
-1. the old host answers: a verified backup there, then FENCE it (stopped, units masked, marker) before
-   anything starts elsewhere; it does not answer: the fence waits for it (the inventory carries it in
-   `waops_fenced_bots`, and the new host records itself as owner in the bot's restic repository, which
-   the old host's start gate and check read);
+1. the old host answers: a verified backup there, then FENCE it (marker, stopped, units disabled; the
+   units' fence condition keeps them from starting) before anything starts elsewhere; it does not
+   answer: the fence waits for it (the inventory carries it in `waops_fenced_bots`, and the new host
+   records itself as owner in the bot's restic repository, which the old host's start gate and check
+   read);
 2. provision the new host (site.yml limited to it, with the inventory as it will be after the move, and
    `waops_service_start=false`: the service is installed and enabled, never started, so the bot's first
    start is on the restored session and no QR is ever shown there); a host the bot once left is unfenced
-   first (units unmasked, not started);
+   first (marker removed, units enabled, not started);
 3. bring the backup over: copied from the old host, else fetched from the repository; verified there;
 4. the new host claims the bot in the repository; restore the backup there and start the bot;
 5. verify: session open, no QR, a test message round trip; on failure roll back (stop the new one,
@@ -227,6 +228,12 @@ class Move:
         except WaopsError as e:
             res.why = str(e)
             self._rollback(res, old_up)
+        except Exception as e:  # a bug half-way must not leave the bot fenced everywhere: roll back, then raise
+            res.why = f"internal error: {type(e).__name__}: {e}"
+            self._rollback(res, old_up)
+            if self.store is not None and self.incident is not None:
+                self.store.close(self.incident, res.outcome, res.resolved_at if res.outcome != "failed" else None)
+            raise
         if res.outcome == "resolved" and self.opts.write_inventory:
             doc.path.with_name(doc.path.name + ".before-move").write_text(doc.path.read_text())
             after.write(doc.path)
@@ -405,15 +412,16 @@ class HostEdges:
 
     def verify(self, host: str, bot: str, timeout_s: float) -> tuple[bool, str]:
         from waops.inventory import load
-        from waops.recover import host_probe, host_vars
+        from waops.recover import host_probe
         from waops.verify import sim_round_trip, wait_verified
 
-        hv = host_vars(self.inventory, host, ("waops_sim_control_url",))
-        phone = next((str(b.extra["phone"]) for h in load(self.inventory, ["all"]) for b in h.bots
+        hosts = load(self.inventory, ["all"])
+        phone = next((str(b.extra["phone"]) for h in hosts for b in h.bots
                       if b.name == bot and b.extra.get("phone")), None)  # the bot's entry, wherever it is now
-        rt = sim_round_trip(hv["waops_sim_control_url"], phone) if hv.get("waops_sim_control_url") and phone else None
+        sim = next((h.extra.get("waops_sim_control_url") for h in hosts if h.name == host), None)
+        rt = sim_round_trip(str(sim), phone) if sim and phone else None
         res = wait_verified(host_probe(self.host(host), bot, self.settings), timeout_s=timeout_s, host=host,
                             round_trip=rt, wait_for_link=False)
-        if res.ok and res.last is not None and res.last.link(host).pending:
-            return False, "a QR or pairing code is waiting: the session did not come over"
+        if res.link_shown or (res.last is not None and res.last.link(host).pending):
+            return False, "a QR or pairing code was shown: the session did not come over"
         return res.ok, res.detail

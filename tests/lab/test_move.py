@@ -7,7 +7,8 @@ a `replaced` (440) event. The cases run in order, each starting where the last o
 
 1. A -> B with B unable to reach WhatsApp: the session never opens there, the move rolls back (B fenced,
    A unfenced, serving, same device), recorded as an incident `rolled_back`;
-2. A -> B, A healthy: A fenced first (stopped, masked, still down after a power cycle), B provisioned
+2. A -> B, A healthy: A fenced first (stopped, disabled, a start by hand does nothing, still down after a
+   power cycle), B provisioned
    without starting the bot, restored, open with the same device, no QR, a test message round trip;
 3. B powered off (no clean shutdown), `waops move shop --to A`: the copy comes from C; A serves it with
    no QR; when B boots again its bot stays stopped (the start gate reads the owner in C's repository),
@@ -165,9 +166,25 @@ def fenced(m: MoveLab, host: Any) -> bool:
     return m.lab.ssh(host, "test -e /etc/waops/bots/shop.fence && echo yes").strip() == "yes"
 
 
-def unit_states(m: MoveLab, host: Any) -> str:
+def unit_states(m: MoveLab, host: Any) -> list[str]:
     unit = "waops-bot-shop.service" if host.service_manager == "systemd" else "pm2-wa-shop.service"
     return m.lab.ssh(host, f"systemctl is-enabled {unit}; systemctl is-active {unit}").split()
+
+
+def fenced_for_good(m: MoveLab, host: Any) -> bool:
+    """Marker, bot not running, its unit disabled, and a start by hand does nothing (the unit's fence
+    condition: `systemctl mask` cannot link over a unit file in /etc/systemd/system)."""
+    unit = "waops-bot-shop.service" if host.service_manager == "systemd" else "pm2-wa-shop.service"
+    m.lab.ssh(host, f"systemctl start {unit}")
+    enabled, active = unit_states(m, host)
+    return (fenced(m, host) and not user_processes(m, host) and active != "active"
+            and enabled in ("masked", "disabled"))
+
+
+def user_processes(m: MoveLab, host: Any) -> list[str]:
+    """What runs as the bot's user (a fenced host: nothing, pm2's daemon included). Read with ps, not
+    `pm2 jlist`, which would spawn a daemon outside the unit."""
+    return m.lab.ssh(host, "ps -u wa-shop -o args= || true").splitlines()
 
 
 def incident(m: MoveLab, incident_id: int) -> Any:
@@ -210,7 +227,7 @@ def test_a_move_that_does_not_verify_rolls_back(mv: MoveLab) -> None:
     names = [s["name"] for s in res["steps"]]
     assert names.index("fence shop on " + mv.a.name) < names.index("provision " + mv.b.name), names
     # B stopped and fenced; A unfenced, serving the same device; nothing showed a QR
-    assert fenced(mv, mv.b) and unit_states(mv, mv.b)[0] == "masked", unit_states(mv, mv.b)
+    assert fenced_for_good(mv, mv.b), unit_states(mv, mv.b)
     assert not fenced(mv, mv.a) and unit_states(mv, mv.a) == ["enabled", "active"]
     assert wait_until(lambda: bot_running(mv.lab, mv.a) and health(mv.lab, mv.a).get("connection") == "open", 60)
     assert round_trip(mv)
@@ -236,8 +253,7 @@ def test_planned_move_fences_a_first_and_b_serves_the_same_session(mv: MoveLab) 
     assert health(mv.lab, mv.b).get("connection") == "open" and round_trip(mv)
     no_qr_no_440(mv, mark)
     assert device_id(mv) == mv.device
-    assert fenced(mv, mv.a) and not bot_running(mv.lab, mv.a)
-    assert unit_states(mv, mv.a)[0] == "masked", unit_states(mv, mv.a)
+    assert fenced_for_good(mv, mv.a), unit_states(mv, mv.a)
     hosts = inventory_hosts(mv.inventory)
     assert [b["name"] for b in hosts[mv.b.name]["waops_bots"]] == ["shop"]
     assert hosts[mv.a.name]["waops_fenced_bots"] == [{"name": "shop", "owner": mv.b.name}]
@@ -248,7 +264,7 @@ def test_planned_move_fences_a_first_and_b_serves_the_same_session(mv: MoveLab) 
     mv.lab.power_off(mv.a)
     mv.lab.power_on(mv.a)
     time.sleep(15)  # boot finishes: any unit that would start has started
-    assert fenced(mv, mv.a) and not bot_running(mv.lab, mv.a)
+    assert fenced_for_good(mv, mv.a), unit_states(mv, mv.a)
     assert "replaced" not in [e["type"] for e in mv.events_since(mark)]
 
 
@@ -274,12 +290,12 @@ def test_host_lost_move_comes_from_the_repository_and_the_old_host_stays_down(mv
     mv.lab.power_on(mv.b)
     assert wait_until(lambda: fenced(mv, mv.b), 90), mv.lab.ssh(mv.b, "journalctl -u waops-bot-shop -n 30")
     time.sleep(10)
-    assert not bot_running(mv.lab, mv.b) and unit_states(mv, mv.b)[0] == "masked"
+    assert fenced_for_good(mv, mv.b), unit_states(mv, mv.b)
     # site.yml with the written inventory, and the check, keep it that way
     run = run_site(mv.inventory, "--limit", mv.b.name)
     assert run.rc == 0, run.tail()
     mv.lab.ssh(mv.b, "waops-host check --bot shop --json")
-    assert not bot_running(mv.lab, mv.b) and fenced(mv, mv.b)
+    assert fenced_for_good(mv, mv.b), unit_states(mv, mv.b)
     assert health(mv.lab, mv.a).get("connection") == "open" and round_trip(mv)
     kinds = [e["type"] for e in mv.events_since(mark)]
     assert "replaced" not in kinds and "qr" not in kinds, kinds
