@@ -250,7 +250,9 @@ class Move:
         except WaopsError as e:
             self._record(res, name, t0, "failed", str(e))
             raise
-        self._record(res, name, t0, "ok", "" if out is None else str(out)[:300])
+        # a verify answers (ok, why): its step fails with it
+        failed = isinstance(out, tuple) and len(out) == 2 and out[0] is False
+        self._record(res, name, t0, "failed" if failed else "ok", "" if out is None else str(out)[:300])
         return out
 
     def _record(self, res: MoveResult, name: str, t0: datetime, result: str, detail: str) -> None:

@@ -173,3 +173,11 @@ def test_cli_reports_a_bad_target_as_a_usage_error(inventory: Path, tmp_path: Pa
     proc = subprocess.run([sys.executable, "-m", "waops", "move", "shop", "--to", "bot-z", "-i", str(inventory),
                            "--store", str(tmp_path / "incidents.db")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not in the inventory" in proc.stderr, proc.stderr
+
+
+def test_a_verify_that_fails_is_a_failed_step(inventory: Path, tmp_path: Path) -> None:
+    _res, inc = run(inventory, tmp_path, Hosts(verify={"bot-b": False}))
+    assert inc is not None
+    results = {s.name: s.result for s in inc.steps}
+    assert results["verify shop on bot-b: open, no QR, test message"] == "failed"
+    assert results["verify shop on bot-a"] == "ok"
