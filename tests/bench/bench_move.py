@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "controller"))  # this checkout's waops
+_CONTROLLER = str(Path(__file__).resolve().parents[2] / "controller")
+sys.path.insert(0, _CONTROLLER)  # this checkout's waops, here and in the `waops move` it runs
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_CONTROLLER, os.environ.get("PYTHONPATH")) if p)
 
-from tests.lab.test_move import MoveLab, device_id, move, setup_move_lab  # after the path fix above
-from tests.lab.test_provision_support import health, run_site, wait_until
+from tests.lab.test_move import MoveLab, device_id, move, setup_move_lab  # noqa: E402 - after the path fix
+from tests.lab.test_provision_support import health, run_site, wait_until  # noqa: E402
 
 TARGET_S = 180
 # By hand, from the README's provisioning steps on a new server: Node.js, pm2, the release, the env file
@@ -35,7 +38,6 @@ MANUAL_ESTIMATE_S = (25 * 60, 45 * 60)
 
 
 def bench(json_out: Path | None) -> int:
-    import os
     import tempfile
 
     from waops.lab import Lab, LabSettings
