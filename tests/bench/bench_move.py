@@ -71,7 +71,7 @@ def bench(json_out: Path | None) -> int:
             print(err[-3000:], file=sys.stderr)
             return 1
 
-        lab.ssh(b, "waops-host backup --bot shop --reason scheduled --json", check=True, timeout=300)
+        lab.ssh(b, "waops-host backup --bot shop --reason cron --json", check=True, timeout=300)
         t0 = time.monotonic()
         lab.power_off(b)
         rc, res, err = move(m, d, "--write-inventory")

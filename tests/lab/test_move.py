@@ -289,7 +289,7 @@ def test_planned_move_fences_a_first_and_b_serves_the_same_session(mv: MoveLab) 
 
 def test_host_lost_move_comes_from_the_repository_and_the_old_host_stays_down(mv: MoveLab) -> None:
     # the scheduled backup of B's session reaches C (cron does this; run it now)
-    out = json.loads(mv.lab.ssh(mv.b, "waops-host backup --bot shop --reason scheduled --json", check=True,
+    out = json.loads(mv.lab.ssh(mv.b, "waops-host backup --bot shop --reason cron --json", check=True,
                                 timeout=300))
     assert out["results"][0]["offhost"]["ok"], out
     mark = mv.mark()
