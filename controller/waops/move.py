@@ -1,11 +1,15 @@
 """`waops move BOT --to HOST` as a service: move a bot's session to another host without a new QR.
 
 Order (each step recorded in the incident store, cause `moved` or `host_lost`):
-1. the old host answers: a verified backup there, then FENCE it (stopped, units masked, marker) before
-   anything starts elsewhere; it does not answer: the fence waits for it (the inventory carries it in
-   `waops_fenced_bots`, and the new host records itself as owner in the bot's restic repository, which
-   the old host's start gate and check read);
-2. provision the new host (site.yml limited to it, with the inventory as it will be after the move);
+1. the old host answers: a verified backup there, then FENCE it (marker, stopped, units disabled; the
+   units' fence condition keeps them from starting) before anything starts elsewhere; it does not
+   answer: the fence waits for it (the inventory carries it in `waops_fenced_bots`, and the new host
+   records itself as owner in the bot's restic repository, which the old host's start gate and check
+   read);
+2. provision the new host (site.yml limited to it, with the inventory as it will be after the move, and
+   `waops_service_start=false`: the service is installed and enabled, never started, so the bot's first
+   start is on the restored session and no QR is ever shown there); a host the bot once left is unfenced
+   first (marker removed, units enabled, not started);
 3. bring the backup over: copied from the old host, else fetched from the repository; verified there;
 4. the new host claims the bot in the repository; restore the backup there and start the bot;
 5. verify: session open, no QR, a test message round trip; on failure roll back (stop the new one,
@@ -34,6 +38,10 @@ class MoveError(WaopsError):
 
 class MoveEdges(Protocol):
     def reachable(self, host: str) -> bool: ...
+
+    def fenced(self, host: str, bot: str) -> bool:
+        """The host holds a fence marker for the bot (it ran the bot once and gave it up)."""
+        ...
 
     def agent(self, host: str, args: list[str], timeout_s: float) -> dict[str, Any]:
         """`waops-host ARGS --json` on the host: the first result; MoveError when it failed."""
@@ -220,6 +228,12 @@ class Move:
         except WaopsError as e:
             res.why = str(e)
             self._rollback(res, old_up)
+        except Exception as e:  # a bug half-way must not leave the bot fenced everywhere: roll back, then raise
+            res.why = f"internal error: {type(e).__name__}: {e}"
+            self._rollback(res, old_up)
+            if self.store is not None and self.incident is not None:
+                self.store.close(self.incident, res.outcome, res.resolved_at if res.outcome != "failed" else None)
+            raise
         if res.outcome == "resolved" and self.opts.write_inventory:
             doc.path.with_name(doc.path.name + ".before-move").write_text(doc.path.read_text())
             after.write(doc.path)
@@ -236,7 +250,9 @@ class Move:
         except WaopsError as e:
             self._record(res, name, t0, "failed", str(e))
             raise
-        self._record(res, name, t0, "ok", "" if out is None else str(out)[:300])
+        # a verify answers (ok, why): its step fails with it
+        failed = isinstance(out, tuple) and len(out) == 2 and out[0] is False
+        self._record(res, name, t0, "failed" if failed else "ok", "" if out is None else str(out)[:300])
         return out
 
     def _record(self, res: MoveResult, name: str, t0: datetime, result: str, detail: str) -> None:
@@ -255,8 +271,13 @@ class Move:
             res.backup_id, res.source = r["id"], "old-host"
             self._step(res, f"fence {bot} on {res.old}", lambda: e.agent(
                 res.old, ["fence", "--bot", bot, "--moved-to", new], o.agent_timeout_s))
+        if e.fenced(new, bot):  # the bot comes back to a host it once left: lift that fence, start nothing
+            self._step(res, f"lift the old fence of {bot} on {new}", lambda: e.agent(
+                new, ["unfence", "--bot", bot], o.agent_timeout_s))
         inv = staged_inventory(after, self.workdir / "inventory")
-        self._step(res, f"provision {new}", lambda: e.playbook("site.yml", new, inv, {}, o.playbook_timeout_s))
+        # installed and enabled, not started: a bot started before its session arrives shows a QR
+        self._step(res, f"provision {new}", lambda: e.playbook("site.yml", new, inv, {"waops_service_start": False},
+                                                               o.playbook_timeout_s))
         if old_up:
             bid = res.backup_id or ""
             self._step(res, f"copy {bid} from {res.old} to {new}", lambda: e.copy_backup(res.old, new, bot, bid))
@@ -314,6 +335,7 @@ class HostEdges:
 
     AGENT = "/usr/local/bin/waops-host"
     BACKUPS = "/var/backups/waops"
+    ETC = "/etc/waops/bots"  # bot configs and fence markers (docs/CONTRACTS.md)
 
     def __init__(self, inventory: Path, settings: Any) -> None:
         self.inventory, self.settings = inventory, settings
@@ -346,6 +368,12 @@ class HostEdges:
             return self._run(host, "true", 15).exit_status == 0
         except MoveError:
             return False
+
+    def fenced(self, host: str, bot: str) -> bool:
+        import shlex
+
+        r = self._run(host, f"test -e {shlex.quote(f'{self.ETC}/{bot}.fence')}", 30)
+        return r.exit_status == 0
 
     def agent(self, host: str, args: list[str], timeout_s: float) -> dict[str, Any]:
         import shlex
@@ -396,6 +424,6 @@ class HostEdges:
         rt = command_round_trip(hook, host=host, bot=bot, phone=phone)
         res = wait_verified(host_probe(self.host(host), bot, self.settings), timeout_s=timeout_s, host=host,
                             round_trip=rt, wait_for_link=False)
-        if res.ok and res.last is not None and res.last.link(host).pending:
-            return False, "a QR or pairing code is waiting: the session did not come over"
+        if res.link_shown or (res.last is not None and res.last.link(host).pending):
+            return False, "a QR or pairing code was shown: the session did not come over"
         return res.ok, res.detail

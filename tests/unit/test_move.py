@@ -28,12 +28,16 @@ class Clock:
 class Hosts:
     """What each host answers; `down` hosts are unreachable, `verify` says how the bot looks after."""
 
-    def __init__(self, down: tuple[str, ...] = (), verify: dict[str, bool] | None = None) -> None:
-        self.down, self.verify_ok = set(down), dict(verify or {})
+    def __init__(self, down: tuple[str, ...] = (), verify: dict[str, bool] | None = None,
+                 fenced: tuple[str, ...] = ()) -> None:
+        self.down, self.verify_ok, self.fences = set(down), dict(verify or {}), set(fenced)
         self.calls: list[str] = []
 
     def reachable(self, host: str) -> bool:
         return host not in self.down
+
+    def fenced(self, host: str, bot: str) -> bool:
+        return host in self.fences
 
     def agent(self, host: str, args: list[str], timeout_s: float) -> dict[str, Any]:
         self.calls.append(f"{host}: {' '.join(args)}")
@@ -88,7 +92,7 @@ def test_planned_move_fences_the_old_host_before_anything_starts(inventory: Path
     assert hosts.calls == [
         "bot-a: backup --bot shop --reason manual",
         "bot-a: fence --bot shop --moved-to bot-b",
-        'bot-b: playbook site.yml {}',
+        'bot-b: playbook site.yml {"waops_service_start": false}',
         "copy 20261122T025900Z-manual-aaaaaa bot-a->bot-b",
         "bot-b: verify --bot shop 20261122T025900Z-manual-aaaaaa",
         "bot-b: offhost claim --bot shop",
@@ -103,6 +107,15 @@ def test_planned_move_fences_the_old_host_before_anything_starts(inventory: Path
     assert doc["bot-a"]["waops_fenced_bots"] == [{"name": "shop", "owner": "bot-b"}]
     assert doc["bot-b"]["waops_bots"] == [{"name": "shop", "phone": "15550100001"}]
     assert (inventory / "hosts.yml.before-move").exists()
+
+
+def test_a_host_the_bot_once_left_is_unfenced_without_a_start_before_provisioning(inventory: Path,
+                                                                                  tmp_path: Path) -> None:
+    hosts = Hosts(fenced=("bot-b",))
+    res, _inc = run(inventory, tmp_path, hosts)
+    assert res.outcome == "resolved"
+    assert hosts.calls[1:4] == ["bot-a: fence --bot shop --moved-to bot-b", "bot-b: unfence --bot shop",
+                                'bot-b: playbook site.yml {"waops_service_start": false}']
 
 
 def test_lost_host_brings_the_copy_from_the_repository(inventory: Path, tmp_path: Path) -> None:
@@ -151,3 +164,20 @@ def test_bad_targets_are_usage_errors(inventory: Path, tmp_path: Path) -> None:
         Move(inventory, "shop", "bot-a", MoveOptions(), Hosts(), None, tmp_path).run()
     with pytest.raises(UsageError, match="listed on 0 hosts"):
         Move(inventory, "crm", "bot-b", MoveOptions(), Hosts(), None, tmp_path).run()
+
+
+def test_cli_reports_a_bad_target_as_a_usage_error(inventory: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "waops", "move", "shop", "--to", "bot-z", "-i", str(inventory),
+                           "--store", str(tmp_path / "incidents.db")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not in the inventory" in proc.stderr, proc.stderr
+
+
+def test_a_verify_that_fails_is_a_failed_step(inventory: Path, tmp_path: Path) -> None:
+    _res, inc = run(inventory, tmp_path, Hosts(verify={"bot-b": False}))
+    assert inc is not None
+    results = {s.name: s.result for s in inc.steps}
+    assert results["verify shop on bot-b: open, no QR, test message"] == "failed"
+    assert results["verify shop on bot-a"] == "ok"

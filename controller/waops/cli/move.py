@@ -17,13 +17,14 @@ Examples:
   waops move -i inventories/prod shop --to bot-2                      (prints the inventory change)
   waops move -i inventories/prod shop --to bot-2 --write-inventory    (makes it; keeps a .before-move copy)
 \b
-Order: a verified backup on the old host and the old copy FENCED (stopped, masked) first; when the old
-host does not answer, the new host records itself as owner in the bot's restic repository and the old
-host fences itself before its bot starts again. Then the new host is provisioned (site.yml limited to
-it), the backup comes over (from the old host, else from the repository), is restored and started, and
-the session is verified (open, no QR, a test message when the inventory sets
-waops_verify_roundtrip_command). A move that does not verify is rolled back to the old host when it
-answers. Recorded as an incident, cause `moved` or `host_lost`.
+Order: a verified backup on the old host and the old copy FENCED (stopped, disabled, kept from starting)
+first; when the old host does not answer, the new host records itself as owner in the bot's restic
+repository and the old host fences itself before its bot starts again. Then the new host is provisioned
+(site.yml limited to it, the bot's service installed but not started), the backup comes over (from the
+old host, else from the repository), is restored and started, and the session is verified (open, no QR,
+a test message when the inventory sets
+waops_verify_roundtrip_command). A move that does not verify is rolled back to
+the old host when it answers. Recorded as an incident, cause `moved` or `host_lost`.
 \b
 Exit codes:
   0  moved and verified

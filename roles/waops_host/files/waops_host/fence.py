@@ -59,6 +59,9 @@ def do_fence(cfg: BotConfig, owner: str | None, why: str, stop: bool = True) -> 
         # --no-block: the gate runs inside the unit's own start job; waiting for its stop would deadlock
         for args in ((["stop", "--no-block", unit]) if stop else []), ["disable", unit], ["mask", unit]:
             if args and (err := systemctl(*args)):
+                if args[0] == "mask" and "already exists" in err:
+                    continue  # a unit file in /etc/systemd/system cannot be masked; its fence condition
+                    # (ConditionPathExists=!<marker>, set by the waops_service role) keeps it from starting
                 errors.append(f"systemctl {' '.join(args)}: {err}")
     return {"bot": cfg.name, "ok": True, "fenced": True, "marker": fence_path(cfg), "owner": owner,
             "units": service_units(cfg), "errors": errors}
@@ -66,12 +69,12 @@ def do_fence(cfg: BotConfig, owner: str | None, why: str, stop: bool = True) -> 
 
 def do_unfence(cfg: BotConfig, start: bool) -> dict[str, Any]:
     errors = []
+    with contextlib.suppress(FileNotFoundError):  # first: the units' fence condition skips a start while it exists
+        os.unlink(fence_path(cfg))
     for unit in service_units(cfg):
         for args in (["unmask", unit], ["enable", unit], *([["start", unit]] if start else [])):
             if err := systemctl(*args):
                 errors.append(f"systemctl {' '.join(args)}: {err}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(fence_path(cfg))
     return {"bot": cfg.name, "ok": not (start and errors), "fenced": False, "errors": errors}
 
 
