@@ -103,12 +103,23 @@ def test_role_defaults_and_argument_specs_are_in_step(role: str) -> None:
     public = {k: v for k, v in defaults.items() if not k.startswith("__")}
     specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     main = specs["main"].get("options") or {}
-    assert set(public) - set(main) == set(), "defaults without an argument_specs entry"
+    documented = {name for spec in specs.values() for name in (spec.get("options") or {})}
+    assert set(public) - documented == set(), "defaults without an argument_specs entry"
     assert {k for k, o in main.items() if not o.get("required")} - set(public) == set(), "options without a default"
-    for name, spec in main.items():
-        if "default" in spec:
-            assert spec["default"] == public[name], name
     for entry, spec in specs.items():
         for name, opt in (spec.get("options") or {}).items():
+            if "default" in opt:
+                assert opt["default"] == public[name], f"{entry}: {name}"
             assert name.startswith(f"{role}_"), f"{entry}: {name} is not role-prefixed"
             assert opt.get("required") or name in public, f"{entry}: {name} has no default and is not required"
+
+
+def test_the_service_is_driven_in_one_place() -> None:
+    """pm2 startOrRestart and the systemd reset-failed live only in the role's `control` entry point; the
+    repair playbooks and the role's restart handler call it."""
+    books = [*(ROOT / "roles").rglob("*.yml"), *(ROOT / "playbooks").rglob("*.yml")]
+    writers = sorted(str(p.relative_to(ROOT)) for p in books
+                     if "startOrRestart" in p.read_text() or "reset-failed" in p.read_text())
+    assert writers == ["roles/waops_service/tasks/control.yml"]
+    callers = [p.name for p in (ROOT / "playbooks").glob("*.yml") if "tasks_from: control" in p.read_text()]
+    assert len(callers) >= 8, callers
