@@ -125,6 +125,9 @@ def auto_recover_once(engine: Engine, host: Any, cause: str = "process_down") ->
     from waops.lab.faults import inject
 
     lab = engine.lab
+    # A check run on the healthy bot first, as cron's would between two incidents: an earlier incident
+    # clears, so this one is announced (the check announces an open incident only once).
+    lab.ssh(host, "waops-host check --bot shop >/dev/null", timeout=120)
     before = {i.id for i in engine.incidents()}
     faulted = time.monotonic()
     inject(lab, host.name, cause, "shop")
