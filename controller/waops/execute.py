@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waops.assets import asset_root, roles_dir
+from waops.assets import asset_root, collections_path
 from waops.assets import playbook as bundled_playbook
 from waops.errors import WaopsError
 from waops_host.process import pid_alive as _alive
@@ -384,7 +384,8 @@ def run_playbook(
     result = RunResult(playbook=path.name, status="starting", rc=None)
     env = {
         "ANSIBLE_CONFIG": str(asset_root() / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(roles_dir()),
+        # The roles are found by their FQCN (waops.ops.waops_bot) in the bundled collection.
+        "ANSIBLE_COLLECTIONS_PATH": str(collections_path()),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         **(envvars or {}),
     }

@@ -65,7 +65,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX incident_steps_incident ON incident_steps (incident_id)",
         ),
     ),
+    # Who started the repair: an operator (waops recover, a playbook run by hand) or nobody (auto: the
+    # Event-Driven Ansible rulebook). Incidents from before the column were all operators'.
+    (
+        3,
+        ("ALTER TABLE incidents ADD COLUMN trigger TEXT NOT NULL DEFAULT 'operator'"
+         " CHECK (trigger IN ('operator', 'auto'))",),
+    ),
 )
+TRIGGERS: tuple[str, ...] = ("operator", "auto")
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -105,6 +113,7 @@ class Incident:
     human_wait_s: float
     evidence: Any
     steps: tuple[StepRecord, ...] = field(default=())
+    trigger: str = "operator"
 
     @property
     def mttr_s(self) -> float | None:
@@ -125,7 +134,7 @@ class Incident:
             "resolved_at": _iso(self.resolved_at), "outcome": self.outcome,
             "human_wait_s": self.human_wait_s, "mttr_s": self.mttr_s,
             "mttr_excl_human_s": self.mttr_excl_human_s, "evidence": self.evidence,
-            "steps": [s.to_dict() for s in self.steps],
+            "trigger": self.trigger, "steps": [s.to_dict() for s in self.steps],
         }  # fmt: skip
 
 
@@ -198,7 +207,8 @@ class _Postgres(_Dialect):
 
 # --- the store -----------------------------------------------------------------------------------
 
-_INCIDENT_COLS = "id, host, bot, cause, code, started_at, detected_at, resolved_at, outcome, human_wait_s, evidence"
+_INCIDENT_COLS = ("id, host, bot, cause, code, started_at, detected_at, resolved_at, outcome, human_wait_s, evidence,"
+                  " trigger")
 
 
 class IncidentStore:
@@ -273,16 +283,19 @@ class IncidentStore:
         started_at: datetime,
         evidence: Any = (),
         detected_at: datetime | None = None,
+        trigger: str = "operator",
     ) -> int:
         """Record a new incident; started_at is the first evidence of the failure (the caller's)."""
+        if trigger not in TRIGGERS:
+            raise UsageError(f"unknown trigger {trigger!r} (one of: {', '.join(TRIGGERS)})")
         detected = detected_at or now()
         with self._tx() as cur:
             row = self._exec(
                 cur,
-                "INSERT INTO incidents (host, bot, cause, code, started_at, detected_at, evidence)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO incidents (host, bot, cause, code, started_at, detected_at, evidence, trigger)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (host, bot, cause, code, self._d.ts_in(started_at), self._d.ts_in(detected),
-                 self._d.json_in(list(evidence) if isinstance(evidence, tuple) else evidence)),
+                 self._d.json_in(list(evidence) if isinstance(evidence, tuple) else evidence), trigger),
             ).fetchone()  # fmt: skip
         return int(row[0])
 
@@ -406,12 +419,12 @@ class IncidentStore:
         return {k: tuple(v) for k, v in out.items()}
 
     def _incident(self, row: Sequence[Any], steps: tuple[StepRecord, ...]) -> Incident:
-        iid, host, bot, cause, code, started, detected, resolved, outcome, wait, evidence = row
+        iid, host, bot, cause, code, started, detected, resolved, outcome, wait, evidence, trigger = row
         started_at, detected_at = self._d.ts_out(started), self._d.ts_out(detected)
         assert started_at is not None and detected_at is not None  # NOT NULL columns
         return Incident(
             int(iid), host, bot, cause, code, started_at, detected_at, self._d.ts_out(resolved),
-            outcome, float(wait), self._d.json_out(evidence), steps,
+            outcome, float(wait), self._d.json_out(evidence), steps, str(trigger),
         )  # fmt: skip
 
     def close_store(self) -> None:

@@ -210,6 +210,20 @@ _HUMAN_ONLY = {
 }
 
 
+# What an unattended engine (the Event-Driven Ansible rulebook) may do with a plan: run it (auto), wait for
+# an operator's go (ask: a QR scan or pairing code needs the phone anyway), or only alert (never). The
+# inventory's waops_recover_policy overrides it per cause.
+POLICIES: tuple[str, ...] = ("auto", "ask", "never")
+
+
+def default_policy(plan: Plan) -> str:
+    """auto for fixes nobody takes part in, ask when a step needs a person (the reset), never when only a
+    person can act (banned, rate limited) or there is nothing to do."""
+    if plan.intent != "fix":
+        return "never"
+    return "ask" if plan.needs_human else "auto"
+
+
 def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = None) -> Plan:
     """The smallest fix that works for this diagnosis, and what to try when it does not."""
     o = options or PlanOptions()

@@ -10,6 +10,8 @@ wants it. The lab test (tests/lab/test_provision.py) runs the same check against
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -70,6 +72,7 @@ class StandIn:
                         "path": self.path,
                         "headers": dict(self.headers),
                         "body": json.loads(body),
+                        "raw": body,
                         "status": status,
                     }
                 )
@@ -201,6 +204,10 @@ def test_one_alert_per_incident_one_escalation_one_recovery(abot: Bot, standin: 
             assert req["path"] == f"/bot{TOKEN}/sendMessage" and req["body"]["chat_id"] == CHAT
         else:
             assert req["headers"]["X-Waops-Secret"] == HOOK_SECRET
+            # signed (HMAC-SHA256 over "<time>.<body>" with the webhook secret), as the EDA source checks it
+            stamp = req["headers"]["X-Waops-Timestamp"]
+            mac = hmac.new(HOOK_SECRET.encode(), stamp.encode() + b"." + req["raw"], hashlib.sha256).hexdigest()
+            assert req["headers"]["X-Waops-Signature"] == f"sha256={mac}"
 
 
 def test_quiet_hours_defer_non_critical_alerts_critical_ones_go_at_once(abot: Bot, standin: StandIn) -> None:

@@ -64,6 +64,16 @@ def test_wheel_carries_playbooks_roles_inventories_and_works_outside_the_checkou
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
     assert Path(probe.stdout.strip()) == site / "waops" / "_assets"
+    # Ansible finds the roles by FQCN in the wheel's copy: a farm made in the user's cache maps it.
+    env_cache = {**env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    farm = subprocess.run([sys.executable, "-c", "import waops.assets as a; print(a.collections_path())"],
+                          cwd=tmp_path, env=env_cache, capture_output=True, text=True, timeout=60)
+    assert farm.returncode == 0, farm.stderr
+    mapped = Path(farm.stdout.strip()) / "ansible_collections" / "waops" / "ops"
+    assert (mapped / "roles" / "waops_bot" / "meta" / "argument_specs.yml").is_file()
+    assert (mapped / "meta" / "runtime.yml").is_file() and (mapped / "playbooks" / "recover.yml").is_file()
+    assert (mapped / "extensions" / "eda" / "rulebooks" / "waops_recover.yml").is_file()
+    assert (mapped / "plugins" / "action" / "waops_diagnose.py").is_file()
     helped = subprocess.run([sys.executable, "-m", "waops", "--help"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=60)
     assert helped.returncode == 0 and "diagnose" in helped.stdout and "provision" in helped.stdout

@@ -116,7 +116,8 @@ def _render_incident(inc: Incident) -> None:
 
     console = _console()
     console.print(f"[bold]incident {inc.id}[/bold]  {inc.host}/{inc.bot}  cause [bold]{inc.cause}[/bold]"
-                  f"{'' if inc.code is None else f' (code {inc.code})'}  outcome {inc.outcome or 'open'}")  # fmt: skip
+                  f"{'' if inc.code is None else f' (code {inc.code})'}  outcome {inc.outcome or 'open'}"
+                  f"  trigger {inc.trigger}")  # fmt: skip
     console.print(
         f"started {_when(inc.started_at)}  detected {_when(inc.detected_at)}  resolved {_when(inc.resolved_at)}"
     )
