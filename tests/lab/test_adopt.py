@@ -144,8 +144,8 @@ printf 'node_modules/\\n' > .gitignore && git add -A && git commit -qm 'whatsapp
 """, timeout=900)
     # First life on the folder store (the dot folder), then moved to PostgreSQL by hand: a new link.
     _sh(lab, host, f"cd {WORKDIR} && {_env(lab, phone, with_db=False)} pm2 start index.js --name {APP} >/dev/null")
-    _wait(lambda: "creds.json" in _sh(lab, host, f"ls {FOLDER} 2>/dev/null || true")
-          and '"registered":true' in _sh(lab, host, f"tr -d ' ' < {FOLDER}/creds.json || true"), 120, "folder link")
+    _wait(lambda: '"me":' in _sh(lab, host, f"tr -d ' ' < {FOLDER}/creds.json 2>/dev/null || true"), 120,
+          "the link on the folder store")
     _sh(lab, host, f"pm2 delete {APP} >/dev/null")
     _sh(lab, host, f"cd {WORKDIR} && {_env(lab, phone)} pm2 start index.js --name {APP} >/dev/null "
                    "&& pm2 save >/dev/null && pm2 startup systemd -u root --hp /root >/dev/null")
