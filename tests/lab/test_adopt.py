@@ -356,7 +356,7 @@ def test_3_fault_on_the_adopted_bot_is_recovered(adlab: RcLab, cause: str, allow
         assert inc is not None and inc.cause == cause
     finally:
         r.sim.clear(phone)
-        r.ssh(1, "pkill -f waops-lab-stray || true")
+        r.ssh(1, "pkill -f 'index.js waops-lab-[s]tray' || true")
         r.sim.set_auto_link(True)
     _wait_healthy(r)
     assert crm_rows(r) == crm  # the other bot's table
