@@ -335,8 +335,9 @@ def _inject(r: RcLab, cause: str) -> None:
         r.sim.fault(phone, cause)
 
 
-CAUSES = [("process_down", ("resolved",)), ("creds_lost", ("resolved",)),
-          ("corrupt_keys", ("resolved", "rolled_back")), ("logged_out", ("resolved",)), ("conflict", ("resolved",))]
+# corrupt_keys last: its fallbacks (restore, reset) change the session most.
+CAUSES = [("process_down", ("resolved",)), ("creds_lost", ("resolved",)), ("logged_out", ("resolved",)),
+          ("conflict", ("resolved",)), ("corrupt_keys", ("resolved", "rolled_back"))]
 
 
 @pytest.mark.parametrize(("cause", "allowed"), CAUSES, ids=[c for c, _ in CAUSES])
