@@ -371,3 +371,19 @@ class _null:
 
     def __exit__(self, *_: Any) -> None:
         return None
+
+
+def test_4_rollback_of_an_adopted_working_copy_is_a_persons_step(adlab: RcLab) -> None:
+    """waops does not rewrite an adopted working copy: a rollback names the last known good commit (the
+    newest verified backup taken on another commit) and the exact commands, and changes nothing."""
+    r = adlab
+    good = snapshot(r)["head"]
+    r.ssh(1, f"cd {WORKDIR} && echo '// hotfix' >> index.js && git commit -qam 'hotfix' && git rev-parse HEAD",
+          check=True)
+    head = snapshot(r)["head"]
+    assert head != good
+    proc = _run("ansible-playbook", "-i", str(r.inventory), "playbooks/rollback_release.yml", "-e",
+                f"waops_bot={APP}", "--limit", r.host(1).name, timeout=600)
+    assert proc.returncode != 0
+    assert f"git checkout {good}" in proc.stdout and f"pm2 restart {APP}" in proc.stdout, proc.stdout[-3000:]
+    assert snapshot(r)["head"] == head  # nothing was checked out
