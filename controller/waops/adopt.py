@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from waops.adoption import parse
-from waops.errors import WaopsError
+from waops.errors import UsageError, WaopsError
 
 PROBE_SOURCE = Path(__file__).with_name("adopt_probe.py")
 
@@ -124,7 +124,10 @@ def _postgres(name: str, bot: dict[str, Any], p: Proposal) -> dict[str, Any] | N
 def render(host: str, proposals: list[Proposal]) -> str:
     """The host_vars YAML, comments first; every entry checked by waops.adoption before it is shown."""
     for p in proposals:
-        parse(host, p.entry)
+        try:
+            parse(host, p.entry)
+        except UsageError as exc:  # an entry waops could not fill in: shown, with what is missing
+            p.notes.append(f"{p.entry['name']}: incomplete, fill in before provisioning: {exc}")
     lines = [f"# waops adopt {host}: {len(proposals)} Baileys bot(s) found.",
              f"# Paste into host_vars/{host}.yml (merge with an existing waops_bots list), then add the vault",
              "# variables below (ansible-vault edit group_vars/all/vault.yml) and run waops provision.",
