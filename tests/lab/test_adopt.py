@@ -327,8 +327,8 @@ def _inject(r: RcLab, cause: str) -> None:
         _psql(r.lab, h, "DELETE FROM baileys_auth WHERE key = 'creds'")
         r.ssh(1, f"pm2 start {APP}", check=True)
     elif cause == "conflict":  # a second copy started by hand in the working copy
-        _sh(r.lab, h, f"cd {WORKDIR} && {_env(r.lab, phone)} setsid node index.js waops-lab-stray "
-                      ">/dev/null 2>&1 < /dev/null & sleep 1")
+        inner = f"cd {WORKDIR} && {_env(r.lab, phone)} exec node index.js waops-lab-stray"
+        r.ssh(1, f"setsid bash -c {shlex.quote(inner)} > /dev/null 2>&1 < /dev/null & sleep 1", check=True)
     elif cause == "corrupt_keys":
         r.sim.fault(phone, cause, burst=12)
     else:
