@@ -103,6 +103,8 @@ def _postgres(name: str, bot: dict[str, Any], p: Proposal) -> dict[str, Any] | N
         return None
     found.sort(key=lambda x: x[0])
     _, db, t = found[0]
+    if not t.get("named_in_code"):
+        p.notes.append(f"{name}: the bot's code does not name table {t['table']}: check it is this bot's")
     var = f"vault_{name.replace('-', '_')}_pg_dsn"
     p.vault[var] = f"the value of {db['variable']} in {db['from']} of {bot['manager']} {bot['name']}"
     if db.get("sslmode") != "require":

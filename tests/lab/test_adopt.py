@@ -149,6 +149,9 @@ printf 'node_modules/\\n' > .gitignore && git add -A && git commit -qm 'whatsapp
     _sh(lab, host, f"pm2 delete {APP} >/dev/null")
     _sh(lab, host, f"cd {WORKDIR} && {_env(lab, phone)} pm2 start index.js --name {APP} >/dev/null "
                    "&& pm2 save >/dev/null && pm2 startup systemd -u root --hp /root >/dev/null")
+    _wait(lambda: _psql(lab, host, "SELECT count(*) FROM baileys_auth WHERE key = 'creds' AND value ? 'me'")
+          .strip() == "1" if _psql(lab, host, "SELECT to_regclass('baileys_auth') IS NOT NULL").strip() == "t"
+          else False, 120, "the link on PostgreSQL")
     # Another bot's session in its own table of the same database.
     _psql(lab, host, "CREATE TABLE crm_auth (key text PRIMARY KEY, value jsonb); INSERT INTO crm_auth "
                      "SELECT 'pre-key-' || i, jsonb_build_object('id', i) FROM generate_series(1, 25) i; "
