@@ -77,7 +77,9 @@ def test_role_renders_the_agent_config(tmp_path: Path) -> None:
     out = tmp_path / "bot.json"
     play.write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False, "connection": "local",
-        "vars": {"waops_bots": [bot], "ansible_python_interpreter": sys.executable},
+        # role_path: the defaults read the known-bad list from the role's files, as inside the role
+        "vars": {"waops_bots": [bot], "ansible_python_interpreter": sys.executable,
+                 "role_path": str(ROOT / "roles/waops_host")},
         "tasks": [{"ansible.builtin.include_vars": {"file": str(ROOT / "roles/waops_host/defaults/main.yml")}},
                   {"ansible.builtin.template": {"src": str(ROOT / "roles/waops_host/templates/bot.json.j2"),
                                                 "dest": str(out), "mode": "0600"},
