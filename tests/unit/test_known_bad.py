@@ -57,8 +57,8 @@ def test_site_yml_checks_the_release_before_current_moves() -> None:
     """site.yml deploys through the waops_bot role, whose per-bot tasks run the known-bad check (above,
     with a real ansible-playbook) before `current` is pointed at the release."""
     site = yaml.safe_load((REPO / "playbooks/site.yml").read_text())
-    assert any(r == "waops_bot" or (isinstance(r, dict) and r.get("role") == "waops_bot")
-               for play in site for r in play.get("roles", []))
+    names = {r if isinstance(r, str) else r.get("role") or r.get("name") for play in site for r in play.get("roles", [])}
+    assert "waops.ops.waops_bot" in names, names
     main = yaml.safe_load((REPO / "roles/waops_bot/tasks/main.yml").read_text())
     assert any((t.get("ansible.builtin.include_tasks") or {}).get("file") == "bot.yml" for t in main)
     tasks = yaml.safe_load((REPO / "roles/waops_bot/tasks/bot.yml").read_text())
