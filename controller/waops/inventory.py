@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from waops.adoption import Adopted, is_adopted
+from waops.adoption import parse as parse_adopted
 from waops.errors import UsageError
 
 # CONTRACTS.md "Inventory variables": group defaults for missing bot keys.
@@ -37,6 +39,7 @@ class Bot:
     pairing: str = "qr"
     library_expected: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    adopted: Adopted | None = field(default=None, repr=False)  # an existing bot waops did not deploy
 
 
 @dataclass
@@ -282,6 +285,13 @@ def _bots(host: str, raw: Any, defaults: dict[str, str]) -> list[Bot]:
         if not _BOT_NAME.match(item["name"]):
             raise UsageError(f"host {host}: bot name {item['name']!r} must match [a-z0-9_-]+")
         known = {"name", "service_manager", "auth_store", "pairing", "library_expected"}
+        if is_adopted(item):
+            adopted = parse_adopted(host, item)
+            bots.append(Bot(name=item["name"], service_manager=adopted.manager, auth_store=adopted.auth_store,
+                            pairing=str(item.get("pairing") or defaults["pairing"]),
+                            library_expected=item.get("library_expected"),
+                            extra={k: v for k, v in item.items() if k not in known}, adopted=adopted))
+            continue
         bots.append(Bot(
             name=item["name"],
             service_manager=str(item.get("service_manager") or defaults["service_manager"]),

@@ -8,8 +8,10 @@ Pure control flow over callables (probe, playbook run, verify), like waops.recov
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from waops.errors import UsageError
@@ -84,3 +86,85 @@ def migrate(host: str, bot: str, to: str, *, probe: Probe, run: RunPlaybook, rou
     else:
         res.why = f"{why}; switching back to the {source} store failed too: {res.why}"
     return res
+
+
+# --- the inventory follows ----------------------------------------------------------------------------
+# site.yml writes what the inventory says: after a migration the bot's auth_store there must name the new
+# store, or the next provisioning would switch the bot back to the old one (whose keys are now stale).
+
+
+@dataclass
+class InventoryEdit:
+    written: bool
+    path: str | None
+    edit: str  # the change in words: what was written, or the exact edit a person makes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"written": self.written, "path": self.path, "edit": self.edit}
+
+
+def record_store(inventory: str, host: str, bot: str, to: str) -> InventoryEdit:
+    """Set `auth_store: TO` on BOT's entry in the plain YAML file that lists it (host_vars/HOST.yml first,
+    then the inventory file itself), keeping the file's comments and layout; or say exactly what to edit."""
+    want = f"set `auth_store: {to}` on the entry `name: {bot}` of waops_bots in host_vars/{host}.yml"
+    inv = Path(inventory)
+    files = ([inv / "host_vars" / f"{host}.{ext}" for ext in ("yml", "yaml")]
+             + [inv / f"hosts.{ext}" for ext in ("yml", "yaml")]) if inv.is_dir() else [inv]
+    try:
+        from ruamel.yaml import YAML
+    except ImportError:  # no round-trip YAML here: rewriting would drop the file's comments
+        return InventoryEdit(False, None, want)
+    for path in files:
+        if not path.is_file():
+            continue
+        rt = YAML()
+        rt.preserve_quotes = True
+        rt.indent(mapping=2, sequence=4, offset=2)  # Ansible's usual layout: `  - name: shop`
+        rt.width = 4096  # never re-wrap a long line
+        try:
+            doc = rt.load(path.read_text())
+        except Exception:  # vault tags, templates ruamel cannot hold: a person edits it
+            continue
+        entry = _bot_entry(doc, host, bot, host_vars=path.parent.name == "host_vars")
+        if entry is None:
+            continue
+        if entry.get("adopted") is True:
+            return InventoryEdit(False, str(path), f"{bot} is adopted: its store is its own code's choice")
+        entry["auth_store"] = to
+        tmp = path.with_name(f".{path.name}.waops-tmp")
+        with tmp.open("w") as f:
+            rt.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        import yaml  # check the written file says what we meant before it replaces the old one
+
+        check = _bot_entry(yaml.safe_load(tmp.read_text()), host, bot, host_vars=path.parent.name == "host_vars")
+        if not check or check.get("auth_store") != to:
+            tmp.unlink()
+            return InventoryEdit(False, str(path), want)
+        os.replace(tmp, path)
+        return InventoryEdit(True, str(path), f"{path}: auth_store: {to} on bot {bot}")
+    return InventoryEdit(False, None, want)
+
+
+def _bot_entry(doc: Any, host: str, bot: str, host_vars: bool) -> Any:
+    if not isinstance(doc, dict):
+        return None
+    scopes = [doc] if host_vars else []
+    if not host_vars:
+        def walk(group: Any) -> None:
+            if isinstance(group, dict):
+                hv = (group.get("hosts") or {}).get(host) if isinstance(group.get("hosts"), dict) else None
+                if isinstance(hv, dict):
+                    scopes.append(hv)
+                for child in (group.get("children") or {}).values() if isinstance(group.get("children"), dict) else []:
+                    walk(child)
+
+        for top in doc.values():
+            walk(top)
+    for hv in scopes:
+        for b in hv.get("waops_bots") or []:
+            if isinstance(b, dict) and b.get("name") == bot:
+                return b
+    return None

@@ -41,7 +41,14 @@ class BotState:
 
     @property
     def connection(self) -> str | None:
-        return self.health.connection or None
+        c = self.health.connection
+        if c:
+            return str(c)
+        # A bot without the keep-alive agent (an adopted one) writes no health file: its running process
+        # and its newest log records (the connection opened, nothing failed after) are the word there is.
+        if not self.facts.get("health") and getattr(self.diagnosis, "rule", None) == "opened":
+            return "open"
+        return None
 
     def link(self, host: str) -> LinkRequest:
         return LinkRequest.from_mapping(self.health.to_dict(), bot=str(self.facts.get("bot") or ""), host=host)

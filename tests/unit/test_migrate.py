@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,3 +77,42 @@ def test_same_store_or_unknown_store_is_a_usage_error() -> None:
         go(Host("files", {"files"}), "files")
     with pytest.raises(UsageError):
         go(Host("files", {"files"}), "redis")
+
+
+# --- the inventory follows the migration ------------------------------------------------------------
+
+
+def test_inventory_host_vars_get_the_new_store_with_comments_kept(tmp_path: Path) -> None:
+    from waops.migrate import record_store
+
+    (tmp_path / "hosts.yml").write_text("all:\n  children:\n    waops_bot_hosts:\n      hosts:\n        bot1: {}\n")
+    hv = tmp_path / "host_vars"
+    hv.mkdir()
+    text = ("# the shop's bots\nwaops_bots:\n  - name: shop   # the main number\n    phone: '15550100001'\n"
+            "    auth_store: files\n  - name: crm\n    auth_store: files\n")
+    (hv / "bot1.yml").write_text(text)
+    (hv / "bot1.yml").chmod(0o640)
+    edit = record_store(str(tmp_path), "bot1", "shop", "sqlite")
+    assert edit.written and edit.path == str(hv / "bot1.yml"), edit
+    after = (hv / "bot1.yml").read_text()
+    assert after == text.replace("    auth_store: files\n  - name: crm", "    auth_store: sqlite\n  - name: crm")
+    assert (hv / "bot1.yml").stat().st_mode & 0o777 == 0o640
+
+
+def test_inventory_inline_host_vars_and_refusals(tmp_path: Path) -> None:
+    from waops.migrate import record_store
+
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  children:\n    g:\n      hosts:\n        bot1:\n          waops_bots: [{name: shop}]\n")
+    assert record_store(str(tmp_path), "bot1", "shop", "postgres").written
+    assert "auth_store: postgres" in inv.read_text()
+    # a bot the inventory does not list by name (a group default decides its store): the edit is printed
+    edit = record_store(str(tmp_path), "bot1", "other", "sqlite")
+    assert not edit.written and "auth_store: sqlite" in edit.edit and "host_vars/bot1.yml" in edit.edit
+    # a vaulted file is never rewritten
+    vaulted = tmp_path / "v"
+    (vaulted / "host_vars").mkdir(parents=True)
+    secret = "waops_bots: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6231\n"
+    (vaulted / "host_vars" / "bot1.yml").write_text(secret)
+    assert not record_store(str(vaulted), "bot1", "shop", "sqlite").written
+    assert (vaulted / "host_vars" / "bot1.yml").read_text() == secret

@@ -8,13 +8,15 @@ import sys
 import click
 
 from waops.cli.app import App, global_options, pass_app
-from waops.errors import UsageError
+from waops.errors import ExitCode, UsageError
 
 EPILOG = """\b
-Exit codes: 0 migrated, 1 not migrated (rolled back to the old store, or failed), 2 usage error,
-3 host unreachable, 75 another waops run holds the bot.
-Afterwards set the bot's auth_store in the inventory to the new store: site.yml writes what the
-inventory says."""
+Exit codes: 0 migrated and the inventory updated, 1 not migrated (rolled back to the old store, or
+failed), 2 usage error, 3 host unreachable, 4 migrated but the inventory could not be written safely:
+make the printed edit by hand (site.yml writes what the inventory says), 75 another waops run holds the bot.
+
+The bot's auth_store is written into the plain YAML file that lists the bot (host_vars/HOST.yml first),
+comments and layout kept; a vaulted or templated file is left alone and the exact edit is printed."""
 
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +39,10 @@ def migrate(app: App, host: str, bot: str, to: str, verify_timeout: int) -> None
     if len(found) != 1:
         raise UsageError(f"{host}: expected one host with bot {bot}, found {len(found)}")
     h, target = found[0]
+    entry = next((b for b in h.bots if b.name == bot), None)
+    if entry is not None and entry.adopted is not None:
+        raise UsageError(f"{host}/{bot} is adopted: its store is its own code's choice (move it into the "
+                         "managed layout first)")
     rt = rc.round_trip(target)
 
     def run(extravars: dict) -> object:
@@ -46,8 +52,15 @@ def migrate(app: App, host: str, bot: str, to: str, verify_timeout: int) -> None
     with BotLock(target.host, target.bot):
         res = svc.migrate(target.host, target.bot, to, probe=rc.host_probe(h, target.bot, app.settings), run=run,
                           round_trip=rt, verify_timeout_s=verify_timeout)
+    edit = svc.record_store(inv, target.host, target.bot, to) if res.outcome == "migrated" else None
+    doc = {**res.to_dict(), "inventory": edit.to_dict() if edit else None}
     if app.output == "json":
-        click.echo(json.dumps({"schema": 1, "results": [res.to_dict()]}, indent=2))
+        click.echo(json.dumps({"schema": 1, "results": [doc]}, indent=2))
     else:
         click.echo(f"{res.host}/{res.bot}: {res.outcome} ({res.source} -> {res.to}): {res.why}", err=True)
+        if edit is not None:
+            click.echo(f"inventory updated: {edit.edit}" if edit.written else
+                       f"inventory NOT updated, do it by hand before the next provision: {edit.edit}", err=True)
+    if edit is not None and not edit.written:
+        sys.exit(ExitCode.NEEDS_HUMAN)
     sys.exit(res.exit_code)

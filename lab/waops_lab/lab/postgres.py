@@ -49,12 +49,16 @@ class LabPostgres:
             hba = self.data_dir / "pg_hba.conf"
             hba.write_text("local all all trust\n"
                            f"host all all {self.subnet} scram-sha-256\n")
+        if not (self.data_dir / "server.crt").exists():  # a data dir made before the lab offered TLS
+            self._certificate()
         if self.running():
             return  # `lab up` adding hosts to a lab that already runs: pg_ctl start would fail
         run(["runuser", "-u", "postgres", "--", str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-w",
              "-l", str(self.data_dir / "server.log"), "-o",
              f"-c listen_addresses={self.listen} -c port={self.port} -c unix_socket_directories={self.data_dir}"
-             " -c fsync=off -c password_encryption=scram-sha-256",
+             " -c fsync=off -c password_encryption=scram-sha-256"
+             # TLS as a managed database offers it: bots connect with sslmode=require (plain still allowed)
+             " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
              "start"], timeout=60)
         self._psql(f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}') THEN "
                    f"CREATE ROLE {DB_USER} LOGIN; END IF; END$$;")
@@ -65,6 +69,16 @@ class LabPostgres:
         exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'").strip()
         if exists != "1":
             self._psql(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
+
+    def _certificate(self) -> None:
+        """A self-signed server certificate in the data directory (sslmode=require checks no CA, as with
+        most managed databases reached without their CA bundle)."""
+        crt, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-days", "30", "-subj", f"/CN={self.listen}", "-keyout", str(key), "-out", str(crt)], timeout=60)
+        key.chmod(0o600)
+        for f in (crt, key):
+            shutil.chown(f, "postgres", "postgres")
 
     def running(self) -> bool:
         return run(["runuser", "-u", "postgres", "--", str(_bindir() / "pg_ctl"), "-D", str(self.data_dir),

@@ -39,7 +39,8 @@ from .base import (
 from .keys import creds_summary, device_fingerprint, key_type
 from .library import library_info
 from .locks import backup_root
-from .pgstore import SQL_EXPORT, Psql
+from .pglayout import sql_export
+from .pgstore import Psql
 from .privdrop import BotChild
 from .sqlitestore import write_sqlite_member
 from .verify import verify_backup
@@ -159,7 +160,7 @@ def write_db_dump(cfg: BotConfig, dest: str) -> tuple[dict[str, Any], Any]:
     assert cfg.pg is not None
     sink = Sink(dest, cfg.age_recipient)
     rows, creds, by_type = 0, None, {}
-    proc = Psql(cfg.pg).popen_out(SQL_EXPORT)
+    proc = Psql(cfg.pg).popen_out(sql_export(cfg.pg))
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:

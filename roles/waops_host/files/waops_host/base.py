@@ -37,7 +37,7 @@ MAX_MANIFEST = 32 << 20  # lists every auth file (~90 bytes each); parsing costs
 MAX_ENTRIES = 200_000  # auth files in one backup: keeps the manifest under MAX_MANIFEST
 MAX_CHILD_REPLY = 64 << 20  # what a bot-user child may send back (log tails, facts): bounded
 SUMMARY_KEYS = ("id", "bot", "reason", "created_at", "creds_linked", "device", "encrypted", "library",
-                "auth_store")
+                "auth_store", "release")
 MAX_TEXT = 1000  # one shipped log line is cut at 4x this
 
 

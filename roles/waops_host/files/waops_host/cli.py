@@ -103,7 +103,8 @@ def cmd_list(cfg: BotConfig) -> dict[str, Any]:
         {"id": b["id"], "reason": b["summary"].get("reason"), "created_at": b["summary"].get("created_at"),
          "verified": is_verified(b), "verified_at": (b["verify"] or {}).get("verified_at"),
          "creds_linked": b["summary"].get("creds_linked"), "encrypted": b["summary"].get("encrypted"),
-         "library_version": (b["summary"].get("library") or {}).get("version")}
+         "library_version": (b["summary"].get("library") or {}).get("version"),
+         "release": b["summary"].get("release")}  # an adopted bot's: the git commit it ran
         for b in reversed(list_backups(cfg))]}  # newest first
 
 

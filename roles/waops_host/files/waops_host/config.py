@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from .base import AUTH_STORES, BOT_NAME_RE, ConfigError, read_small_json
+from .pglayout import pg_check_layout
 from .sqlitestore import SQLITE_TABLE_RE
 
 
@@ -63,7 +64,13 @@ class BotConfig:
                 if not pg.get(k):
                     raise ConfigError(f"{path}: postgres.{k} is required")
             self.pg = {"port": 5432, "session": name, **pg}
+            pg_check_layout(self.pg, path)
         self.sqlite: dict[str, str] | None = sqlite_config(doc, path, name) if self.auth_store == "sqlite" else None
+        # An adopted bot (deployed by someone else): its code is a working directory, not releases.
+        self.adopted = doc.get("adopted") is True
+        self.workdir = os.path.normpath(str(doc["workdir"])) if doc.get("workdir") else None
+        if self.workdir is not None and (not os.path.isabs(self.workdir) or self.workdir == "/"):
+            raise ConfigError(f"{path}: workdir must be an absolute path below /")
 
     def _int(self, key: str, default: int, minimum: int) -> int:
         value = self.doc.get(key, default)

@@ -17,7 +17,8 @@ from .keys import creds_summary, key_type
 from .library import library_info
 from .logtail import logs_from_files, logs_from_journald
 from .offhost import offhost_facts
-from .pgstore import SQL_FACTS, Psql
+from .pglayout import sql_facts
+from .pgstore import Psql
 from .privdrop import as_bot, read_as_bot
 from .process import count_instances, process_pm2, process_systemd, run_quiet
 from .restore import restore_pool
@@ -68,7 +69,7 @@ def _child_auth_facts(_: None, auth_dir: str) -> dict[str, Any]:
 
 def db_facts(cfg: BotConfig) -> dict[str, Any]:
     try:
-        out = Psql(cfg.pg or {}, timeout=5).run(SQL_FACTS).decode("utf-8", "replace")
+        out = Psql(cfg.pg or {}, timeout=5).run(sql_facts(cfg.pg or {})).decode("utf-8", "replace")
     except AgentError as e:
         return {"reachable": False, "error": str(e)[:1000]}
     by_type: dict[str, int] = {}

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 from typing import Any
 
-from .base import KEY_TYPES, AgentError
+from .base import AgentError
+from .pglayout import pg_psql_vars
 
 
 class Psql:
@@ -27,7 +28,8 @@ class Psql:
         pg = self.pg
         cmd = [psql, "-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1",
                "-h", str(pg["host"]), "-p", str(pg.get("port", 5432)), "-U", str(pg["user"]),
-               "-d", str(pg["dbname"]), "-v", f"s={pg['session']}", "-v", f"t={pg['table']}", "-f", "-"]
+               "-d", str(pg["dbname"]), "-v", f"s={pg['session']}", "-v", f"t={pg['table']}",
+               *pg_psql_vars(pg), "-f", "-"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update({"PGCONNECT_TIMEOUT": "3", "PGAPPNAME": "waops-host", "LC_ALL": "C.UTF-8"})
         if pg.get("password_file"):
@@ -69,20 +71,6 @@ class Psql:
         p.stdin = None
         p.stderr = err  # read back by the caller after wait()
         return p
-
-
-SQL_EXPORT = (
-    "SELECT json_build_object('key', key, 'value', value)::text FROM :\"t\" "
-    "WHERE session = :'s' ORDER BY key;\n"
-)
-SQL_DELETE = "DELETE FROM :\"t\" WHERE session = :'s';\n"
-# A CASE of prefix LIKEs (built from the constant KEY_TYPES, longest first) is ~20x faster than a regex.
-_TYPE_CASE = "CASE WHEN key = 'creds' THEN 'creds' " + " ".join(
-    f"WHEN key LIKE '{t}-%' THEN '{t}'" for t in KEY_TYPES) + " ELSE 'other' END"
-SQL_FACTS = (
-    "SELECT " + _TYPE_CASE + " AS t, count(*) FROM :\"t\" WHERE session = :'s' GROUP BY 1 ORDER BY 1;\n"
-    "SELECT 'CREDS', value::text FROM :\"t\" WHERE session = :'s' AND key = 'creds';\n"
-)
 
 
 def copy_text_escape(line: str) -> str:

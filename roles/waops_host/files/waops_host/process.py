@@ -56,6 +56,8 @@ def process_pm2(cfg: BotConfig) -> tuple[dict[str, Any], dict[str, str]]:
                             "uptime_s": None, "instances": 0, "pid": None, "exit_code": None}
     logs = {"out": os.path.join(cfg.pm2_home, "logs", f"{cfg.service_name}-out.log"),
             "err": os.path.join(cfg.pm2_home, "logs", f"{cfg.service_name}-error.log")}
+    if isinstance(cfg.doc.get("pm2_logs"), dict):  # an adopted app's own out_file/error_file (pm2 down)
+        logs.update({k: str(v) for k, v in cfg.doc["pm2_logs"].items() if k in ("out", "err") and v})
     pm2 = shutil.which("pm2") or next((p for p in ("/usr/local/bin/pm2", "/usr/bin/pm2") if os.path.exists(p)),
                                       None)
     if not pm2:
@@ -196,6 +198,20 @@ def systemd_status(proc: dict[str, Any], show: str) -> dict[str, Any]:
     return proc
 
 
+def adopted_instance(cfg: BotConfig, pid: str, cmd: bytes) -> bool:
+    """An adopted bot names no auth dir on its command line or environment: a node process whose working
+    directory is the bot's is one of its instances (pm2 and a copy started by hand both run there)."""
+    if not cfg.adopted or cfg.workdir is None:
+        return False
+    prog = os.path.basename(cmd.split(b"\0", 1)[0].split(b" ", 1)[0])
+    if not prog.startswith(b"node"):
+        return False
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == cfg.workdir
+    except OSError:
+        return False
+
+
 def count_instances(cfg: BotConfig) -> int:
     """Processes running this bot with the same auth dir (a duplicate means 440/Bad MAC)."""
     hits: dict[int, int] = {}  # pid -> ppid
@@ -208,7 +224,7 @@ def count_instances(cfg: BotConfig) -> int:
                 cmd = f.read(8192)
             if not cmd or cmd.startswith(b"PM2") or b"waops-host" in cmd:
                 continue
-            same = cfg.auth_dir.encode() in cmd
+            same = cfg.auth_dir.encode() in cmd or adopted_instance(cfg, d, cmd)
             if not same:
                 with open(f"/proc/{d}/environ", "rb") as f:
                     env = f.read(65536).split(b"\0")

@@ -13,6 +13,7 @@ from .backup import clean_tmp, do_backup
 from .base import EXIT_USAGE, AgentError, read_small_json
 from .catalog import is_verified, list_backups
 from .keys import key_type
+from .pglayout import pg_has_updated_at, pg_key, pg_value, pg_where
 from .pgstore import Psql
 from .privdrop import as_bot
 from .restore import is_restorable
@@ -81,19 +82,23 @@ def _broken_json(path: str) -> bool:
 
 
 def prune_keys_db(cfg: BotConfig, mode: str, dry_run: bool) -> dict[str, int]:
-    sess = "key LIKE 'session-%'" + ("" if mode == "all" else " AND (value = 'null'::jsonb OR value = '{}'::jsonb)")
+    pg = cfg.pg or {}
+    k, v, where = pg_key(pg), pg_value(pg), pg_where(pg)
+    sess = f"{k} LIKE 'session-%'" + ("" if mode == "all" else f" AND ({v} = 'null'::jsonb OR {v} = '{{}}'::jsonb)")
+    # Sender keys go by age, which only a table with updated_at tells (an adopted table keeps them).
+    senders = (f"UNION ALL SELECT :\"kc\", 'sender-key' FROM :\"t\" WHERE {where} AND {k} LIKE 'sender-key-%' "
+               f"AND {k} NOT LIKE 'sender-key-memory-%' AND updated_at < now() - (:days * interval '1 day')"
+               if pg_has_updated_at(pg) else "")
     sql = (
         "\\set keep " + str(int(cfg.prekeys_keep)) + "\n\\set days " + str(float(cfg.sender_key_days)) + "\n"
         "BEGIN;\n"
         "CREATE TEMP TABLE waops_drop ON COMMIT DROP AS "
-        f"SELECT key, 'session' AS t FROM :\"t\" WHERE session = :'s' AND {sess} "
-        "UNION ALL SELECT key, 'pre-key' FROM (SELECT key, row_number() OVER "
-        "(ORDER BY substring(key from '^pre-key-([0-9]+)$')::bigint DESC) AS rn FROM :\"t\" "
-        "WHERE session = :'s' AND key ~ '^pre-key-[0-9]+$') p WHERE rn > :keep "
-        "UNION ALL SELECT key, 'sender-key' FROM :\"t\" WHERE session = :'s' AND key LIKE 'sender-key-%' "
-        "AND key NOT LIKE 'sender-key-memory-%' AND updated_at < now() - (:days * interval '1 day');\n"
+        f"SELECT :\"kc\" AS key, 'session' AS t FROM :\"t\" WHERE {where} AND {sess} "
+        f"UNION ALL SELECT key, 'pre-key' FROM (SELECT :\"kc\" AS key, row_number() OVER "
+        f"(ORDER BY substring({k} from '^pre-key-([0-9]+)$')::bigint DESC) AS rn FROM :\"t\" "
+        f"WHERE {where} AND {k} ~ '^pre-key-[0-9]+$') p WHERE rn > :keep {senders};\n"
         + ("" if dry_run else
-           "DELETE FROM :\"t\" WHERE session = :'s' AND key IN (SELECT key FROM waops_drop);\n")
+           f"DELETE FROM :\"t\" WHERE {where} AND :\"kc\" IN (SELECT key FROM waops_drop);\n")
         + "SELECT t, count(*) FROM waops_drop GROUP BY t;\nCOMMIT;\n"
     )
     out = Psql(cfg.pg or {}).run(sql).decode()

@@ -18,7 +18,8 @@ from .backup import do_backup
 from .base import MANIFEST, MAX_MANIFEST, MAX_SMALL_JSON, AgentError, fsync_dir, log, read_small_json
 from .catalog import is_verified, list_backups
 from .keys import device_fingerprint
-from .pgstore import SQL_DELETE, Psql, copy_text_escape
+from .pglayout import pg_insert, sql_delete
+from .pgstore import Psql, copy_text_escape
 from .privdrop import BotChild, as_bot
 from .process import count_instances
 from .sqlitestore import _child_sqlite_clear, restore_sqlite
@@ -243,11 +244,9 @@ def restore_db(cfg: BotConfig, fpath: str, mem: dict[str, Any]) -> int:
                 chunks.append(copy_text_escape(line) + "\n")
                 rows += 1
     chunks.append("\\.\n")
-    chunks.append(SQL_DELETE)
-    chunks.append(
-        "INSERT INTO :\"t\" (session, key, value) SELECT :'s', (line::jsonb)->>'key', "
-        "(line::jsonb)->'value' FROM waops_restore;\nCOMMIT;\n"
-    )
+    pg = cfg.pg or {}
+    chunks.append(sql_delete(pg))
+    chunks.append(pg_insert(pg, "(line::jsonb)->>'key'", "(line::jsonb)->'value'") + " FROM waops_restore;\nCOMMIT;\n")
     Psql(cfg.pg or {}, timeout=120).run("".join(chunks).encode())
     return rows
 
@@ -259,7 +258,7 @@ def do_reset(cfg: BotConfig) -> dict[str, Any]:
     removed = as_bot(cfg, _child_clear_auth, cfg.auth_dir)
     rows = None
     if cfg.pg is not None:
-        out = Psql(cfg.pg).run("WITH d AS (" + SQL_DELETE.strip().rstrip(";") + " RETURNING 1) "
+        out = Psql(cfg.pg).run("WITH d AS (" + sql_delete(cfg.pg).strip().rstrip(";") + " RETURNING 1) "
                                "SELECT count(*) FROM d;\n")
         rows = int(out.strip() or 0)
     if cfg.sqlite is not None:

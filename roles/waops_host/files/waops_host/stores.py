@@ -17,7 +17,8 @@ from .backup import _child_tar_auth, do_backup
 from .base import AUTH_STORES, EXIT_USAGE, MAX_ENTRIES, MAX_MEMBER, AgentError
 from .config import BotConfig
 from .keys import creds_summary, key_type
-from .pgstore import SQL_EXPORT, Psql
+from .pglayout import sql_export
+from .pgstore import Psql
 from .privdrop import BotChild, as_bot
 from .process import count_instances
 from .restore import _child_extract, restore_db
@@ -85,7 +86,7 @@ def read_files_keys(cfg: BotConfig) -> tuple[dict[str, Any], list[str]]:
 def read_pg_keys(cfg: BotConfig) -> tuple[dict[str, Any], list[str]]:
     assert cfg.pg is not None
     keys: dict[str, Any] = {}
-    proc = Psql(cfg.pg).popen_out(SQL_EXPORT)
+    proc = Psql(cfg.pg).popen_out(sql_export(cfg.pg))
     assert proc.stdout is not None and proc.stderr is not None
     for raw in proc.stdout:
         if raw.strip():
