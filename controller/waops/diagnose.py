@@ -17,11 +17,20 @@ from typing import Any
 from waops.config import Settings
 from waops.logparse import Record, parse_line, parse_lines
 from waops.model import CAUSES
-from waops.rules import CODES, PAIRING_GRACE_RECORDS, RATE_LIMIT_RECENT_S, STOP_CAUSES, Match, classify_record
+from waops.rules import (
+    CODES,
+    LOG_RULES,
+    PAIRING_GRACE_RECORDS,
+    RATE_LIMIT_RECENT_S,
+    STOP_CAUSES,
+    Match,
+    classify_record,
+)
 
 FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
 RESTART_AFTER_PAIRING = (515, 410)  # 410 Gone was the multi-device beta's restart required
-DECRYPT_RULES = ("bad_mac", "decrypt_failed")  # libsignal's errors and Baileys' own line for them
+# libsignal's errors, Baileys' own line for them, a missing key file: every counted (flood) rule
+DECRYPT_RULES = tuple(r.name for r in LOG_RULES if r.kind == "flood")
 RECENCY_DECAY = 0.97  # per newer failure line: an old line needs much more weight to win
 MAX_EVIDENCE = 6
 # A v7 session uploads ~812 pre-keys where 6.x uploads 30: the folder thresholds grow by this much.

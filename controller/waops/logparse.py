@@ -182,6 +182,9 @@ _CARET_HEAD = re.compile(r"^(?:file://)?(?:/|[A-Za-z]:[\\/]|\.{1,2}/|node:)\S*:\
 TERMINAL_WIDTHS = (80,)  # a terminal hard-wraps a long line at its width; the cut word goes on next line
 _WRAPPED_TAIL = re.compile(r"^[a-z0-9)\]}'\".,:;/_-]")
 # ...but a line that opens with a time, an epoch column or a pm2 prefix is a record of its own
+# the error node prints under a caret block, after one blank line: `SyntaxError: ...`, `<ref *1> Error: ...`
+_THROWN_UNDER_CARET = re.compile(r"^(?:Uncaught |<ref \*\d+> )?[A-Z]?\w*(?:Error|Exception)\b(?: \[\w+\])?:?")
+_CARET_LINE = re.compile(r"^\s*\^+\s*$")
 _RECORD_START = re.compile(r"^(?:\d{4}-\d\d-\d\d|\d{10,13}\b|\d+\|)")
 _CONT = re.compile(r"^(?:\s|at\s|[}\])]|\^+\s*$|\.\.\. \d+ more|Caused by:)")
 _QUOTED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`""")
@@ -206,7 +209,7 @@ def parse_lines(lines: Iterable[str], pasted: bool = True) -> list[Record]:
             # record in its own stream continues the newest open record
             key, cur = last.key, last
         if not body.strip():
-            if cur is not None and cur.depth <= 0:
+            if cur is not None and cur.depth <= 0 and not cur.bridge_blank():
                 open_by_key.pop(key).close()
             continue
         if cur is not None and cur.takes(body):
@@ -239,6 +242,15 @@ class _Open:
         self.depth = _depth(first) if rec.source != "pino" and not cut_json else 0
         self.tail = first.rstrip()
         self.caret = bool(_CARET_HEAD.match(first.strip()))
+        self.gap = False  # a blank line seen right after a caret block's caret
+
+    def bridge_blank(self) -> bool:
+        """Node prints a fatal exception as file:line, the source line, the caret, a blank line, then the
+        error and its stack: one blank line right after the caret does not end that record."""
+        if self.caret and not self.gap and _CARET_LINE.match(self.tail):
+            self.gap = True
+            return True
+        return False
 
     def may_grow(self) -> bool:
         return self.rec.source not in ("pino", "journald-json")
@@ -248,6 +260,8 @@ class _Open:
             return False
         if body.startswith('{"'):
             return False  # a JSON line at column 0 (pino) starts its own record, even in an unclosed dump
+        if self.gap and _CARET_LINE.match(self.tail):
+            return bool(_THROWN_UNDER_CARET.match(body))  # the error under the caret, after the blank line
         if self.caret and self.lines < 3:
             return True  # the source line and the caret under a fatal exception's file:line
         if self.depth > 0:

@@ -86,9 +86,14 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
          "failure", "library_mismatch", None, 0.93, origin="node"),
     # a package manager could not install the library: nothing to load
-    Rule("install_failed", r"npm (?:ERR!|error) (?:syscall spawn git|enoent An unknown git error)|"
-         r"Couldn't find the binary git|npm (?:ERR!|error) code (?:ETARGET|ERESOLVE|E404)\b",
+    # (Baileys pulls libsignal from git: no git, no key for the ssh URL, or npm's allow-git refusing it)
+    Rule("install_failed", r"npm (?:ERR!|error) (?:syscall spawn git|(?:enoent )?An unknown git error|command git\b|"
+         r"code (?:ETARGET|ERESOLVE|E404|EALLOWGIT)\b)|Couldn't find the binary git",
          "failure", "library_mismatch", None, 0.8, origin="runtime"),
+    # V8 cannot parse a file of a dependency (caret under a node_modules line, then SyntaxError): the
+    # installed library needs another Node.js or module system than the one running it
+    Rule("dependency_syntax", r"node_modules[/\\][^\n]*:\d+\n(?:[^\n]*\n){0,3}?[ \t]*\^+[ \t]*\n\s*SyntaxError: ",
+         "failure", "library_mismatch", None, 0.7, origin="node"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
     # bots print these from their own process.on(...) handler and keep running: weak on their own
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection|"
@@ -146,11 +151,17 @@ LOG_RULES: tuple[Rule, ...] = (
     # the legacy WAConnection's close line names its reason
     Rule("legacy_replaced", r"closed connection, reason replaced", "failure", "conflict", 440, 0.85,
          origin="runtime"),
+    # the legacy web protocol's command frame by which the phone unlinks this web session
+    Rule("legacy_cmd_disconnect", r'\[\s*"Cmd"\s*,\s*\{\s*"type"\s*:\s*"disconnect"', "failure", "logged_out",
+         401, 0.8, origin="runtime"),
     Rule("legacy_invalid_session", r"closed connection, reason invalid_session", "failure", "logged_out", 401,
          0.85, origin="runtime"),
     # -- rate limit / ban: change nothing on the session (429 in Boom data is not corrupt keys)
     Rule("rate_overlimit", r"rate-overlimit|rate_overlimit|Too Many Requests|\bdata\W{0,4}429\b", "failure",
          "rate_limited", 429, 0.9, origin="peer"),
+    # the server's IQ error for a query it will not serve now (thrown by assertNodeErrorFree like
+    # rate-overlimit): unavailableService, back off and retry
+    Rule("service_unavailable", r"\bservice-unavailable\b", "failure", "network", 503, 0.7, origin="peer"),
     Rule("banned_text", r"account (?:is |has been )?banned|number (?:is |has been )?banned|\bbanned\b.{0,30}whatsapp",
          "failure", "banned", 403, 0.7, origin="bot"),
     Rule("version_old", r"Method Not Allowed", "failure", "client_outdated", 405, 0.8, origin="peer"),
@@ -204,6 +215,10 @@ LOG_RULES: tuple[Rule, ...] = (
     # the decryption errors, counted with libsignal's
     Rule("decrypt_failed", r"failed to decrypt message|failure in decrypting message", "flood", "corrupt_keys",
          500, 0.8, min_count=10, origin="baileys", literal="failed to decrypt message"),
+    # a key the message needs is missing from the multi-file store (its file is gone): the message is not
+    # decrypted, counted with the decryption errors
+    Rule("key_file_missing", r"ENOENT\b[^\n]{0,240}\b(?:sender-key|session|pre-key)-[^\s'\"]*\.json", "flood",
+         "corrupt_keys", 500, 0.8, min_count=10, origin="runtime"),
     # libsignal rotating a session: it does so only while messages flow, so the session is alive. It decides
     # nothing when anything else is in the window (a flood, a failure, a state)
     Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "alive", origin="libsignal"),

@@ -1,6 +1,6 @@
 """Judge the classifier on a directory of saved logs (on demand; asserts nothing, prints figures).
 
-    python3 tests/bench/judge_logs.py DIR [DIR ...] [--quiet]
+    python3 tests/bench/judge_logs.py DIR [DIR ...] [--quiet] [--part NAME]
 
 Each file is named `<expected cause>--<code or none>--<format>--<slug>.log` (tests/fixtures/logs uses the
 same first two fields). A file counts as exact when the cause matches and, where the name gives a code,
@@ -10,7 +10,8 @@ rate, accuracy per cause and per format, and a confusion matrix (expected rows, 
 Use it on real logs that Baileys, Evolution API and WAHA users posted publicly, kept outside this
 repository (they are other people's text; docs/judge-set.md says how the set is built): a miss there
 means the reader or a rule is too narrow, and the fix is a general one plus a fixture written by us.
-A SPLIT.tsv beside the excerpts (file, part) adds the figures per part (dev, held-out). The list of the
+A SPLIT.tsv beside the excerpts (file, part) adds the figures per part (dev, held-out); --part NAME
+judges only the files of that part, so every table below is that part's. The list of the
 set (file, thread, label, reason, part) is tests/bench/judge_sources.tsv; files not in it are named.
 """
 
@@ -71,11 +72,13 @@ def _splits(paths: list[Path]) -> dict[str, str]:
     return out
 
 
-def judge(paths: list[Path], quiet: bool = False) -> int:
+def judge(paths: list[Path], quiet: bool = False, part: str | None = None) -> int:
     settings = Settings()
     files = sorted(f for p in paths for f in (p.iterdir() if p.is_dir() else [p])
                    if f.is_file() and f.name.endswith(".log"))
     split = _splits(paths)
+    if part is not None:
+        files = [f for f in files if split.get(f.name) == part]
     listed = _listed()
     unlisted = [f.name for f in files if listed and f.name not in listed]
     if unlisted:
@@ -132,7 +135,13 @@ if __name__ == "__main__":
     import signal
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the report quietly
-    args = [a for a in sys.argv[1:] if a != "--quiet"]
+    argv = sys.argv[1:]
+    part = None
+    if "--part" in argv:
+        i = argv.index("--part")
+        part = argv[i + 1] if i + 1 < len(argv) else sys.exit("--part needs a name (dev, held-out, ...)")
+        del argv[i:i + 2]
+    args = [a for a in argv if a != "--quiet"]
     if not args:
         sys.exit(__doc__)
-    sys.exit(judge([Path(a) for a in args], quiet="--quiet" in sys.argv))
+    sys.exit(judge([Path(a) for a in args], quiet="--quiet" in argv, part=part))
