@@ -55,10 +55,7 @@ def test_facts_on_pm2_less_host_with_a_50mb_log(bot: Bot) -> None:
         f.truncate(50 << 20)
         f.seek(50 << 20)
         f.write(("\n".join(END_ERR) + "\n").encode())
-    t0 = time.monotonic()
-    b = facts(bot)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 2.0, elapsed  # bounded: independent of the 50 MB (typical is ~0.1 s)
+    b = facts(bot)  # bounded: what it reads is asserted below (bytes_read), never how long it took
     assert b["process"]["manager"] == "pm2" and b["process"]["status"] in ("missing", "stopped")
     logs = b["logs"]
     assert logs["source"] == "pm2" and logs["window_bytes"] == WINDOW
@@ -172,13 +169,13 @@ def test_instances_counts_processes_on_the_same_auth_dir(bot: Bot) -> None:
     assert facts(bot)["process"]["instances"] == 0
 
 
-def test_facts_is_fast(bot: Bot) -> None:
+def test_facts_on_a_bloated_folder_with_backups(bot: Bot) -> None:
+    # how long this takes is bench_diagnose's figure, never an assertion here
     bot.populate(prekeys=800)
     for _ in range(3):
         bot.backup("cron")
-    t0 = time.monotonic()
-    facts(bot)
-    assert time.monotonic() - t0 < 1.5  # typical ~0.15 s including interpreter start
+    b = facts(bot)
+    assert b["auth"]["by_type"]["pre-key"] == 800 and b["backups"]["count"] == 3
 
 
 def test_real_pm2_when_available(bot: Bot, tmp_path: Path) -> None:
