@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from waops.config import Settings
@@ -123,7 +123,9 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
         n = len(failures)
         scored = [(m.weight * RECENCY_DECAY ** (n - 1 - k), k) for k, (_, _, m) in enumerate(failures)]
         _, best_k = max(scored)
-        _, rec, m = failures[best_k]
+        i, rec, m = failures[best_k]
+        if m.code is None:
+            m = _twin_code(i, m, failures + expected)
         same = [t for t in failures if t[2].cause == m.cause]
         conf = m.weight + min(0.09, 0.03 * (len(same) - 1))
         lines = [rec] + [t[1] for t in reversed(same) if t[1] is not rec]
@@ -154,6 +156,17 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
     if noise:
         ev.append(f"{len(noise)} known-noise line(s), e.g. {noise[-1][1].evidence(120)}")
     return Diagnosis("unknown", None, ev, 0.3 if (noise or expected) else 0.2, None, None)
+
+
+TWIN_DISTANCE = 3  # records: Baileys' pino line and the bot's console dump of the same close sit this close
+
+
+def _twin_code(i: int, m: Match, near: Sequence[tuple[int, Record, Match]]) -> Match:
+    """A line that names the cause without its code (`Error: Restart Required` in a console dump) takes
+    the code of a line next to it that names the same cause with one: the same event, logged twice."""
+    twins = [(abs(j - i), t.code) for j, _, t in near
+             if t.cause == m.cause and t.code is not None and abs(j - i) <= TWIN_DISTANCE]
+    return replace(m, code=min(twins)[1]) if twins else m
 
 
 def records_from_logs(logs: Mapping[str, Any] | None) -> list[Record]:

@@ -54,7 +54,10 @@ _STATUS = re.compile(
     r"""["']?(?:status(?:Code|Reason)|disconnectionReasonCode|closeReason|reasonCode)["']?\s*[:=]\s*["']?([1-5]\d\d)\b"""
 )
 _CODE = re.compile(r"""["']?code["']?\s*[:=]\s*["']?([1-5]\d\d)\b""")
-_REASON = re.compile(r"""(?:failure reason|reason)\s*=\s*\\?["']([1-5]\d\d)""")
+# the server's failure node: `<failure reason="405" location="frc"/>`, and the same node as Baileys dumps
+# it (`"reason": "405", "location": "cln"`): the reason is the code even when the dump is cut before it
+_REASON = re.compile(r"""(?:failure reason|reason)\s*=\s*\\?["']([1-5]\d\d)|"""
+                     r"""\breason["']?\s*:\s*["']([1-5]\d\d)["']\s*,\s*["']?location\b""")
 # the legacy WAConnection and Boom's own rendering: `Unauthorized(401)`, `Unexpected status ... 401`
 _NAMED = re.compile(
     r"\b(?:Unauthorized|Forbidden|Gone|Conflict|Not Acceptable|Method Not Allowed|Payment Required|"
@@ -64,8 +67,10 @@ _NAMED = re.compile(
 )
 # what bots print for people: `Status: 405, Reason: Connection Failure`, `(reason: 408)`
 # (a lowercase `status: 500,` with a comma is a key of a dumped object, an HTTP API's error body: not one)
+# and in prose, `a status code of 440`; never an HTTP client's `Request failed with status code 404`
 _HUMAN = re.compile(r"\b(?:Status|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b|"
-                    r"\bstatus(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b(?!\s*,)")
+                    r"\bstatus(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b(?!\s*,)|"
+                    r"(?<!with )\b[Ss]tatus [Cc]ode (?:of |is )?([1-5]\d\d)\b")
 # bot templates that print `<code>|<connection>`: "Too many reconnect attempts: 428|close"
 _PIPE_STATE = re.compile(r"\b([1-5]\d\d)\|(?:close|open|connecting)\b")
 # the legacy WAConnection's BaileysError carries a bare `status: 401`

@@ -94,6 +94,15 @@ LOG_RULES: tuple[Rule, ...] = (
     # installed library needs another Node.js or module system than the one running it
     Rule("dependency_syntax", r"node_modules[/\\][^\n]*:\d+\n(?:[^\n]*\n){0,3}?[ \t]*\^+[ \t]*\n\s*SyntaxError: ",
          "failure", "library_mismatch", None, 0.7, origin="node"),
+    # the same, said by the module loader without the caret block (the file line was not kept): a SyntaxError
+    # raised while Node loads modules is syntax this Node cannot parse, not a bug the bot runs into
+    Rule("loader_syntax", r"\ASyntaxError: [^\n]*\n\s*at [^\n]*(?:moduleStrategy|esm[/\\]translators|wrapSafe|"
+         r"compileSourceTextModule)", "failure", "library_mismatch", None, 0.55, origin="node"),
+    # a dependency calls a method another package no longer (or not yet) has: caret under a node_modules
+    # line, then `a.b is not a function`: the installed packages do not fit together
+    Rule("dependency_api", r"node_modules[/\\][^\n]*:\d+\n(?:[^\n]*\n){0,3}?[ \t]*\^+[ \t]*\n\s*"
+         r"TypeError: [\w$]+(?:\.[\w$]+)+ is not a (?:function|constructor)\b",
+         "failure", "library_mismatch", None, 0.6, origin="node"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
     # bots print these from their own process.on(...) handler and keep running: weak on their own
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection|"
@@ -151,6 +160,7 @@ LOG_RULES: tuple[Rule, ...] = (
     # the legacy WAConnection's close line names its reason
     Rule("legacy_replaced", r"closed connection, reason replaced", "failure", "conflict", 440, 0.85,
          origin="runtime"),
+    Rule("legacy_lost", r"closed connection, reason lost\b", "failure", "network", 408, 0.7, origin="runtime"),
     # the legacy web protocol's command frame by which the phone unlinks this web session
     Rule("legacy_cmd_disconnect", r'\[\s*"Cmd"\s*,\s*\{\s*"type"\s*:\s*"disconnect"', "failure", "logged_out",
          401, 0.8, origin="runtime"),
@@ -205,6 +215,11 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("timed_out", r"Timed Out", "failure", "network", 408, 0.5, origin="baileys", literal="Timed Out"),
     Rule("keepalive", r"error in sending keep alive", "failure", "network", 408, 0.4, origin="baileys",
          literal="error in sending keep alive"),
+    # a programming error thrown inside the Signal code (libsignal's ciphers, Baileys' group cipher and
+    # sender-key state): the key store handed it a record it cannot use, the keys are broken, not the bot
+    Rule("signal_state_error", r"\b(?:TypeError|RangeError): [^\n]*\n\s*at [^\n]*(?:libsignal|WASignalGroup|"
+         r"Signal[/\\]Group|session_cipher|group_cipher|sender[-_]key)", "failure", "corrupt_keys", None, 0.6,
+         origin="libsignal"),
     # -- signal sessions: any decryption error says the keys are broken; a burst says it loudly, one line
     # while the connection stays open is everyday noise (the planner acts only on a burst)
     Rule("bad_mac", _LIBSIGNAL, "flood", "corrupt_keys", 500, 0.8, min_count=10, origin="libsignal"),
@@ -323,14 +338,28 @@ MEMO_SIZE = 8192
 _MEMO: dict[tuple[str, int | None, str | None], tuple[Match, ...]] = {}
 
 
+# A short status line that hedges ("possibly logged out", "maybe banned?") is the bot's guess at what
+# happened, not a state: its failure words are noise beside what the library and the server said.
+_HEDGE = re.compile(r"\b(?:possibly|probably|maybe|perhaps|might|may be|could be)\b", re.IGNORECASE)
+HEDGE_MAX_LEN = 160
+
+
+def _hedged(rec: Record) -> bool:
+    t = rec.text
+    return len(t) <= HEDGE_MAX_LEN and "\n" not in t and rec.source == "plain" and bool(_HEDGE.search(t))
+
+
 def _classify(rec: Record) -> list[Match]:
     found: list[Match] = []
     best: Match | None = None
+    guess = _hedged(rec)
     for k in _PREFILTER.candidates(rec.text):
         rule, rx = COMPILED[k]
         if not rx.search(rec.text):
             continue
-        if rule.kind == "failure":
+        if rule.kind == "failure" and guess:
+            found.append(Match("noise", rule.cause, rec.code or rule.code, rule.weight, rule.name))
+        elif rule.kind == "failure":
             m = Match("failure", rule.cause, _code(rec.code, rule), rule.weight, rule.name)
             if best is None or m.weight > best.weight:
                 best = m

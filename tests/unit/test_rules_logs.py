@@ -99,3 +99,15 @@ def test_every_rule_names_its_origin_and_baileys_rules_their_literal() -> None:
         Rule("x", "y", "noise", origin="baileys")
     with pytest.raises(ValueError):
         Rule("x", "y", "noise", origin="node", literal="y")
+
+
+def test_an_http_clients_status_code_is_not_a_whatsapp_code() -> None:
+    from waops.logparse import parse_line
+
+    assert parse_line("AxiosError: Request failed with status code 404").code is None
+    assert parse_line("closing: the server sent a status code of 440").code == 440
+
+
+def test_a_bots_hedged_guess_does_not_decide() -> None:
+    d = diagnose_log(read_log(LOGS / "restart_required--515--pairing-then-hedged-guess.log"))
+    assert d.rule != "runbook_session" and d.cause == "restart_required"
