@@ -178,6 +178,9 @@ LOG_RULES: tuple[Rule, ...] = (
          "failure", "restart_required", 410, 0.75, origin="baileys", literal="restart required"),
     Rule("template_lost", r"Connection Lost from Server|connectionLost", "failure", "network", 408, 0.7,
          origin="bot"),
+    # the same template's line for DisconnectReason.connectionClosed (its other lines are above)
+    Rule("template_closed", r"Connection closed, reconnecting\.{3,}", "failure", "network", 428, 0.5,
+         origin="bot"),
     # the legacy WAConnection's close line names its reason
     Rule("legacy_replaced", r"closed connection, reason replaced", "failure", "conflict", 440, 0.85,
          origin="runtime"),
