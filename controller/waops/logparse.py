@@ -68,9 +68,14 @@ _NAMED = re.compile(
 # what bots print for people: `Status: 405, Reason: Connection Failure`, `(reason: 408)`
 # (a lowercase `status: 500,` with a comma is a key of a dumped object, an HTTP API's error body: not one)
 # and in prose, `a status code of 440`; never an HTTP client's `Request failed with status code 404`
+# and `(status 440)`, `status=408 Request Time-out` (the code, then Boom's name for it)
 _HUMAN = re.compile(r"\b(?:Status|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b|"
                     r"\bstatus(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b(?!\s*,)|"
-                    r"(?<!with )\b[Ss]tatus [Cc]ode (?:of |is )?([1-5]\d\d)\b")
+                    r"(?<!with )\b[Ss]tatus [Cc]ode (?:of |is )?([1-5]\d\d)\b|"
+                    r"\([Ss]tatus[:=]? ?([1-5]\d\d)\)|"
+                    r"\bstatus=([1-5]\d\d) (?=Unknown|Unauthorized|Forbidden|Gone|Request Time-?out|"
+                    r"Precondition Required|Method Not Allowed|Too Many Requests|Internal Server Error|"
+                    r"Service Unavailable|Not Acceptable|Payment Required|Conflict)")
 # bot templates that print `<code>|<connection>`: "Too many reconnect attempts: 428|close"
 _PIPE_STATE = re.compile(r"\b([1-5]\d\d)\|(?:close|open|connecting)\b")
 # the legacy WAConnection's BaileysError carries a bare `status: 401`
@@ -183,7 +188,8 @@ _SLASH_TIME = re.compile(r"^\[?(\d{1,2}/\d{1,2}/\d{2,4},? \d{1,2}:\d\d:\d\d(?: ?
 _QUOTE = re.compile(r"^> ?(?=\S|$)|^>\s")  # a log pasted as a markdown quote: `> ` on every line
 # node's fatal-exception header, the file:line above the source line and the caret: the next two lines
 # (the source line may start at column 0) belong to it
-_CARET_HEAD = re.compile(r"^(?:file://)?(?:/|[A-Za-z]:[\\/]|\.{1,2}/|node:)\S*:\d+\s*$")
+# (a relative `index.js:226` too: a paste often shortens the path)
+_CARET_HEAD = re.compile(r"^(?:file://)?(?:/|[A-Za-z]:[\\/]|\.{1,2}/|node:)\S*:\d+\s*$|^[\w@.-]+(?:[/\\][\w@.-]+)*\.[cm]?[jt]sx?:\d+\s*$")
 TERMINAL_WIDTHS = (80,)  # a terminal hard-wraps a long line at its width; the cut word goes on next line
 _WRAPPED_TAIL = re.compile(r"^[a-z0-9)\]}'\".,:;/_-]")
 # ...but a line that opens with a time, an epoch column or a pm2 prefix is a record of its own

@@ -120,8 +120,29 @@ LOG_RULES: tuple[Rule, ...] = (
     # V8's own wording of a programming error (not a handled `Error:` a bot logs): code threw, in the library,
     # the store or the bot. Weak on its own: a connection open after it says the bot caught it and goes on.
     Rule("program_error", r"\b(?:TypeError|ReferenceError|RangeError): (?:Cannot (?:read|set) propert|"
-         r"Cannot destructure|\S+ is not (?:a function|defined|iterable)|Maximum call stack)",
+         r"Cannot destructure|\S+ is not (?:a function|defined|iterable)|Maximum call stack)|"
+         r"\b(?:TypeError|RangeError) \[ERR_INVALID_ARG_(?:TYPE|VALUE)\]: ",
          "failure", "crash", None, 0.4, origin="node"),
+    # the bot calls an API the installed Baileys no longer exports (the in-memory store left in 6.7.17,
+    # the single-file auth states and the legacy socket in 5.x): library and bot do not fit together
+    Rule("removed_api", r"\b(?:makeInMemoryStore|useSingleFile(?:Legacy)?AuthState|makeWALegacySocket|"
+         r"WAConnection)\b[^\n]{0,40}?(?:is not a (?:function|constructor)|n[aã]o [eé] uma fun[cç][aã]o|"
+         r"no es una funci[oó]n)", "failure", "library_mismatch", None, 0.75, origin="node"),
+    # syntax newer than the Node running it (optional chaining, nullish operators) under a caret block:
+    # the runtime is too old for the code, not a bug in it
+    Rule("syntax_too_new", r"(?:\?\.|\?\?)[^\n]*\n[ \t]*\^+[ \t]*\n\s*SyntaxError: Unexpected token '?(?:\.|\?)",
+         "failure", "library_mismatch", None, 0.7, origin="node"),
+    # the process cannot listen on its port (a second instance, another service): it exits at start
+    Rule("port_in_use", r"\bEADDRINUSE\b|address already in use", "failure", "crash", None, 0.7,
+         origin="runtime"),
+    # a host name built from an undefined value ("mmg.whatsapp.netundefined"): the code built a bad URL,
+    # the name server is not at fault
+    Rule("bad_host", r"(?:ENOTFOUND|EAI_AGAIN)\s+\S*?(?:undefined|null)\b", "failure", "crash", None, 0.8,
+         origin="runtime"),
+    # the logger (pino, Baileys' logger) refuses its level setting (LOG_BAILEYS=DEBUG): a configuration
+    # error at start
+    Rule("logger_level", r"default level:?\s*\S+ must be included in custom levels|unknown level \S+",
+         "failure", "crash", None, 0.6, origin="runtime"),
     # a platform that kills the process: Heroku's memory quota errors and its dyno state line
     Rule("platform_memory", r"Error R1[45] \(Memory quota (?:vastly )?exceeded\)", "failure", "crash", None,
          0.8, origin="runtime"),
@@ -156,6 +177,9 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("gone_410", r"\b410\b.{0,40}(?:Gone|Restart Required)|(?:Gone|Restart Required).{0,40}\b410\b",
          "failure", "restart_required", 410, 0.75, origin="baileys", literal="restart required"),
     Rule("template_lost", r"Connection Lost from Server|connectionLost", "failure", "network", 408, 0.7,
+         origin="bot"),
+    # the same template's line for DisconnectReason.connectionClosed (its other lines are above)
+    Rule("template_closed", r"Connection closed, reconnecting\.{3,}", "failure", "network", 428, 0.5,
          origin="bot"),
     # the legacy WAConnection's close line names its reason
     Rule("legacy_replaced", r"closed connection, reason replaced", "failure", "conflict", 440, 0.85,
@@ -208,7 +232,9 @@ LOG_RULES: tuple[Rule, ...] = (
          literal="WebSocket Error"),
     Rule("ws_terminated", r"Connection Terminated", "failure", "network", 428, 0.5, origin="baileys",
          literal="Connection Terminated"),
-    Rule("ws_closed", r"Connection Closed", "failure", "network", 428, 0.5, origin="baileys",
+    # Baileys' Boom message, as Baileys writes it: a bot's own sentence ("connection closed, reconnecting",
+    # "Web connection closed (status 440)") narrates a close whose reason is elsewhere, not a 428
+    Rule("ws_closed", r"(?-i:Connection Closed)", "failure", "network", 428, 0.5, origin="baileys",
          literal="Connection Closed"),
     Rule("ws_lost", r"Connection was lost", "failure", "network", 408, 0.5, origin="baileys",
          literal="Connection was lost"),

@@ -181,3 +181,19 @@ def test_terminal_wraps_are_joined_in_a_paste_only() -> None:
     pasted = parse_lines(lines)
     assert len(pasted) == 1 and "Unexpected server response: 404" in pasted[0].text
     assert len(parse_lines(lines, pasted=False)) == 2  # an agent's lines come from a file, never wrapped
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    ("link dropped (status 440), retrying", 440),
+    ("socket down, last error status=408 Request Time-out", 408),
+    ("GET /api/sessions status=500 1.2ms", None),  # an access log's HTTP status, not WhatsApp's
+    ("order #(status 5)", None),
+])
+def test_a_bots_status_forms_give_the_code(line: str, code: int | None) -> None:
+    rec = parse_line(line)
+    assert rec is not None and rec.code == code
+
+
+def test_a_caret_block_under_a_relative_path_takes_its_error() -> None:
+    recs = parse_text("src/run.js:3\nconst a = b ?? c\n          ^\n\nSyntaxError: Unexpected token '?'\n")
+    assert len(recs) == 1 and recs[0].text.endswith("SyntaxError: Unexpected token '?'")
