@@ -161,12 +161,14 @@ def units_of(e: dict[str, Any]) -> set[str]:
 
 
 def journal_reads(units: list[str], window: int) -> dict[str, tuple[list[bytes], int]]:
-    """Several units' journal reads in ONE journalctl run (the newest entries of all, split by unit): a
-    unit's lines are exactly those of its own `logs_from_journald` run whenever that can be told: it got
-    its `n` newest entries, or the run saw every entry there is and the unit's lines stay far within its
-    byte budget. A unit this cannot vouch for is missing from the result and reads on its own."""
-    units = [u for u in dict.fromkeys(units) if u.endswith(".service") and not any(c in u for c in "*?[\\")]
-    if len(units) < 2:
+    """The journal reads of several bots in ONE journalctl run (the newest entries of all their units, split
+    by unit; bots that name the same unit share its read). A unit's lines are exactly those of its own
+    `logs_from_journald` run whenever that can be told: it got its `n` newest entries, or the run saw
+    every entry there is and the unit's lines stay far within its byte budget. A unit this cannot vouch
+    for is missing from the result and reads on its own."""
+    wanted = [u for u in units if u.endswith(".service") and not any(c in u for c in "*?[\\")]
+    units = list(dict.fromkeys(wanted))
+    if len(wanted) < 2:  # one read for one bot: its own run is the same run
         return {}
     n, budget = journal_entries(window)
     args = [a for u in units for a in ("-u", u)]
