@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .base import MAX_SMALL_JSON, AgentError, iso, now_utc, parse_iso, read_small_json
+from .base import MAX_CHILD_REPLY, MAX_SMALL_JSON, AgentError, iso, now_utc, parse_iso, read_small_json
 from .catalog import is_verified, list_backups
 from .fence import fence_facts
 from .keys import creds_summary, key_type
@@ -154,8 +154,9 @@ def bot_reads(cfg: BotConfig, log_files: dict[str, str] | None) -> list[Call]:
     and arguments): done ahead in one child, they cost one fork and privilege drop instead of five."""
     calls: list[Call] = [(_child_read, (cfg.health_file, MAX_SMALL_JSON, False)),
                          (_child_auth_facts, (cfg.auth_dir,)), (_child_library_info, (cfg,))]
-    calls += [(_child_read, (path, cfg.log_window_bytes, True))
-              for stream in ("out", "err") if (path := (log_files or {}).get(stream))]
+    if cfg.log_window_bytes <= MAX_CHILD_REPLY // 8:  # one reply carries both tails (base64) with the rest
+        calls += [(_child_read, (path, cfg.log_window_bytes, True))
+                  for stream in ("out", "err") if (path := (log_files or {}).get(stream))]
     if cfg.sqlite is not None:
         calls.append((_child_sqlite_facts, (cfg.sqlite["path"], cfg.sqlite["table"])))
     return calls
