@@ -9,7 +9,6 @@ the top level or under `[waops]`. There is no default inventory: see require_inv
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -103,6 +102,8 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a config file: not every command's start pays for it
+
     from waops.files import read_small
 
     try:

@@ -9,15 +9,11 @@ written to the host's disk, nothing left behind). A provisioned host never pays 
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import json
-import marshal
 import shlex
-import zipfile
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import waops_host
 from waops.errors import WaopsError
@@ -25,10 +21,14 @@ from waops.transport import Transport
 from waops_host.schema import FACTS_SCHEMA as SCHEMA
 from waops_host.schema import shape_error
 
+if TYPE_CHECKING:
+    import zipfile
+
 NEED_SOURCE = 97  # the probe's answer when the host has no agent installed
 PROBE = ("if command -v waops-host >/dev/null 2>&1; then exec waops-host facts --json; "
          f"else exit {NEED_SOURCE}; fi")
-# Run on the host by `python3 -I -c` (no PYTHONPATH, user site or current directory): the zip from stdin
+# Run on the host by `python3 -I -S -c` (no PYTHONPATH, user site, current directory or `site`: the agent
+# needs the standard library alone, and skips site's start-up cost): the zip from stdin
 # into a memfd (close-on-exec, never on disk), then zipimport through /proc/self/fd. Every module the
 # command needs is imported before the agent forks its bot-user children.
 BOOT = ("import os,sys;fd=os.memfd_create('waops_host');w=open(fd,'wb',closefd=False);"
@@ -38,7 +38,7 @@ BOOT = ("import os,sys;fd=os.memfd_create('waops_host');w=open(fd,'wb',closefd=F
 
 def stream_command(argv: list[str]) -> str:
     """The shell command that runs the streamed agent (stdin: agent_bytes()) with `argv`."""
-    return " ".join(shlex.quote(a) for a in ["exec", "python3", "-I", "-c", BOOT, *argv])
+    return " ".join(shlex.quote(a) for a in ["exec", "python3", "-I", "-S", "-c", BOOT, *argv])
 
 
 STREAMED = stream_command(["facts", "--json"])
@@ -64,7 +64,11 @@ def agent_bytes() -> bytes:
 def agent_zip() -> bytes:
     """The waops_host package as a zip: sources, data, and this Python's bytecode of each module as an
     unchecked hash-based .pyc (PEP 552), which zipimport takes without a timestamp check; a host whose
-    Python has another magic number skips it and compiles the source. Fixed timestamps: the same bytes."""
+    Python has another magic number skips it and compiles the source. Fixed timestamps: the same bytes.
+    (zipfile and the compiler's helpers are imported here: a provisioned host never needs them.)"""
+    import io
+    import zipfile
+
     root = Path(waops_host.__file__).resolve().parent
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -77,12 +81,17 @@ def agent_zip() -> bytes:
 
 
 def _add(z: zipfile.ZipFile, name: str, data: bytes) -> None:
+    import zipfile
+
     info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_DEFLATED
     z.writestr(info, data)
 
 
 def _pyc(source: bytes, name: str) -> bytes:
+    import importlib.util
+    import marshal
+
     code = compile(source, name, "exec", dont_inherit=True)
     flags = (0b01).to_bytes(4, "little")  # hash-based, source not checked
     return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)

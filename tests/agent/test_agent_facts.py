@@ -220,3 +220,42 @@ def test_a_fifo_for_health_file_or_log_is_refused_not_waited_on(bot: Bot, bot_ho
     (b,) = json.loads(p.stdout)["bots"]
     assert b["health"] == {"error": "unreadable health file: OSError"}
     assert set(b["logs"]["errors"]) == {"out", "err"} and "not a regular file" in b["logs"]["errors"]["out"]
+
+
+def test_one_bot_user_child_per_bot_gives_the_facts_of_a_child_per_read(bot: Bot, monkeypatch: pytest.MonkeyPatch
+                                                                        ) -> None:
+    """The reads a bot's facts make as the bot user run in one child, ahead; the document is the one a
+    child per read gives (the health file, both log streams, auth folder, library)."""
+    import contextlib
+
+    from waops_host import facts as agent_facts
+    from waops_host import privdrop
+    from waops_host.config import load_configs
+
+    out, err = pm2_logs(bot)
+    out.write_text("\n".join(END_OUT) + "\n")
+    err.write_text("\n".join(END_ERR) + "\n")
+    Path(bot.config["health_file"]).write_text(json.dumps({"schema": 1, "connection": "open",
+                                                           "updated_at": "2026-01-01T00:00:00Z"}))
+    (cfg,) = load_configs(str(bot.cfg_dir), None)
+    cfg.log_files = {"out": str(out), "err": str(err)}  # as an adopted bot names them (pm2 is not running)
+    children: list[str] = []
+    real = privdrop.BotChild.__init__
+
+    def counted(self: Any, c: Any, fn: Any, *args: Any, **kw: Any) -> None:
+        children.append(fn.__name__)
+        real(self, c, fn, *args, **kw)
+
+    monkeypatch.setattr(privdrop.BotChild, "__init__", counted)
+    batched = agent_facts.bot_facts(cfg, {"version": None}, agent_facts.HostReads([cfg]))
+    assert children == ["_child_many"]
+    children.clear()
+    monkeypatch.setattr(agent_facts, "prefetch", lambda *_a: contextlib.nullcontext())
+    one_each = agent_facts.bot_facts(cfg, {"version": None})
+    assert sorted(children) == ["_child_auth_facts", "_child_library_info", "_child_read", "_child_read",
+                                "_child_read"]
+    assert batched["logs"]["streams"]["out"][-1] == END_OUT[-1] and batched["health"]["connection"] == "open"
+    for doc in (batched, one_each):  # what changes between two reads a moment apart
+        doc["health"].pop("age_s")
+        doc["disk"].pop("free_bytes")
+    assert batched == one_each

@@ -94,3 +94,20 @@ def test_journald_entries() -> None:
     assert closed.time == "2025-11-22T07:20:00.000Z"
     (mac,) = [r for r in recs if "Bad MAC" in r.text]
     assert mac.time == "2025-11-22T07:20:01.000Z" and mac.stream == "err"
+
+
+@pytest.mark.parametrize(("entry", "units"), [
+    ({"_SYSTEMD_UNIT": "shop.service", "_PID": "812", "_UID": "999"}, {"shop.service"}),
+    # PID 1 about a unit ("Main process exited"), from init.scope
+    ({"_SYSTEMD_UNIT": "init.scope", "_PID": "1", "_UID": "0", "UNIT": "shop.service"}, {"init.scope", "shop.service"}),
+    ({"_SYSTEMD_UNIT": "x.service", "_PID": "7", "_UID": "999", "UNIT": "shop.service"}, {"x.service"}),  # not PID 1
+    ({"_UID": "0", "OBJECT_SYSTEMD_UNIT": "shop.service"}, {"shop.service"}),
+    ({"_UID": "999", "OBJECT_SYSTEMD_UNIT": "shop.service"}, set()),  # only root speaks for a unit
+    ({"_UID": "0", "MESSAGE_ID": logtail.COREDUMP_MESSAGE_ID, "COREDUMP_UNIT": "shop.service"}, {"shop.service"}),
+    ({"_UID": "0", "COREDUMP_UNIT": "shop.service"}, set()),
+    ({"_SYSTEMD_UNIT": ["a.service", "b.service"]}, {"a.service", "b.service"}),
+])
+def test_a_journal_entry_goes_to_the_units_journalctl_u_shows_it_for(entry: dict, units: set[str]) -> None:
+    """One journalctl run for all of a host's units is split by journalctl's own matches for `-u UNIT`."""
+    assert logtail.units_of(entry) == units
+

@@ -14,7 +14,7 @@ from agent_helpers import AGENT
 
 def test_the_launcher_only_puts_the_root_owned_package_first() -> None:
     text = AGENT.read_text()
-    assert text.splitlines()[0] == "#!/usr/bin/python3 -I"  # no PYTHONPATH, user site or script directory
+    assert text.splitlines()[0] == "#!/usr/bin/python3 -IS"  # no PYTHONPATH, user site, script dir, site
     body = [n for n in ast.parse(text).body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
     assert [type(n).__name__ for n in body] == ["Import", "Expr", "ImportFrom", "Expr"]
     assert "sys.path.insert(0, '/usr/local/lib/waops-host')" in ast.unparse(body[1])

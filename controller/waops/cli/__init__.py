@@ -4,16 +4,19 @@ so `waops --help` stays fast (heavy libraries such as ansible-runner and paramik
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from waops import __version__
 from waops.cli.app import global_options, make_app
 from waops.errors import MEANING, ExitCode, WaopsError
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 # name -> (module, attribute, one-line help shown without importing the module)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -40,7 +43,10 @@ Global options go before or after the command (`waops -i INV diagnose --all` = `
 
 
 def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
-    """Commands other installed distributions register (entry-point group waops.commands)."""
+    """Commands other installed distributions register (entry-point group waops.commands). Imported only
+    here: a command of our own (`waops diagnose`) never pays for importlib.metadata (and zipfile)."""
+    import importlib.metadata
+
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
             if ep.name not in _COMMANDS}
 

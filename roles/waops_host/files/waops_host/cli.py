@@ -30,7 +30,7 @@ from .base import (
 )
 from .catalog import is_verified, list_backups, recent_backup
 from .config import load_configs
-from .facts import bot_facts, node_version
+from .facts import HostReads, bot_facts, node_version
 from .fence import EXIT_FENCED, do_fence, do_unfence, gate, read_fence
 from .locks import REPAIR_TTL_S, bot_lock, check_lease, do_repair, lease_holder, read_lease, record_backup_run
 from .offhost import cmd_offhost, h_offhost, offhost_after_backup
@@ -121,8 +121,9 @@ def h_verify(r: dict[str, Any]) -> str:
 
 def cmd_facts(args: argparse.Namespace, configs: list[BotConfig]) -> int:
     node = node_version()
+    host = HostReads(configs)
     doc = {"schema": FACTS_SCHEMA, "host": socket.gethostname(), "collected_at": iso(now_utc()),
-           "agent_version": AGENT_VERSION, "bots": [bot_facts(cfg, node) for cfg in configs]}
+           "agent_version": AGENT_VERSION, "bots": [bot_facts(cfg, node, host) for cfg in configs]}
     # facts is a machine document either way; without --json it is indented for a human
     json.dump(doc, sys.stdout, indent=None if args.json else 1)
     sys.stdout.write("\n")

@@ -86,23 +86,28 @@ def logs_from_files(files: dict[str, str], window: int, source: str, cfg: BotCon
     return res
 
 
-def logs_from_journald(unit: str, window: int) -> dict[str, Any]:
-    """Newest entries first (`-r`), read up to a byte budget, so the cost is bounded by the window
-    even when single messages are huge."""
-    n = max(200, window // 256)
-    budget = 4 * window  # JSON framing roughly doubles a message; leave room for it
-    res: dict[str, Any] = {"source": "journald", "window_bytes": window, "entries": n}
+def journal_entries(window: int) -> tuple[int, int]:
+    """(entries, byte budget) of one unit's read: newest entries first (`-r`), up to a byte budget, so
+    the cost is bounded by the window even when single messages are huge."""
+    return max(200, window // 256), 4 * window  # JSON framing roughly doubles a message: room for it
+
+
+def _journalctl(args: list[str], budget: int) -> tuple[list[bytes], bool, int] | None:
+    """(JSON lines newest first, whether the read stopped short (budget or deadline), exit status)."""
     jc = shutil.which("journalctl")
     if not jc:
-        return {**res, **ship_lines([]), "error": "journalctl not found"}
-    p = subprocess.Popen([jc, "-u", unit, "-n", str(n), "-r", "-o", "json", "--no-pager",
-                          "--output-fields=MESSAGE,PRIORITY,__REALTIME_TIMESTAMP"],
+        return None
+    p = subprocess.Popen([jc, *args, "-r", "-o", "json", "--no-pager"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert p.stdout is not None
     raw = b""
     deadline = time.monotonic() + 10
+    short = False
     try:
-        while len(raw) < budget and time.monotonic() < deadline:
+        while len(raw) < budget:
+            if time.monotonic() >= deadline:
+                short = True
+                break
             chunk = p.stdout.read1(budget - len(raw))  # type: ignore[attr-defined]
             if not chunk:
                 break
@@ -112,11 +117,86 @@ def logs_from_journald(unit: str, window: int) -> dict[str, Any]:
         p.wait()
     lines = raw.split(b"\n")
     if len(raw) >= budget:
-        lines = lines[:-1]  # the last one was cut by the budget
+        lines, short = lines[:-1], True  # the last one was cut by the budget
+    return lines, short, p.returncode
+
+
+def logs_from_journald(unit: str, window: int, read: tuple[list[bytes], int] | None = None) -> dict[str, Any]:
+    """`read`: this unit's lines and journalctl's status from `journal_reads` (one run for the host's units)."""
+    n, budget = journal_entries(window)
+    res: dict[str, Any] = {"source": "journald", "window_bytes": window, "entries": n}
+    if read is None:
+        got = _journalctl(["-u", unit, "-n", str(n), "--output-fields=MESSAGE,PRIORITY,__REALTIME_TIMESTAMP"],
+                          budget)
+        if got is None:
+            return {**res, **ship_lines([]), "error": "journalctl not found"}
+        read = got[0], got[2]
+    lines, status = read
     res.update(ship_lines(journal_items(reversed(lines))))
-    if p.returncode not in (0, -signal.SIGKILL) and not res["lines_read"]:
-        res["error"] = f"journalctl exit {p.returncode}"
+    if status not in (0, -signal.SIGKILL) and not res["lines_read"]:
+        res["error"] = f"journalctl exit {status}"
     return res
+
+
+COREDUMP_MESSAGE_ID = "fc2e22bc6ee647b6b90729ab34a250b1"
+UNIT_FIELDS = ("_SYSTEMD_UNIT", "UNIT", "OBJECT_SYSTEMD_UNIT", "COREDUMP_UNIT", "_PID", "_UID", "MESSAGE_ID")
+
+
+def units_of(e: dict[str, Any]) -> set[str]:
+    """The units whose `journalctl -u UNIT` shows this entry, by journalctl's own matches for a service:
+    its processes, PID 1 about it, root's messages about it, its core dumps."""
+    def values(field: str) -> set[str]:  # a field journald holds several times comes as a list
+        v = e.get(field)
+        return {x for x in (v if isinstance(v, list) else [v]) if isinstance(x, str)}
+
+    root = "0" in values("_UID")
+    found = values("_SYSTEMD_UNIT")
+    if "1" in values("_PID"):
+        found |= values("UNIT")
+    if root:
+        found |= values("OBJECT_SYSTEMD_UNIT")
+        if COREDUMP_MESSAGE_ID in values("MESSAGE_ID"):
+            found |= values("COREDUMP_UNIT")
+    return found
+
+
+def journal_reads(units: list[str], window: int) -> dict[str, tuple[list[bytes], int]]:
+    """The journal reads of several bots in ONE journalctl run (the newest entries of all their units, split
+    by unit; bots that name the same unit share its read). A unit's lines are exactly those of its own
+    `logs_from_journald` run whenever that can be told: it got its `n` newest entries, or the run saw
+    every entry there is and the unit's lines stay far within its byte budget. A unit this cannot vouch
+    for is missing from the result and reads on its own."""
+    wanted = [u for u in units if u.endswith(".service") and not any(c in u for c in "*?[\\")]
+    units = list(dict.fromkeys(wanted))
+    if len(wanted) < 2:  # one read for one bot: its own run is the same run
+        return {}
+    n, budget = journal_entries(window)
+    args = [a for u in units for a in ("-u", u)]
+    got = _journalctl([*args, "-n", str(n * len(units)),
+                       "--output-fields=" + ",".join(("MESSAGE", "PRIORITY", "__REALTIME_TIMESTAMP", *UNIT_FIELDS))],
+                      budget * len(units))
+    if got is None or got[2] not in (0, -signal.SIGKILL):
+        return {}
+    lines, short, status = got
+    mine: dict[str, list[bytes]] = {u: [] for u in units}
+    seen = 0
+    for raw in lines:
+        try:
+            e = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(e, dict):
+            continue
+        seen += 1
+        for u in units_of(e) & mine.keys():
+            mine[u].append(raw)
+    complete = not short and seen < n * len(units)
+    out: dict[str, tuple[list[bytes], int]] = {}
+    for u, got_u in mine.items():
+        kept = got_u[:n]
+        if (len(got_u) >= n or complete) and sum(len(x) + 1 for x in kept) < budget // 2:
+            out[u] = kept, status
+    return out
 
 
 def journal_items(entries: Iterable[bytes]) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ import os
 import pwd
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .base import EXIT_FAILED, MAX_CHILD_REPLY, AgentError, open_regular
@@ -76,12 +76,8 @@ class BotChild:
                     if f:
                         with contextlib.suppress(OSError):
                             f.close()
-            except AgentError as e:
-                reply = {"ok": False, "error": str(e), "code": e.code}
-            except OSError as e:
-                reply = {"ok": False, "error": f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")}
             except BaseException as e:
-                reply = {"ok": False, "error": f"{e.__class__.__name__}: {e}"[:500]}
+                reply = _failure(e)
             try:
                 with os.fdopen(res_w, "wb") as out:
                     out.write(json.dumps(reply).encode())
@@ -110,16 +106,76 @@ class BotChild:
             reply = json.loads(raw) if len(raw) <= MAX_CHILD_REPLY else None
         except ValueError:
             reply = None
-        if not isinstance(reply, dict):
-            raise AgentError("the bot-user child gave no answer (killed?)")
-        if not reply.get("ok"):
-            raise AgentError(str(reply.get("error")), int(reply.get("code") or EXIT_FAILED))
-        return reply.get("result")
+        return _unpack(reply)
+
+
+def _failure(e: BaseException) -> dict[str, Any]:
+    """(in the child) The reply for fn's error, as root will raise it again."""
+    if isinstance(e, AgentError):
+        return {"ok": False, "error": str(e), "code": e.code}
+    if isinstance(e, OSError):
+        return {"ok": False, "error": f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")}
+    return {"ok": False, "error": f"{e.__class__.__name__}: {e}"[:500]}
+
+
+def _unpack(reply: Any) -> Any:
+    if not isinstance(reply, dict):
+        raise AgentError("the bot-user child gave no answer (killed?)")
+    if not reply.get("ok"):
+        raise AgentError(str(reply.get("error")), int(reply.get("code") or EXIT_FAILED))
+    return reply.get("result")
+
+
+# Replies of reads done ahead in one child (`prefetch`), keyed by (cfg, fn, args): `as_bot` takes a reply
+# from here instead of forking a child of its own. Each is used once.
+_PREFETCHED: dict[tuple[Any, ...], Any] = {}
+
+Call = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+def _child_many(_: None, calls: list[Call]) -> list[dict[str, Any]]:
+    """(as the bot) Each call's reply, as a child of its own would have given it."""
+    replies = []
+    for fn, args in calls:
+        try:
+            replies.append({"ok": True, "result": fn(None, *args)})
+        except Exception as e:
+            replies.append(_failure(e))
+    return replies
+
+
+@contextlib.contextmanager
+def prefetch(cfg: BotConfig, calls: list[Call]) -> Iterator[None]:
+    """Run `as_bot(cfg, fn, *args)` of every call at once in ONE bot-user child (a fork, a privilege drop
+    and a reply per bot instead of one per read); inside the block, those `as_bot` calls get their reply
+    from it. When that child fails as a whole, nothing is prefetched and each call forks its own child,
+    as it would have without this."""
+    keys = [(cfg, fn, args) for fn, args in calls]
+    try:
+        replies = as_bot(cfg, _child_many, calls)
+    except AgentError:
+        replies = None
+    if isinstance(replies, list) and len(replies) == len(keys):
+        _PREFETCHED.update(zip(keys, replies, strict=True))
+    try:
+        yield
+    finally:
+        for key in keys:
+            _PREFETCHED.pop(key, None)
 
 
 def as_bot(cfg: BotConfig, fn: Callable[..., Any], *args: Any) -> Any:
     """fn(None, *args) as the bot user; its JSON-able result."""
+    reply: Any = _NOT_PREFETCHED
+    if _PREFETCHED:
+        with contextlib.suppress(TypeError):  # an unhashable argument: never prefetched
+            reply = _PREFETCHED.pop((cfg, fn, args), _NOT_PREFETCHED)
+    if reply is not _NOT_PREFETCHED:
+        return _unpack(reply)
     return BotChild(cfg, fn, *args).finish()
+
+
+_NOT_PREFETCHED = object()
 
 
 def _child_read(_: None, path: str, limit: int, tail: bool) -> dict[str, Any] | None:

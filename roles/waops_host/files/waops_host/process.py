@@ -51,7 +51,10 @@ def pm2_daemon_alive(pm2_home: str) -> bool:
     return pid > 0 and pid_alive(pid)
 
 
-def process_pm2(cfg: BotConfig) -> tuple[dict[str, Any], dict[str, str]]:
+def process_pm2(cfg: BotConfig, daemons: dict[str, list[Any] | None] | None = None
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """`daemons`: the app lists already asked of pm2 daemons in this run, by PM2_HOME (bots that share a
+    daemon, as adopted apps under root's often do, ask it once)."""
     proc: dict[str, Any] = {"manager": "pm2", "status": "missing", "restarts": None, "unstable_restarts": None,
                             "uptime_s": None, "instances": 0, "pid": None, "exit_code": None}
     logs = {"out": os.path.join(cfg.pm2_home, "logs", f"{cfg.service_name}-out.log"),
@@ -74,7 +77,12 @@ def process_pm2(cfg: BotConfig) -> tuple[dict[str, Any], dict[str, str]]:
         with contextlib.suppress(KeyError):
             pw = pwd.getpwnam(cfg.user)
             kw.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
-    apps = pm2_rpc_apps(cfg.pm2_home)  # the daemon's list over its socket; `pm2 jlist` only as a fallback
+    if daemons is not None and cfg.pm2_home in daemons:
+        apps = daemons[cfg.pm2_home]
+    else:  # the daemon's list over its socket; `pm2 jlist` only as a fallback
+        apps = pm2_rpc_apps(cfg.pm2_home)
+        if daemons is not None:
+            daemons[cfg.pm2_home] = apps
     if apps is not None:
         return pm2_status(proc, logs, apps, cfg.service_name)
     p = run_quiet([pm2, "jlist"], timeout=10, **kw)
@@ -164,14 +172,36 @@ def pm2_status(proc: dict[str, Any], logs: dict[str, str], apps: Any,
     return proc, logs
 
 
-def process_systemd(cfg: BotConfig) -> dict[str, Any]:
-    unit = cfg.service_name if "." in cfg.service_name else f"{cfg.service_name}.service"
+SHOW_PROPS = ("ActiveState,SubState,NRestarts,ExecMainPID,ExecMainStartTimestampMonotonic,ExecMainStatus,"
+              "LoadState,Result")
+
+
+def unit_of(cfg: BotConfig) -> str:
+    return cfg.service_name if "." in cfg.service_name else f"{cfg.service_name}.service"
+
+
+def show_units(units: list[str]) -> dict[str, str]:
+    """`systemctl show -p ...` of several units in one call (one block per unit, in order, blank-line
+    separated); {} when the output cannot be split that way, and each bot then asks for its own."""
+    units = list(dict.fromkeys(units))
+    if not units:
+        return {}
+    p = run_quiet(["systemctl", "show", *units, "-p", SHOW_PROPS])
+    if p is None or p.returncode != 0:
+        return {}
+    blocks = p.stdout.decode("utf-8", "replace").strip("\n").split("\n\n")
+    return dict(zip(units, blocks, strict=True)) if len(blocks) == len(units) else {}
+
+
+def process_systemd(cfg: BotConfig, shown: str | None = None) -> dict[str, Any]:
+    """`shown`: this unit's block of a `show_units` call made for all the host's bots."""
+    unit = unit_of(cfg)
     proc: dict[str, Any] = {"manager": "systemd", "unit": unit, "status": "missing", "restarts": None,
                             "unstable_restarts": None, "uptime_s": None, "instances": 0, "pid": None,
                             "exit_code": None}
-    p = run_quiet(["systemctl", "show", unit, "-p",
-                   "ActiveState,SubState,NRestarts,ExecMainPID,ExecMainStartTimestampMonotonic,"
-                   "ExecMainStatus,LoadState,Result"])
+    if shown is not None:
+        return systemd_status(proc, shown)
+    p = run_quiet(["systemctl", "show", unit, "-p", SHOW_PROPS])
     if p is None or p.returncode != 0:
         proc["error"] = "systemctl show failed"
         return proc
@@ -212,28 +242,46 @@ def adopted_instance(cfg: BotConfig, pid: str, cmd: bytes) -> bool:
         return False
 
 
-def count_instances(cfg: BotConfig) -> int:
+class ProcTable:
+    """The processes of the host, each one's command line, environment and parent read from /proc at
+    most once: the bots of one facts run share one pass instead of one each."""
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[str, str], bytes | OSError] = {}
+        me = os.getpid()
+        self.pids = [d for d in os.listdir("/proc") if d.isdigit() and int(d) != me]
+
+    def read(self, pid: str, name: str, limit: int = -1) -> bytes:
+        got = self._read.get((pid, name))
+        if got is None:
+            try:
+                with open(f"/proc/{pid}/{name}", "rb") as f:
+                    got = f.read(limit)
+            except OSError as e:
+                got = e
+            self._read[(pid, name)] = got
+        if isinstance(got, OSError):
+            raise got
+        return got
+
+
+def count_instances(cfg: BotConfig, procs: ProcTable | None = None) -> int:
     """Processes running this bot with the same auth dir (a duplicate means 440/Bad MAC)."""
     hits: dict[int, int] = {}  # pid -> ppid
-    me = os.getpid()
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
-            continue
+    procs = procs or ProcTable()
+    for d in procs.pids:
         try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                cmd = f.read(8192)
+            cmd = procs.read(d, "cmdline", 8192)
             if not cmd or cmd.startswith(b"PM2") or b"waops-host" in cmd:
                 continue
             same = cfg.auth_dir.encode() in cmd or adopted_instance(cfg, d, cmd)
             if not same:
-                with open(f"/proc/{d}/environ", "rb") as f:
-                    env = f.read(65536).split(b"\0")
+                env = procs.read(d, "environ", 65536).split(b"\0")
                 # The auth dir, not the bot name: two hosts' sandboxes may both call a bot "shop".
                 same = f"WAOPS_AUTH_DIR={cfg.auth_dir}".encode() in env or (
                     f"WAOPS_AUTH_DIR={cfg.auth_dir}/".encode() in env)
             if same:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                ppid = int(procs.read(d, "stat").rsplit(b")", 1)[1].split()[1])
                 hits[int(d)] = ppid
         except (OSError, ValueError, IndexError):
             continue
