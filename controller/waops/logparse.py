@@ -81,9 +81,9 @@ _HUMAN = re.compile(r"\b(?:Status|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b|"
 # (an HTTP client's `with status code 404` near a close stays no code)
 _WA_CODES = r"(401|403|405|406|408|409|411|428|429|440|500|503|515)"
 _CLOSE_NEAR = re.compile(
-    r"(?:\b[Cc]los(?:e|ed|ing)\b|[Dd]isconnect(?:ed|ion)?\b|[Ff]echad[ao]|[Dd]esconectad[ao]|[Cc]errad[ao]|"
-    r"\b[Mm]otivo\b|\b[Rr]az[oó]n\b|\b[Rr]eason\b)[^\n\d]{0,40}?(?<!status code )"
-    r"(?<![\d.:/-])\b" + _WA_CODES + r"\b(?![\d.:/-])")
+    r"(?:\bclos(?:e|ed|ing)\b|disconnect(?:ed|ion)?\b|fechad[ao]|desconectad[ao]|cerrad[ao]|"
+    r"\bmotivo\b|\braz[oó]n\b|\breas[eo]{1,2}n\b)[^\n\d]{0,40}?(?<!status code )"
+    r"(?<![\d.:/-])\b" + _WA_CODES + r"\b(?![\d.:/-])", re.IGNORECASE)
 # Baileys' DisconnectReason by name (`DisconnectReason.badSession`, `reason: timedOut`): the enum's code;
 # a bare common word (`forbidden`) only after a reason word
 DISCONNECT_REASON_CODES = {
@@ -540,8 +540,8 @@ def _fill_code(rec: Record, text: str) -> None:
             if m:
                 rec.code = int(next(g for g in m.groups() if g))
                 break
-    if rec.code is None and ("los" in text or "onnect" in text or "otivo" in text or "az" in text
-                             or "eason" in text):
+    if rec.code is None and ("los" in low or "onnect" in low or "otivo" in low or "az" in low
+                             or "eas" in low):
         m = _CLOSE_NEAR.search(text)
         if m:
             rec.code = int(m.group(1))
