@@ -282,10 +282,10 @@ LOG_RULES: tuple[Rule, ...] = (
     # libsignal rotating a session: it does so only while messages flow, so the session is alive. It decides
     # nothing when anything else is in the window (a flood, a failure, a state)
     # Baileys' optional queries after login (privacy, blocklist, props) failing: the socket is logged in and
-    # works; the Boom 500 dumped with it is not the server's badSession (the message is a template:
-    # `unexpected error in '${msg}'` with 'init queries')
+    # works; the Boom 500 dumped with it is not the server's badSession (the message is a template,
+    # `unexpected error in '${msg}'`: the literal is the part the call site passes)
     Rule("init_queries_failed", r"unexpected error in 'init queries'", "alive", origin="baileys",
-         literal=("unexpected error in '", "'init queries'")),
+         literal="'init queries'"),
     Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "alive", origin="libsignal"),
     Rule("session_rotation", r"Closing stale open session for new outgoing prekey bundle|"
          r"Closing session: SessionEntry|Removing old closed session", "alive", origin="libsignal"),
