@@ -84,6 +84,11 @@ def diagnose_log(records: Sequence[Record], settings: Settings | None = None) ->
     # a QR the bot printed before the newest pairing was scanned: the pairing supersedes it
     failures = [t for t in current if t[2].kind == "failure" and not expected_515(t[0], t[2])
                 and not (t[2].rule == "qr_waiting" and pairings and t[0] < pairings[-1])]
+    # a QR printed after a timeout or a close: the socket reached the server again and now waits for a
+    # scan, so the network fault before it is over (the device needs a link)
+    qrs = [t[0] for t in failures if t[2].rule == "qr_waiting"]
+    if qrs:
+        failures = [t for t in failures if not (t[0] < qrs[-1] and t[2].cause in ("network", "restart_required"))]
     history = [t for t in timeline if t[0] < last_open and t[2].kind == "failure"]
     bad_mac = [t for t in current if t[2].rule in DECRYPT_RULES]
     support = [t for t in current if t[2].kind == "support"]

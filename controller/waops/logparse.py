@@ -76,6 +76,26 @@ _HUMAN = re.compile(r"\b(?:Status|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b|"
                     r"\bstatus=([1-5]\d\d) (?=Unknown|Unauthorized|Forbidden|Gone|Request Time-?out|"
                     r"Precondition Required|Method Not Allowed|Too Many Requests|Internal Server Error|"
                     r"Service Unavailable|Not Acceptable|Payment Required|Conflict)")
+# a bot's own narration of a close with the code near it, in any wording: `Connection closed with code
+# 401`, `Socket closed [428]`, `close (reason 408)`, `Conexão fechada. Motivo: 401`; only WhatsApp's codes
+# (an HTTP client's `with status code 404` near a close stays no code)
+_WA_CODES = r"(401|403|405|406|408|409|411|428|429|440|500|503|515)"
+_CLOSE_NEAR = re.compile(
+    r"(?:\bclos(?:e|ed|ing)\b|disconnect(?:ed|ion)?\b|fechad[ao]|desconectad[ao]|cerrad[ao]|"
+    r"\bmotivo\b|\braz[oó]n\b|\breas[eo]{1,2}n\b)[^\n\d]{0,40}?(?<!status code )"
+    r"(?<![\d.:/-])\b" + _WA_CODES + r"\b(?![\d.:/-])", re.IGNORECASE)
+# Baileys' DisconnectReason by name (`DisconnectReason.badSession`, `reason: timedOut`): the enum's code;
+# a bare common word (`forbidden`) only after a reason word
+DISCONNECT_REASON_CODES = {
+    "loggedOut": 401, "forbidden": 403, "timedOut": 408, "connectionLost": 408, "multideviceMismatch": 411,
+    "connectionClosed": 428, "connectionReplaced": 440, "badSession": 500, "unavailableService": 503,
+    "restartRequired": 515,
+}
+_REASON_NAME = re.compile(
+    r"DisconnectReason\s*[.\[]\s*['\"]?(\w+)|"
+    r"\b(loggedOut|timedOut|connectionLost|multideviceMismatch|connectionClosed|connectionReplaced|badSession|"
+    r"unavailableService|restartRequired)\b|"
+    r"\b[Rr]eason\W{1,4}(forbidden)\b")
 # bot templates that print `<code>|<connection>`: "Too many reconnect attempts: 428|close"
 _PIPE_STATE = re.compile(r"\b([1-5]\d\d)\|(?:close|open|connecting)\b")
 # the legacy WAConnection's BaileysError carries a bare `status: 401`
@@ -520,6 +540,17 @@ def _fill_code(rec: Record, text: str) -> None:
             if m:
                 rec.code = int(next(g for g in m.groups() if g))
                 break
+    if rec.code is None and ("los" in low or "onnect" in low or "otivo" in low or "az" in low
+                             or "eas" in low):
+        m = _CLOSE_NEAR.search(text)
+        if m:
+            rec.code = int(m.group(1))
+    if rec.code is None and ("Reason" in text or "eason" in text or "ed" in text or "Mismatch" in text
+                             or "Service" in text or "Session" in text or "Out" in text):
+        m = _REASON_NAME.search(text)
+        name = next((g for g in m.groups() if g), None) if m else None
+        if name in DISCONNECT_REASON_CODES:
+            rec.code = DISCONNECT_REASON_CODES[name]
     if rec.code is None and rec.conflict_type:
         rec.code = 401 if rec.conflict_type == "device_removed" else 440
     if rec.code is None and "restart required" in low and _RESTART.search(text):

@@ -111,6 +111,10 @@ LOG_RULES: tuple[Rule, ...] = (
     # A bare `Error: ...` line is only noise: bots log errors they handled and keep running.
     Rule("node_fatal", r"^Node\.js v\d+\.\d+\.\d+\s*$", "failure", "crash", None, 0.5, origin="node"),
     Rule("caret_block", r":\d+\n.*\n\s*\^+\s*$", "failure", "crash", None, 0.5, origin="node"),
+    # the error under the caret is Baileys' own Boom for the socket (a query timed out, a send on a closed
+    # socket) that nobody caught: the connection is the cause, the exit follows from it
+    Rule("socket_boom_at_caret", r"\^+[ \t]*\n\s*Error: (?:Timed Out|Connection Closed)\b", "failure", "network",
+         None, 0.55, origin="node"),
     Rule("oom", r"heap out of memory|FatalProcessOutOfMemory|Last few GCs|JavaScript heap|"
          r"Reached heap limit|out of memory", "failure", "crash", None, 0.85, origin="node"),
     Rule("bot_exits", r"(?:clean ?up|shutting down|graceful(?:ly)?) before exit|^\W*(?:exiting|shutting down)"
@@ -128,6 +132,18 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("removed_api", r"\b(?:makeInMemoryStore|useSingleFile(?:Legacy)?AuthState|makeWALegacySocket|"
          r"WAConnection)\b[^\n]{0,40}?(?:is not a (?:function|constructor)|n[aã]o [eé] uma fun[cç][aã]o|"
          r"no es una funci[oó]n)", "failure", "library_mismatch", None, 0.75, origin="node"),
+    # the bot's import does not fit the installed Baileys (its default export or an entry point missing: an ESM
+    # build required from CommonJS, a fork that exports differently): library and bot do not fit together
+    Rule("entry_point_missing", r"\b(?:makeWASocket|useMultiFileAuthState|fetchLatestBaileysVersion|"
+         r"makeCacheableSignalKeyStore)\b[^\n]{0,20}?is not a (?:function|constructor)\b",
+         "failure", "library_mismatch", None, 0.7, origin="node"),
+    # a native module built for another Node or platform (sharp on Termux, a binary from another machine)
+    Rule("native_module_mismatch", r"NODE_MODULE_VERSION \d+|was compiled against a different Node\.js version|"
+         r"invalid ELF header|Could not load the \"[\w@/.-]+\" module using the [\w-]+ runtime",
+         "failure", "library_mismatch", None, 0.8, origin="node"),
+    # a runtime other than Node that lacks what the socket library needs (Bun's ws shim)
+    Rule("runtime_unsupported", r"is not implemented in bun\b", "failure", "library_mismatch", None, 0.8,
+         origin="runtime"),
     # syntax newer than the Node running it (optional chaining, nullish operators) under a caret block:
     # the runtime is too old for the code, not a bug in it
     Rule("syntax_too_new", r"(?:\?\.|\?\?)[^\n]*\n[ \t]*\^+[ \t]*\n\s*SyntaxError: Unexpected token '?(?:\.|\?)",
@@ -220,6 +236,9 @@ LOG_RULES: tuple[Rule, ...] = (
     # a product's own cache or store (Redis) it cannot keep a connection to
     Rule("cache_down", r"\bredis disconnected\b|Redis connection (?:error|lost|closed)", "failure", "network", None,
          0.6, origin="peer"),
+    # a product's schema migration the database refuses (Prisma's P3xxx): the API does not start
+    Rule("migration_refused", r"\bError: P3\d{3}\b|migrate found failed migrations", "failure", "crash", None,
+         0.7, origin="runtime"),
     Rule("pg_auth", r"password authentication failed|no pg_hba\.conf entry|role \S+ does not exist|"
          r"database \S+ does not exist", "failure", "crash", None, 0.85, origin="runtime"),
     # -- network: DNS, TCP, TLS, websocket
@@ -262,6 +281,11 @@ LOG_RULES: tuple[Rule, ...] = (
          "corrupt_keys", 500, 0.8, min_count=10, origin="runtime"),
     # libsignal rotating a session: it does so only while messages flow, so the session is alive. It decides
     # nothing when anything else is in the window (a flood, a failure, a state)
+    # Baileys' optional queries after login (privacy, blocklist, props) failing: the socket is logged in and
+    # works; the Boom 500 dumped with it is not the server's badSession (the message is a template,
+    # `unexpected error in '${msg}'`: the literal is the part the call site passes)
+    Rule("init_queries_failed", r"unexpected error in 'init queries'", "alive", origin="baileys",
+         literal="'init queries'"),
     Rule("prekey_bundle", r"Closing open session in favor of incoming prekey bundle", "alive", origin="libsignal"),
     Rule("session_rotation", r"Closing stale open session for new outgoing prekey bundle|"
          r"Closing session: SessionEntry|Removing old closed session", "alive", origin="libsignal"),
@@ -396,7 +420,7 @@ def _classify(rec: Record) -> list[Match]:
         m = Match("failure", cr.cause, rec.code, cr.weight, f"code_{rec.code}")
         if best is None or m.weight > best.weight:
             best = m
-    if best is not None and not any(m.kind == "open" for m in found):
+    if best is not None and not any(m.kind in ("open", "alive") for m in found):
         found.append(best)
     return found
 
