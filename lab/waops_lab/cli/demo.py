@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,7 +32,8 @@ Needs root, systemd-nspawn and debootstrap (see .ci/run)."""
               help="Service manager of the demo bot.")
 @click.option("--keep", is_flag=True, help="Keep the lab running afterwards.")
 @click.option("--store", envvar="WAOPS_DEMO_STORE", default=None, metavar="PATH|DSN",
-              help="Incident store [env WAOPS_DEMO_STORE; default: demo-incidents.db in the state dir].")
+              help="Incident store [env WAOPS_DEMO_STORE; default: a temporary one, removed at the end "
+                   "(with --keep: demo-incidents.db in the state dir)].")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table (stderr) or json (stdout).")
 def demo(name: str, manager: str, keep: bool, store: str | None, output: str) -> None:
@@ -41,11 +45,16 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
     from waops_lab.demo import run_demo
 
     c = Console(stderr=True, highlight=False)
-    ui = RichUI(state_dir() / "qr", interactive=False)
-    progress = _provision_progress(c)
-    result = run_demo(name=name, manager=manager, keep=keep,
-                      store=store or str(state_dir() / "demo-incidents.db"), ui=ui, say=c.print,
-                      on_progress=progress)
+    # Nothing stays behind unless asked: without --keep or --store, the incident store and the QR images
+    # live in a temporary directory that goes with the lab.
+    with contextlib.ExitStack() as stack:
+        scratch = state_dir() if keep or store else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="waops-demo-")))
+        ui = RichUI(scratch / "qr", interactive=False)
+        progress = _provision_progress(c)
+        result = run_demo(name=name, manager=manager, keep=keep,
+                          store=store or str(scratch / "demo-incidents.db"), ui=ui, say=c.print,
+                          on_progress=progress)
     if output == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
