@@ -36,6 +36,7 @@ from waops.hostlease import HostLease
 from waops.model import BotFacts, Health, Library, LinkRequest, StepRecord
 from waops.plan import Plan, PlanOptions, Step, make_plan
 from waops.verify import ROUNDTRIP_VAR, BotState, Probe, RoundTrip, VerifyResult, wait_verified
+from waops_host.base import parse_iso
 
 # Plan steps after which the session on the host is a new one (a new device, or an older state).
 SESSION_CHANGING = ("reset_session", "restore_session")
@@ -183,11 +184,8 @@ def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
     t: datetime | None = None
     if isinstance(raw, (int, float)):
         t = datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, UTC)
-    elif isinstance(raw, str) and raw:
-        with contextlib.suppress(ValueError):
-            t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            if t.tzinfo is None:
-                t = t.replace(tzinfo=UTC)
+    else:
+        t = parse_iso(raw, naive="utc")
     if t is None or t > detected:
         return detected
     return t
