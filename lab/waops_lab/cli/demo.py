@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,15 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
     from waops_lab.demo import run_demo
 
     c = Console(stderr=True, highlight=False)
-    # Nothing stays behind unless asked: without --keep or --store, the incident store and the QR images
-    # live in a temporary directory that goes with the lab.
+    # Nothing stays behind unless asked: without --keep or --store, the incident store, the QR images and
+    # the controller's state (its per-bot lock, the runner's directories) live in a temporary directory
+    # that goes with the lab.
     with contextlib.ExitStack() as stack:
-        scratch = state_dir() if keep or store else Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="waops-demo-")))
+        if keep or store:
+            scratch = state_dir()
+        else:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="waops-demo-")))
+            stack.enter_context(_state_home(scratch / "state"))
         ui = RichUI(scratch / "qr", interactive=False)
         progress = _provision_progress(c)
         result = run_demo(name=name, manager=manager, keep=keep,
@@ -64,6 +70,20 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
         _stages(c, result.stages)
     ok = result.recover is not None and result.recover.outcome in ("resolved", "rolled_back")
     sys.exit(EXIT_OK if ok else EXIT_PROBLEM)
+
+
+@contextlib.contextmanager
+def _state_home(path: Path) -> Iterator[None]:
+    """XDG_STATE_HOME (where waops keeps its state) set to `path` for the demo's run."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = old
 
 
 def _provision_progress(c: Any) -> Any:
