@@ -16,7 +16,7 @@ from typing import Any
 
 from waops.config import Settings
 from waops.logparse import Record, parse_line, parse_lines
-from waops.model import CAUSES
+from waops.model import CAUSES, Auth, Backups, BotFacts, Creds, Facts, Health, Library, Logs, Process, bot_facts
 from waops.rules import (
     CODES,
     LOG_RULES,
@@ -26,6 +26,8 @@ from waops.rules import (
     Match,
     classify_record,
 )
+from waops_host.base import parse_iso
+from waops_host.versions import version_key
 
 FEW_DECRYPT_BASE, FEW_DECRYPT_MAX = 0.35, 0.55  # a few decryption errors alone: below the planner's bar
 RESTART_AFTER_PAIRING = (515, 410)  # 410 Gone was the multi-device beta's restart required
@@ -174,18 +176,18 @@ def _twin_code(i: int, m: Match, near: Sequence[tuple[int, Record, Match]]) -> M
     return replace(m, code=min(twins)[1]) if twins else m
 
 
-def records_from_logs(logs: Mapping[str, Any] | None) -> list[Record]:
+def records_from_logs(logs: Logs | Mapping[str, Any] | None) -> list[Record]:
     """Records from a facts `logs` block. The agent ships each stream's newest raw lines (`streams`);
     each stream is assembled into records by the one reader (waops.logparse), then the streams are
     merged by time (a record without a time follows its predecessor). An older agent's block
     (`matched` lines, then the `tail`) is read too."""
-    if not logs:
+    if logs is None:
         return []
-    streams = logs.get("streams")
-    if isinstance(streams, Mapping):
-        return _merge_streams(streams)
-    matched = [m for m in logs.get("matched") or [] if isinstance(m, Mapping)]
-    tail = [t for t in logs.get("tail") or [] if isinstance(t, str)]
+    block = logs if isinstance(logs, Logs) else Logs.from_dict(dict(logs))
+    if block.streams is not None:
+        return _merge_streams(block.streams)
+    matched = [m for m in block.matched or [] if isinstance(m, Mapping)]
+    tail = [t for t in block.tail or [] if isinstance(t, str)]
     tail_set = {t.strip() for t in tail}
     cut = next((k for k, m in enumerate(matched) if str(m.get("text", "")).strip() in tail_set), len(matched))
     out: list[Record] = []
@@ -224,57 +226,54 @@ def _merge_streams(streams: Mapping[str, Any]) -> list[Record]:
 
 
 # ------------------------------------------------------------------------------------------ facts
-def diagnose(bot: Mapping[str, Any], settings: Settings | None = None) -> Diagnosis:
-    """One bot's facts (an element of the facts document's `bots`) -> Diagnosis."""
+def diagnose(bot: BotFacts | Mapping[str, Any], settings: Settings | None = None) -> Diagnosis:
+    """One bot's facts (an element of the facts document's `bots`, typed by `parse_facts` where the
+    document arrived; a plain JSON entry is read tolerantly) -> Diagnosis."""
     s = settings or Settings()
-    d = _decide(bot, s)
-    _annotate(d, bot, s)
+    facts = bot_facts(bot)
+    d = _decide(facts, s)
+    _annotate(d, facts, s)
     return d
 
 
-def diagnose_document(doc: Mapping[str, Any], settings: Settings | None = None) -> dict[str, Diagnosis]:
+def diagnose_document(doc: Facts | Mapping[str, Any], settings: Settings | None = None) -> dict[str, Diagnosis]:
     """Every bot of a facts document, by bot name."""
-    out: dict[str, Diagnosis] = {}
-    for k, bot in enumerate(doc.get("bots") or []):
-        if isinstance(bot, Mapping):
-            out[str(bot.get("bot") or f"bot{k}")] = diagnose(bot, settings)
-    return out
+    facts = doc if isinstance(doc, Facts) else Facts.from_dict(dict(doc))
+    return {b.bot or f"bot{k}": diagnose(b, settings) for k, b in enumerate(facts.bots)}
 
 
-def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
-    proc = _map(bot.get("process"))
-    health = _map(bot.get("health")) or None
-    lib = _map(bot.get("library"))
-    records = records_from_logs(_map(bot.get("logs")))
+def _decide(bot: BotFacts, s: Settings) -> Diagnosis:
+    proc = bot.process or Process()
+    health = bot.health
+    lib = bot.library or Library()
+    records = records_from_logs(bot.logs)
     logd = diagnose_log(records, s)
-    status = str(proc.get("status") or "")
-    pev = _process_evidence(proc)
-    instances = _int(proc.get("instances"))
+    status = proc.status or ""
+    pev = _process_evidence(bot.process)
     hcode = _health_code(health)
     # Codes of this session only: a 401 before the newest `open` was fixed by a new link.
     codes = {r.code for r in _since_last_open(records) if r.code} | ({hcode} if hcode else set())
     seen_401 = 401 in codes
     log_specific = logd.cause not in ("healthy", "unknown")
 
-    if instances is not None and instances > 1:
+    if proc.instances is not None and proc.instances > 1:
         return Diagnosis("conflict", 440 if 440 in codes else None,
-                         [f"{instances} instances run on one set of credentials", pev, *logd.evidence[:2]],
+                         [f"{proc.instances} instances run on one set of credentials", pev, *logd.evidence[:2]],
                          0.9, logd.started_at, "instances")
     if status == "missing":
         return Diagnosis("process_down", None, [pev, "the service is not registered (pm2 app or unit "
                                                      "missing)"], 0.75, None, "process_missing")
 
-    unstable = _int(proc.get("unstable_restarts")) or 0
-    exit_code = _int(proc.get("exit_code"))
+    unstable = proc.unstable_restarts or 0
     # A crash loop: failed for good, or between two starts after a failed exit (systemd's auto-restart,
     # pm2's waiting restart); the health file then is the dead process's last word, not the truth.
-    crashed = (status in FAILED_STATES or str(proc.get("sub_state") or "") in CRASH_SUBSTATES
+    crashed = (status in FAILED_STATES or (proc.sub_state or "") in CRASH_SUBSTATES
                or (unstable > 0 and status not in ("online", "active"))
-               or (status in WAITING_STATES and exit_code not in (None, 0)))
-    installed, expected = lib.get("installed"), lib.get("expected")
-    lib_bad = bool(lib.get("known_bad")) or bool(installed and expected and installed != expected)
-    lib_ev = (f"library {lib.get('package') or 'baileys'} {installed} (expected {expected}"
-              f"{', known bad' if lib.get('known_bad') else ''})")
+               or (status in WAITING_STATES and proc.exit_code not in (None, 0)))
+    installed, expected = lib.installed, lib.expected
+    lib_bad = bool(lib.known_bad) or bool(installed and expected and installed != expected)
+    lib_ev = (f"library {lib.package or 'baileys'} {installed} (expected {expected}"
+              f"{', known bad' if lib.known_bad else ''})")
     if crashed:
         if logd.cause in ("library_mismatch", "client_outdated"):
             return _with(logd, [pev, lib_ev], 0.05)
@@ -287,14 +286,14 @@ def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
         return Diagnosis("crash", logd.code, [pev, *logd.evidence[:4]], 0.8 if crashed else 0.6,
                          logd.started_at, "process_crash")
 
-    creds = _creds(bot)
-    if creds is not None and (creds.get("present") is False or creds.get("parses") is False) and not seen_401:
-        what = "missing" if creds.get("present") is False else "unparseable"
-        where = "the creds row" if _map(bot.get("auth")).get("store") in ("postgres", "sqlite") else "creds.json"
+    creds = _creds(bot.auth)
+    if creds is not None and (creds.present is False or creds.parses is False) and not seen_401:
+        what = "missing" if creds.present is False else "unparseable"
+        where = "the creds row" if bot.auth is not None and bot.auth.in_database else "creds.json"
         ev = [f"{where} {what} and no 401 seen", pev, *(logd.evidence[:2] if logd.cause != "healthy" else [])]
         return Diagnosis("creds_lost", None, ev, 0.85, logd.started_at, "creds")
 
-    lost = _creds_replaced(creds, health, codes, bot)
+    lost = _creds_replaced(creds, health, codes, bot.backups)
     if lost:
         return Diagnosis("creds_lost", None, [lost, pev, *logd.evidence[:2]], 0.8, logd.started_at,
                          "creds_replaced")
@@ -307,7 +306,7 @@ def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
         hcause = CODES[hcode].cause if hcode in CODES else None
         if hcause in STOP_CAUSES:
             return Diagnosis(hcause, hcode, [pev, f"health: the bot stopped after {hcode}: {CODES[hcode].note}",
-                                             *logd.evidence[:2]], 0.8, _at(_map((health or {}).get("last_disconnect"))),
+                                             *logd.evidence[:2]], 0.8, _at(health),
                              f"stopped_after_{hcode}")
         ev = [pev, *logd.evidence[:2]]
         ev.append(f"older log lines said {logd.cause}: that does not stop a bot" if log_specific
@@ -321,15 +320,15 @@ def _decide(bot: Mapping[str, Any], s: Settings) -> Diagnosis:
     return Diagnosis("unknown", None, [pev, "no health file", *logd.evidence[:3]], 0.25, None, None)
 
 
-def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: str,
+def _from_health(health: Health, logd: Diagnosis, s: Settings, pev: str,
                  records: Sequence[Record] = ()) -> Diagnosis:
-    conn = str(health.get("connection") or "")
-    age = _int(health.get("age_s"))
+    conn = health.connection or ""
+    age = health.age_s
     fresh = age is not None and age <= s.health_fresh_s
     hcode = _health_code(health)
-    last = _map(health.get("last_disconnect"))
+    reason = health.last_disconnect.reason if health.last_disconnect else None
     hev = f"health: connection={conn} age={age}s" + (
-        f" last_disconnect={hcode} {last.get('reason') or ''}".rstrip() if hcode else "")
+        f" last_disconnect={hcode} {reason or ''}".rstrip() if hcode else "")
     if conn == "open" and fresh:
         # The bot's own fresh `open` wins over old log lines; a Bad MAC flood in this very session
         # (with libsignal's no-session errors) still means broken keys.
@@ -346,11 +345,11 @@ def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: s
         if logd.cause not in ("unknown",):
             return _with(logd, [hev + " (stale)", pev], -0.1)
         return Diagnosis("restart_required", None, [hev + " (stale: the bot stopped updating it)", pev],
-                         0.5, health.get("updated_at"), "health_stale")
+                         0.5, health.updated_at, "health_stale")
     if conn == "waiting_link":
         code = hcode or (logd.code if logd.cause == "logged_out" else None)
         ev = [hev, "the bot waits for a QR scan or a pairing code", *logd.evidence[:2]]
-        return Diagnosis("logged_out", code, ev, 0.85, _at(last) or logd.started_at, "health_waiting_link")
+        return Diagnosis("logged_out", code, ev, 0.85, _at(health) or logd.started_at, "health_waiting_link")
     if conn == "stopped":
         # The bot gave up by itself: the reason it stopped on decides (401: relink), else a restart.
         if logd.cause in STOP_CAUSES:
@@ -358,30 +357,28 @@ def _from_health(health: Mapping[str, Any], logd: Diagnosis, s: Settings, pev: s
         if hcode in CODES and CODES[hcode].cause in STOP_CAUSES:
             cr = CODES[hcode]
             return Diagnosis(cr.cause, hcode, [hev, f"code {hcode}: {cr.note}", pev, *logd.evidence[:2]],
-                             cr.weight - 0.05, _at(last), f"health_stopped_{hcode}")
-        return Diagnosis("restart_required", hcode, [hev, pev, *logd.evidence[:2]], 0.6, _at(last),
+                             cr.weight - 0.05, _at(health), f"health_stopped_{hcode}")
+        return Diagnosis("restart_required", hcode, [hev, pev, *logd.evidence[:2]], 0.6, _at(health),
                          "health_stopped")
     # close / connecting: the log window has the detail; the health code backs it or stands alone.
     if logd.cause not in ("healthy", "unknown"):
         return _with(logd, [hev], 0.05 if hcode and hcode == logd.code else 0.0)
     if hcode in CODES:
         cr = CODES[hcode]
-        return Diagnosis(cr.cause, hcode, [hev, f"code {hcode}: {cr.note}", pev], cr.weight - 0.05, _at(last),
+        return Diagnosis(cr.cause, hcode, [hev, f"code {hcode}: {cr.note}", pev], cr.weight - 0.05, _at(health),
                          f"health_code_{hcode}")
-    return Diagnosis("unknown", hcode, [hev, pev, *logd.evidence[:2]], 0.3, _at(last), None)
+    return Diagnosis("unknown", hcode, [hev, pev, *logd.evidence[:2]], 0.3, _at(health), None)
 
 
-def _annotate(d: Diagnosis, bot: Mapping[str, Any], s: Settings) -> None:
+def _annotate(d: Diagnosis, bot: BotFacts, s: Settings) -> None:
     """Facts that matter beside the cause: folder size (can become the cause), library, backups."""
-    auth = _map(bot.get("auth"))
-    lib = _map(bot.get("library"))
-    store = auth.get("store") or "files"
-    db = _map(auth.get("db"))
-    rows = store in ("postgres", "sqlite")  # keys are rows in both database stores
-    count = _int(db.get("rows")) if rows else _int(auth.get("file_count"))
+    auth = bot.auth or Auth()
+    lib = bot.library or Library()
+    rows = auth.in_database  # keys are rows in both database stores
+    count = (auth.db.rows if auth.db else None) if rows else auth.file_count
     warn, emerg = ((s.db_rows_warning, s.db_rows_emergency) if rows
                    else (s.files_warning, s.files_emergency))
-    extra = VERSION_FILE_ALLOWANCE.get(_major(lib.get("installed")), 0)
+    extra = VERSION_FILE_ALLOWANCE.get(_major(lib.installed), 0)
     warn, emerg = warn + extra, emerg + extra
     unit = "rows" if rows else "files"
     if count is not None and count >= emerg:
@@ -393,27 +390,26 @@ def _annotate(d: Diagnosis, bot: Mapping[str, Any], s: Settings) -> None:
             d.evidence.append(msg)
     elif count is not None and count >= warn:
         d.evidence.append(f"warning: auth store holds {count} {unit} (warning at {warn})")
-    if d.cause == "healthy" and lib.get("known_bad"):
+    if d.cause == "healthy" and lib.known_bad:
         # Known to break (405 on WhatsApp's next version change, hourly badSession, 440 at login): a
         # finding with the library_mismatch fix now, not a warning that waits for the outage.
-        d.evidence.insert(0, f"library {lib.get('package') or 'baileys'} {lib.get('installed')} is known bad "
-                             f"(expected {lib.get('expected')}, release {lib.get('release')})")
+        d.evidence.insert(0, f"library {lib.package or 'baileys'} {lib.installed} is known bad "
+                             f"(expected {lib.expected}, release {lib.release})")
         d.cause, d.code, d.confidence, d.rule = "library_mismatch", None, 0.75, "known_bad_version"
-    elif d.cause == "healthy" and (lib.get("installed") and lib.get("expected")
-                                   and lib.get("installed") != lib.get("expected")):
-        d.evidence.append(f"warning: library {lib.get('installed')} (expected {lib.get('expected')}"
-                          f"{', known bad' if lib.get('known_bad') else ''})")
-    backups = _map(bot.get("backups"))
-    latest = _map(backups.get("latest"))
-    if backups and not latest:
+    elif d.cause == "healthy" and lib.installed and lib.expected and lib.installed != lib.expected:
+        d.evidence.append(f"warning: library {lib.installed} (expected {lib.expected}"
+                          f"{', known bad' if lib.known_bad else ''})")
+    backups = bot.backups
+    latest = backups.latest if backups else None
+    if backups is not None and latest is None:
         d.evidence.append("no backup yet")
-    elif latest:
-        age = _int(latest.get("age_s"))
+    elif latest is not None:
+        age = latest.age_s
         # a negative age is a backup dated in the future (a clock that was wrong, or a planted file)
         when = f"DATED {-age}s IN THE FUTURE (clock skew or a planted backup)" if age is not None and age < 0 \
-            else f"age={latest.get('age_s')}s"
-        d.evidence.append(f"latest backup {latest.get('id')} {when} "
-                          f"verified={latest.get('verified')} creds_linked={latest.get('creds_linked')}")
+            else f"age={age}s"
+        d.evidence.append(f"latest backup {latest.id} {when} "
+                          f"verified={latest.verified} creds_linked={latest.creds_linked}")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -422,38 +418,36 @@ def _with(d: Diagnosis, extra: list[str], delta: float) -> Diagnosis:
                      d.started_at, d.rule)
 
 
-def _creds(bot: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    auth = _map(bot.get("auth"))
-    if not auth:
+def _creds(auth: Auth | None) -> Creds | None:
+    if auth is None or not auth.to_dict():
         return None
-    if auth.get("store") in ("postgres", "sqlite"):
-        db = _map(auth.get("db"))
-        if not db or db.get("reachable") is False:
+    if auth.in_database:
+        db = auth.db
+        if db is None or not db.to_dict() or db.reachable is False:
             return None  # an unreachable DB is not lost creds
-        return _map(db.get("creds")) or None
-    return _map(auth.get("creds")) or None
+        return db.creds if db.creds is not None and db.creds.to_dict() else None
+    return auth.creds if auth.creds is not None and auth.creds.to_dict() else None
 
 
-def _creds_replaced(creds: Mapping[str, Any] | None, health: Mapping[str, Any] | None, codes: set[int],
-                    bot: Mapping[str, Any]) -> str | None:
+def _creds_replaced(creds: Creds | None, health: Health | None, codes: set[int],
+                    backups: Backups | None) -> str | None:
     """Why the creds look lost though they parse: the bot wrote fresh, unlinked creds (Baileys does when it
     finds none) while a verified backup holds linked ones, and nothing says the server ended the device.
     A 401 (or a ban) means the link itself is gone: that is logged_out, whatever the backup holds."""
-    if not creds or creds.get("present") is False or creds.get("parses") is False or creds.get("linked") is not False:
+    if creds is None or creds.present is False or creds.parses is False or creds.linked is not False:
         return None
-    if codes & REVOKED_CODES or str((health or {}).get("connection") or "") == "open":
+    if codes & REVOKED_CODES or (health is not None and health.connection == "open"):
         return None
-    backups = _map(bot.get("backups"))
-    good = _map(backups.get("latest_restorable"))
-    if not good:
-        latest = _map(backups.get("latest"))
-        good = latest if latest.get("verified") and latest.get("creds_linked") else {}
-    if not good:
+    good = backups.latest_restorable if backups else None
+    if good is None:
+        latest = backups.latest if backups else None
+        good = latest if latest is not None and latest.verified and latest.creds_linked else None
+    if good is None:
         return None  # never linked here (a new bot): a link is the only way
-    if good.get("reason") == "pre-reset":
+    if good.reason == "pre-reset":
         return None  # reset on purpose (after a 401 that may have left the log window): its link is revoked
     return (f"creds are fresh and not linked (the bot made new ones), no 401 seen, while backup "
-            f"{good.get('id')} holds linked creds: the local session was lost, not revoked")
+            f"{good.id} holds linked creds: the local session was lost, not revoked")
 
 
 def _since_last_open(records: Sequence[Record]) -> Sequence[Record]:
@@ -471,73 +465,54 @@ def _last_time(records: Sequence[Record], cause: str) -> Any:
     return None
 
 
-def _recent(t: Any, health: Mapping[str, Any]) -> bool:
+def _recent(t: Any, health: Health) -> bool:
     """Whether a line at time `t` is recent, measured against when the facts were read (health's own
     updated_at plus its age, both wall time). Unknown times count as recent."""
-    when, updated = _epoch(t), _epoch(health.get("updated_at"))
-    age = _int(health.get("age_s"))
-    if when is None or updated is None or age is None:
+    when, updated = _epoch(t), _epoch(health.updated_at)
+    if when is None or updated is None or health.age_s is None:
         return True
-    return updated + age - when <= RATE_LIMIT_RECENT_S
+    return updated + health.age_s - when <= RATE_LIMIT_RECENT_S
 
 
 def _epoch(t: Any) -> float | None:
+    """Seconds since the epoch of a log or health time: epoch seconds or ms, or ISO 8601 (naive = UTC)."""
     if isinstance(t, bool):
         return None
     if isinstance(t, (int, float)):
         return t / 1000 if t > 1e11 else float(t)
-    if isinstance(t, str) and t:
-        from datetime import UTC, datetime
-
-        try:
-            d = datetime.fromisoformat(t.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
-    return None
+    d = parse_iso(t, naive="utc")
+    return d.timestamp() if d else None
 
 
-def _health_code(health: Mapping[str, Any] | None) -> int | None:
-    last = _map((health or {}).get("last_disconnect"))
-    code = _int(last.get("code"))
-    reason = str(last.get("reason") or "")
-    if code is None and reason in ("device_removed", "replaced"):
-        code = 401 if reason == "device_removed" else 440
-    return code
+def _health_code(health: Health | None) -> int | None:
+    last = health.last_disconnect if health is not None else None
+    if last is None:
+        return None
+    if last.code is None and last.reason in ("device_removed", "replaced"):
+        return 401 if last.reason == "device_removed" else 440
+    return last.code
 
 
-def _process_evidence(proc: Mapping[str, Any]) -> str:
-    if not proc:
+def _process_evidence(proc: Process | None) -> str:
+    if proc is None or not proc.to_dict():
         return "process: unknown"
-    keys = ("restarts", "unstable_restarts", "instances", "uptime_s", "exit_code")
-    parts = [f"{k}={proc[k]}" for k in keys if proc.get(k) is not None]
-    return f"process: {proc.get('manager') or '?'} {proc.get('status') or '?'} " + " ".join(parts)
+    values = {"restarts": proc.restarts, "unstable_restarts": proc.unstable_restarts, "instances": proc.instances,
+              "uptime_s": proc.uptime_s, "exit_code": proc.exit_code}
+    parts = [f"{k}={v}" for k, v in values.items() if v is not None]
+    return f"process: {proc.manager or '?'} {proc.status or '?'} " + " ".join(parts)
 
 
-def _at(last: Mapping[str, Any]) -> str | None:
-    at = last.get("at")
-    return at if isinstance(at, str) else None
+def _at(health: Health | None) -> str | None:
+    """When the last disconnect happened, as the health file says."""
+    last = health.last_disconnect if health is not None else None
+    return last.at if last is not None else None
 
 
-def _major(version: Any) -> int | None:
+def _major(version: str | None) -> int | None:
     try:
-        return int(str(version).lstrip("v").split(".")[0])
+        return version_key(version)[0] if version else None
     except ValueError:
         return None
-
-
-def _map(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
-
-
-def _int(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float):
-        return int(v)
-    return None
 
 
 def _unique(items: Iterable[str]) -> list[str]:

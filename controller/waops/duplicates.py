@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from waops.model import BotFacts, bot_facts
+
 RUNNING = {"online", "active", "launching", "activating", "waiting restart"}
 # What a probe of a flapping copy may show instead of the conflict it is part of.
 MASKED_CAUSES = frozenset({"healthy", "unknown", "conflict", "corrupt_keys", "restart_required", "network"})
@@ -23,16 +25,15 @@ class Copy:
         return f"{self.host}/{self.bot}"
 
 
-def fingerprint(facts: Mapping[str, Any] | None) -> str | None:
-    auth = facts.get("auth") if isinstance(facts, Mapping) else None
-    creds = auth.get("creds") if isinstance(auth, Mapping) else None
-    fp = creds.get("fingerprint") if isinstance(creds, Mapping) else None
-    return fp if isinstance(fp, str) and fp else None
+def fingerprint(facts: BotFacts | Mapping[str, Any] | None) -> str | None:
+    auth = bot_facts(facts).auth
+    creds = auth.creds if auth is not None else None
+    return creds.fingerprint if creds is not None and creds.fingerprint else None
 
 
-def running(facts: Mapping[str, Any] | None) -> bool:
-    proc = facts.get("process") if isinstance(facts, Mapping) else None
-    return isinstance(proc, Mapping) and str(proc.get("status") or "") in RUNNING
+def running(facts: BotFacts | Mapping[str, Any] | None) -> bool:
+    proc = bot_facts(facts).process
+    return proc is not None and (proc.status or "") in RUNNING
 
 
 def same_device(reports: Sequence[Any]) -> dict[str, list[Copy]]:

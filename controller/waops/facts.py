@@ -13,13 +13,13 @@ import json
 import shlex
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import waops_host
 from waops.errors import WaopsError
+from waops.model import Facts, SchemaError, parse_facts
 from waops.transport import Transport
 from waops_host.schema import FACTS_SCHEMA as SCHEMA
-from waops_host.schema import shape_error
 
 if TYPE_CHECKING:
     import zipfile
@@ -97,7 +97,7 @@ def _pyc(source: bytes, name: str) -> bytes:
     return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
-def collect(transport: Transport, timeout: float, become: bool = False, source: bytes | None = None) -> dict[str, Any]:
+def collect(transport: Transport, timeout: float, become: bool = False, source: bytes | None = None) -> Facts:
     res = transport.run(probe_command(become), timeout=timeout)
     if res.exit_status == NEED_SOURCE and not res.stdout.strip():
         res = transport.run(probe_command(become, STREAMED), stdin=agent_bytes() if source is None else source,
@@ -105,7 +105,9 @@ def collect(transport: Transport, timeout: float, become: bool = False, source: 
     return parse(res.stdout, res.stderr, res.exit_status, transport.name)
 
 
-def parse(stdout: bytes, stderr: bytes, status: int, host: str = "host") -> dict[str, Any]:
+def parse(stdout: bytes, stderr: bytes, status: int, host: str = "host") -> Facts:
+    """The boundary: the agent's output -> typed facts (FactsError with the reason when it is not a
+    facts document of this schema and shape). Everything after reads the records."""
     text = stdout.decode("utf-8", "replace").strip()
     try:
         doc = json.loads(text) if text else None
@@ -116,10 +118,10 @@ def parse(stdout: bytes, stderr: bytes, status: int, host: str = "host") -> dict
         raise FactsError(f"{host}: no facts from waops-host ({why})")
     if doc.get("schema") != SCHEMA:
         raise FactsError(f"{host}: facts schema {doc.get('schema')!r}, this waops reads schema {SCHEMA}")
-    why = shape_error(doc)
-    if why:
-        raise FactsError(f"{host}: malformed facts from waops-host: {why}")
-    return doc
+    try:
+        return parse_facts(doc)
+    except SchemaError as exc:
+        raise FactsError(f"{host}: malformed facts from waops-host: {exc}") from None
 
 
 def _last_line(b: bytes) -> str:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from waops.errors import UsageError, WaopsError
 from waops.locking import state_dir
-from waops.model import OUTCOMES
+from waops.model import OUTCOMES, StepRecord
 
 # Outcomes where the bot works again, so resolved_at - started_at is a repair time.
 REPAIRED: tuple[str, ...] = ("resolved", "rolled_back")
@@ -79,24 +79,6 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 class StoreError(WaopsError):
     pass
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    name: str
-    started_at: datetime
-    ended_at: datetime | None
-    result: str
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "started_at": _iso(self.started_at),
-            "ended_at": _iso(self.ended_at),
-            "result": self.result,
-            "detail": self.detail,
-        }
 
 
 @dataclass(frozen=True)

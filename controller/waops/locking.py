@@ -9,11 +9,11 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import time
 from pathlib import Path
 from types import TracebackType
 
 from waops.errors import ExitCode, WaopsError
+from waops_host.locks import flock_wait
 
 EXIT_LOCK_BUSY = ExitCode.BUSY
 _BOT_NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -44,20 +44,11 @@ class BotLock:
     def acquire(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _read_pid(fd)
-                    os.close(fd)
-                    who = f" (held by pid {holder})" if holder else ""
-                    raise LockBusyError(
-                        f"another waops run is working on this bot{who}: {self.path}"
-                    ) from None
-                time.sleep(0.1)
+        if not flock_wait(fd, self.wait_s, 0.1):
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f" (held by pid {holder})" if holder else ""
+            raise LockBusyError(f"another waops run is working on this bot{who}: {self.path}")
         # The pid is for the message above only; the flock is the lock.
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

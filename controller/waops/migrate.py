@@ -43,8 +43,8 @@ class MigrateResult:
 
 
 def store_of(state: BotState) -> str | None:
-    auth = state.facts.get("auth")
-    return str(auth.get("store")) if isinstance(auth, Mapping) and auth.get("store") else None
+    auth = state.facts.auth
+    return auth.store if auth is not None and auth.store else None
 
 
 def migrate(host: str, bot: str, to: str, *, probe: Probe, run: RunPlaybook, round_trip: RoundTrip | None,

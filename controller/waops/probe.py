@@ -19,6 +19,7 @@ from waops.config import Settings
 from waops.errors import EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, UnreachableError, WaopsError
 from waops.facts import collect
 from waops.inventory import Host
+from waops.model import BotFacts
 from waops.transport import Transport
 
 if TYPE_CHECKING:
@@ -31,10 +32,10 @@ TransportFactory = Callable[[Host, float], Transport]
 class BotReport:
     bot: str
     diagnosis: Diagnosis
-    facts: dict[str, Any] | None = None
+    facts: BotFacts | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bot": self.bot, **self.diagnosis.to_dict(), "facts": self.facts}
+        return {"bot": self.bot, **self.diagnosis.to_dict(), "facts": self.facts.to_dict() if self.facts else None}
 
 
 @dataclass
@@ -79,8 +80,8 @@ def probe_host(host: Host, settings: Settings, factory: TransportFactory = ssh_f
         # imported only now: while this host answered, probe_hosts' thread imported the classifier
         from waops.diagnose import Diagnosis, diagnose
 
-        for entry in doc["bots"]:  # facts.parse checked the shape
-            name = entry["bot"]
+        for entry in doc.bots:  # typed: facts.parse checked the shape and that every bot has a name
+            name = entry.bot or ""
             if bots and name not in bots:
                 continue
             try:

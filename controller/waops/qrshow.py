@@ -1,49 +1,17 @@
 """Show a link request: a QR code in the terminal (ASCII) and as an image file, or a pairing code.
 
 The QR string comes from the bot's health file (contract 5), read by `reset_session.yml` (exposed with
-set_stats as `waops_link`) or by `waops qr`. The image is a PNG when pypng is installed (qrcode's
-PIL-free PNG writer), else an SVG (qrcode's own SVG writer, no extra dependency).
+set_stats as `waops_link`) or by `waops qr`; what to show is a `waops.model.LinkRequest`. The image is
+a PNG when pypng is installed (qrcode's PIL-free PNG writer), else an SVG (qrcode's own SVG writer, no
+extra dependency).
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-
-@dataclass(frozen=True)
-class LinkRequest:
-    """What a person needs to link the bot: a QR string to scan or a code to type (or neither yet)."""
-
-    bot: str
-    host: str
-    qr: str | None = None
-    pairing_code: str | None = None
-    connection: str | None = None
-
-    @property
-    def pending(self) -> bool:
-        return bool(self.qr or self.pairing_code)
-
-    @classmethod
-    def from_mapping(cls, doc: Mapping[str, Any], *, bot: str = "", host: str = "") -> LinkRequest:
-        def text(key: str) -> str | None:
-            v = doc.get(key)
-            return str(v) if isinstance(v, str) and v else None
-
-        return cls(
-            bot=str(doc.get("bot") or bot), host=str(doc.get("host") or host), qr=text("qr"),
-            pairing_code=text("pairing_code"), connection=text("connection"),
-        )  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        # The QR string itself is left out of machine output on purpose: the image file carries it.
-        return {"bot": self.bot, "host": self.host, "has_qr": bool(self.qr), "pairing_code": self.pairing_code,
-                "connection": self.connection}  # fmt: skip
 
 
 def ascii_qr(data: str) -> str:

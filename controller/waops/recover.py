@@ -33,9 +33,10 @@ from waops.errors import (
 )
 from waops.execute import Cancel, Progress, RunResult
 from waops.hostlease import HostLease
+from waops.model import BotFacts, Health, Library, LinkRequest, StepRecord
 from waops.plan import Plan, PlanOptions, Step, make_plan
-from waops.qrshow import LinkRequest
 from waops.verify import ROUNDTRIP_VAR, BotState, Probe, RoundTrip, VerifyResult, wait_verified
+from waops_host.base import parse_iso
 
 # Plan steps after which the session on the host is a new one (a new device, or an older state).
 SESSION_CHANGING = ("reset_session", "restore_session")
@@ -67,23 +68,6 @@ class RecoverOptions:
 
 
 @dataclass
-class StepOutcome:
-    name: str
-    kind: str
-    stage: int  # 0 = first fix, 1.. = rollback chain stages
-    started_at: datetime
-    ended_at: datetime
-    result: str  # ok, failed, cancelled, needs_human
-    detail: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "stage": self.stage, "started_at": self.started_at.isoformat(),
-                "ended_at": self.ended_at.isoformat(), "result": self.result, "detail": self.detail,
-                "data": self.data}  # fmt: skip
-
-
-@dataclass
 class RecoverResult:
     host: str
     bot: str
@@ -93,7 +77,7 @@ class RecoverResult:
     code: int | None = None
     evidence: list[str] = field(default_factory=list)
     plan: Plan | None = None
-    steps: list[StepOutcome] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     incident_id: int | None = None
     started_at: datetime | None = None
     detected_at: datetime | None = None
@@ -141,7 +125,7 @@ class UI(Protocol):
     def confirm(self, target: Target, plan: Plan) -> bool: ...
     def step(self, target: Target, step: Step, stage: int) -> None: ...
     def progress(self, target: Target, p: Progress) -> None: ...
-    def step_done(self, target: Target, outcome: StepOutcome) -> None: ...
+    def step_done(self, target: Target, outcome: StepRecord) -> None: ...
     def link(self, target: Target, link: LinkRequest) -> None: ...
     def status(self, target: Target, text: str) -> None: ...
     def error(self, target: Target, text: str) -> None: ...
@@ -154,7 +138,7 @@ class QuietUI:
 
     def step(self, target: Target, step: Step, stage: int) -> None: ...
     def progress(self, target: Target, p: Progress) -> None: ...
-    def step_done(self, target: Target, outcome: StepOutcome) -> None: ...
+    def step_done(self, target: Target, outcome: StepRecord) -> None: ...
     def link(self, target: Target, link: LinkRequest) -> None: ...
     def status(self, target: Target, text: str) -> None: ...
     def error(self, target: Target, text: str) -> None: ...
@@ -188,17 +172,20 @@ class Deps:
     copies: Callable[[str], list[Any]] | None = None
 
 
+def _step(name: str, kind: str, stage: int, started_at: datetime, ended_at: datetime, result: str,
+          detail: str = "", data: dict[str, Any] | None = None) -> StepRecord:
+    """A step of this run (kind and stage known: 0 = first fix, 1.. = rollback chain, -1 = outside)."""
+    return StepRecord(name, started_at, ended_at, result, detail, kind, stage, data or {})
+
+
 def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
     """started_at of the incident: the time of the first evidence, never later than detection."""
     raw = getattr(diagnosis, "started_at", None)
     t: datetime | None = None
     if isinstance(raw, (int, float)):
         t = datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, UTC)
-    elif isinstance(raw, str) and raw:
-        with contextlib.suppress(ValueError):
-            t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            if t.tzinfo is None:
-                t = t.replace(tzinfo=UTC)
+    else:
+        t = parse_iso(raw, naive="utc")
     if t is None or t > detected:
         return detected
     return t
@@ -206,13 +193,12 @@ def first_evidence(diagnosis: Any, detected: datetime) -> datetime:
 
 def plan_options(target: Target, state: BotState, opts: RecoverOptions,
                  started_at: datetime | None = None, copy_hosts: tuple[str, ...] = ()) -> PlanOptions:
-    lib = state.facts.get("library") if isinstance(state.facts.get("library"), Mapping) else {}
-    assert isinstance(lib, Mapping)
+    lib = state.facts.library
     pairing = "code" if opts.pair_phone else ("code" if target.pairing == "code" else "qr")
     return PlanOptions(
         pairing=pairing,  # type: ignore[arg-type]
-        has_previous_release=bool(lib.get("previous_release")) if lib else True,
-        known_good_version=_pin_target(target, state, lib),
+        has_previous_release=bool(lib.previous_release) if lib else True,
+        known_good_version=_pin_target(target, state, lib or Library()),
         started_at=started_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if started_at else None,
         copy_hosts=copy_hosts, home_host=target.home_host, host=target.host,
         verify_timeout_s=opts.verify_timeout_s,
@@ -221,17 +207,16 @@ def plan_options(target: Target, state: BotState, opts: RecoverOptions,
     )
 
 
-def _pin_target(target: Target, state: BotState, lib: Mapping[str, Any]) -> str | None:
+def _pin_target(target: Target, state: BotState, lib: Library) -> str | None:
     """The version pin_library moves to: the expected one, unless WhatsApp refuses the bot (405) while it
     already runs that version (or a newer one); then the newest offered, not known-bad version
     (`newest`, resolved on the host by pin_library.yml)."""
     from waops_host.versions import older_than
 
-    expected = target.library_expected or (lib.get("expected") if lib else None)
-    installed = lib.get("installed") if lib else None
-    if getattr(state.diagnosis, "cause", None) != "client_outdated" or not installed:
+    expected = target.library_expected or lib.expected
+    if getattr(state.diagnosis, "cause", None) != "client_outdated" or not lib.installed:
         return expected
-    if expected and older_than(str(installed), str(expected)):
+    if expected and older_than(lib.installed, expected):
         return expected
     return "newest"
 
@@ -296,7 +281,7 @@ class Recovery:
         if plan.intent == "needs_human":
             self._open(res)
             for step in plan.steps:  # alert/escalate: recorded, nothing on the host is touched
-                self._record(res, StepOutcome(step.name, step.kind, 0, self.d.now(), self.d.now(), "needs_human",
+                self._record(res, _step(step.name, step.kind, 0, self.d.now(), self.d.now(), "needs_human",
                                               plan.why))
             return self._close(res, "needs_human", plan.why)
         if plan.destructive and not self.o.yes and not self.ui.confirm(t, plan):
@@ -322,7 +307,7 @@ class Recovery:
                     why = (f"{plan.cause} persists after {', '.join(s.name for s in stage if s.kind == 'playbook')}: "
                            "the fallbacks cannot fix it; a person must find what still causes it")
                     now = self.d.now()
-                    self._record(res, StepOutcome("escalate", "escalate", index + 1, now, now, "needs_human", why))
+                    self._record(res, _step("escalate", "escalate", index + 1, now, now, "needs_human", why))
                     return self._close(res, "needs_human", why)
                 if verdict == "cancelled":
                     self._settle_after_cancel(res)
@@ -330,7 +315,7 @@ class Recovery:
                     return self._close(res, "failed", _cancel_why(res))
             return self._close(res, "failed", "every stage failed")
         except Exception as exc:  # the store, a playbook that could not start: record, then report
-            res.steps.append(StepOutcome("error", "error", -1, self.d.now(), self.d.now(), "failed", str(exc)))
+            res.steps.append(_step("error", "error", -1, self.d.now(), self.d.now(), "failed", str(exc)))
             with contextlib.suppress(Exception):
                 return self._close(res, "failed", f"recover broke: {exc}")
             res.outcome, res.why = "failed", f"recover broke: {exc}"
@@ -353,7 +338,7 @@ class Recovery:
             self.ui.step(self.t, step, index)
             if step.kind in ("escalate", "alert"):
                 now = self.d.now()
-                self._record(res, StepOutcome(step.name, step.kind, index, now, now, "needs_human", step.description))
+                self._record(res, _step(step.name, step.kind, index, now, now, "needs_human", step.description))
                 return "escalate"
             if step.kind == "verify":
                 outcome = self._verify(res, step, index)
@@ -365,7 +350,7 @@ class Recovery:
                 return "failed"
         return "ok"  # a stage with no verify step (not made by the planner) counts as done
 
-    def _playbook(self, res: RecoverResult, step: Step, index: int) -> StepOutcome:
+    def _playbook(self, res: RecoverResult, step: Step, index: int) -> StepRecord:
         extra = dict(step.extra_vars)
         if self._lease is not None:  # the agent's destructive commands belong to this lease
             extra["waops_repair_owner"] = self._lease.owner
@@ -390,15 +375,15 @@ class Recovery:
             data["done"] = [done_text(d) for d in run.done]
         link = run.set_stats.get("waops_link")
         if isinstance(link, Mapping):
-            req = LinkRequest.from_mapping(link, bot=self.t.bot, host=self.t.host)
+            req = LinkRequest.from_health(Health.from_dict(link), bot=self.t.bot, host=self.t.host)
             data["link"] = req.to_dict()
             if req.pending:
                 res.link = req
                 self._link_shown_at = self.d.now()  # the person's wait starts when the code is shown
                 self.ui.link(self.t, req)
-        return self._record(res, StepOutcome(step.name, step.kind, index, started, self.d.now(), result, detail, data))
+        return self._record(res, _step(step.name, step.kind, index, started, self.d.now(), result, detail, data))
 
-    def _verify(self, res: RecoverResult, step: Step, index: int) -> StepOutcome:
+    def _verify(self, res: RecoverResult, step: Step, index: int) -> StepRecord:
         started = self.d.now()
         wait_link = bool(step.extra_vars.get("wait_for_link"))
         raw = step.extra_vars.get("timeout_s")
@@ -438,7 +423,7 @@ class Recovery:
             data["last_cause"] = getattr(v.last.diagnosis, "cause", None)
         if v.moved_to:
             data["moved_to"] = v.moved_to
-        out = self._record(res, StepOutcome("verify", "verify", index, started, self.d.now(), result, v.detail, data))
+        out = self._record(res, _step("verify", "verify", index, started, self.d.now(), result, v.detail, data))
         if result == "ok":
             res.resolved_at = out.ended_at
         return out
@@ -456,7 +441,7 @@ class Recovery:
                       f"backup after the repair failed: {r.get('error') or r.get('why') or 'not verified'}")
         except Exception as exc:  # the bot is fixed either way; the cron backup comes later
             ok, detail = False, f"backup after the repair failed: {exc}"
-        self._record(res, StepOutcome("backup", "backup", index, started, self.d.now(), "ok" if ok else "failed",
+        self._record(res, _step("backup", "backup", index, started, self.d.now(), "ok" if ok else "failed",
                                       detail))
 
     def _settle_after_cancel(self, res: RecoverResult) -> None:
@@ -474,7 +459,7 @@ class Recovery:
             detail = "restart after cancel: " + (_run_summary(run) or run.status)
         except Exception as exc:
             result, detail = "failed", f"restart after cancel: {exc}"
-        self._record(res, StepOutcome("restart_after_cancel", "playbook", -1, started, self.d.now(), result, detail))
+        self._record(res, _step("restart_after_cancel", "playbook", -1, started, self.d.now(), result, detail))
 
     # -- the incident -----------------------------------------------------------------------------
     def _open(self, res: RecoverResult) -> None:
@@ -484,7 +469,7 @@ class Recovery:
                                             started_at=res.started_at, evidence=evidence,
                                             detected_at=res.detected_at)
 
-    def _record(self, res: RecoverResult, outcome: StepOutcome) -> StepOutcome:
+    def _record(self, res: RecoverResult, outcome: StepRecord) -> StepRecord:
         res.steps.append(outcome)
         self.ui.step_done(self.t, outcome)
         if res.incident_id is not None:
@@ -503,7 +488,7 @@ class Recovery:
         return res
 
     @staticmethod
-    def _broken_step(res: RecoverResult) -> StepOutcome | None:
+    def _broken_step(res: RecoverResult) -> StepRecord | None:
         """The playbook step that ended the last stage before the escalation, when one failed (a refused
         reset, PostgreSQL down mid-restore): its detail is the reason, the outcome `failed`."""
         for s in reversed(res.steps[:-1]):
@@ -647,10 +632,10 @@ def host_probe(host: Any, bot: str, settings: Any) -> Probe:
             raise UnreachableError(report.error or f"{host.name}: unreachable")
         for b in report.bots:
             if b.bot == bot:
-                return BotState(b.diagnosis, b.facts or {"bot": bot})
+                return BotState(b.diagnosis, b.facts or BotFacts(bot=bot))
         from waops.diagnose import Diagnosis
 
-        return BotState(Diagnosis("unknown", None, [report.error or "no facts for this bot"], 0.1), {"bot": bot})
+        return BotState(Diagnosis("unknown", None, [report.error or "no facts for this bot"], 0.1), BotFacts(bot=bot))
 
     return probe
 

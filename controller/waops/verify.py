@@ -12,13 +12,12 @@ Pure control flow over two callables (probe, round trip), so it is tested withou
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from waops.errors import UnreachableError
-from waops.qrshow import LinkRequest
-from waops_host.schema import Health
+from waops.model import BotFacts, Health, LinkRequest, bot_facts
 
 
 class DiagnosisLike(Protocol):
@@ -29,29 +28,33 @@ class DiagnosisLike(Protocol):
 
 @dataclass
 class BotState:
-    """One look at a bot: its diagnosis and its facts entry (contract 2)."""
+    """One look at a bot: its diagnosis and its typed facts entry (contract 2). A JSON entry given here
+    (a test, a saved entry) is read into the record once, in __post_init__."""
 
     diagnosis: Any
-    facts: Mapping[str, Any] = field(default_factory=dict)
+    facts: BotFacts = field(default_factory=BotFacts)
+
+    def __post_init__(self) -> None:
+        self.facts = bot_facts(self.facts)
 
     @property
     def health(self) -> Health:
-        """The health file the facts carry (contract 5), typed; every field None when there is none."""
-        return Health.from_dict(self.facts.get("health"))
+        """The health file the facts carry (contract 5); every field None when there is none."""
+        return self.facts.health or Health()
 
     @property
     def connection(self) -> str | None:
         c = self.health.connection
         if c:
-            return str(c)
+            return c
         # A bot without the keep-alive agent (an adopted one) writes no health file: its running process
         # and its newest log records (the connection opened, nothing failed after) are the word there is.
-        if not self.facts.get("health") and getattr(self.diagnosis, "rule", None) == "opened":
+        if self.facts.health is None and getattr(self.diagnosis, "rule", None) == "opened":
             return "open"
         return None
 
     def link(self, host: str) -> LinkRequest:
-        return LinkRequest.from_mapping(self.health.to_dict(), bot=str(self.facts.get("bot") or ""), host=host)
+        return LinkRequest.from_health(self.facts.health, bot=self.facts.bot or "", host=host)
 
 
 # Causes that waiting cannot change while the bot is connected (a folder does not shrink by itself): seen

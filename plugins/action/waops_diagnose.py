@@ -28,6 +28,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         try:
             from waops.diagnose import diagnose
+            from waops.model import SchemaError, parse_bot
             from waops.plan import POLICIES, PlanOptions, default_policy, make_plan
         except ImportError as e:
             raise AnsibleActionFail(f"waops_diagnose needs the waops Python package on the controller: {e}") from None
@@ -46,7 +47,14 @@ class ActionModule(ActionBase):
                 doc = json.loads(res["stdout"])
             except ValueError:
                 raise AnsibleActionFail("waops-host facts printed no JSON") from None
-        bots = [b for b in (doc.get("bots") or []) if isinstance(b, dict) and b.get("bot") == bot]
+        entries = doc.get("bots") if isinstance(doc, dict) else None
+        if not isinstance(entries, list):
+            raise AnsibleActionFail("the facts hold no `bots` list")
+        try:  # the boundary: the bot's entry is typed here, or refused with the field that is wrong
+            bots = [parse_bot(b, f"bots[{k}]") for k, b in enumerate(entries)
+                    if isinstance(b, dict) and b.get("bot") == bot]
+        except SchemaError as e:
+            raise AnsibleActionFail(f"malformed facts: {e}") from None
         if not bots:
             raise AnsibleActionFail(f"the facts hold no bot {bot}")
         diagnosis = diagnose(bots[0])

@@ -6,7 +6,15 @@ import json
 
 from agent_helpers import Bot
 
-from waops_host.schema import FACTS_SCHEMA, BotFacts, Facts, Health, LastDisconnect, shape_error
+from waops_host.schema import (
+    FACTS_SCHEMA,
+    BotFacts,
+    Facts,
+    Health,
+    LastDisconnect,
+    Process,
+    shape_error,
+)
 
 HEALTH = {"schema": 1, "bot": "shop", "connection": "open",
           "last_disconnect": {"code": 401, "reason": "device_removed", "at": "2026-11-22T07:00:00Z"},
@@ -21,7 +29,7 @@ def test_a_real_facts_document_round_trips_byte_for_byte(bot: Bot) -> None:
     doc = bot.json("facts")
     facts = Facts.from_dict(doc)
     assert facts.schema == FACTS_SCHEMA and facts.bots[0].bot == "shop" and facts.bots[0].health is not None
-    assert facts.bots[0].health.connection == "open" and isinstance(facts.bots[0].process, dict)
+    assert facts.bots[0].health.connection == "open" and isinstance(facts.bots[0].process, Process)
     assert json.dumps(facts.to_dict()) == json.dumps(doc)
     assert shape_error(doc) is None
 

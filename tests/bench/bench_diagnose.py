@@ -240,7 +240,7 @@ def bench_streamed(rounds: int = 15) -> None:
             times.append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the host side's CPU: steadier than wall time
             cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-            assert doc["bots"][0]["bot"] == "shop"
+            assert doc.bots[0].bot == "shop"
     print(f"facts with the agent streamed (local, {len(agent_bytes()) // 1024} KiB sent), {rounds} rounds: "
           f"median {statistics.median(times):.3f} s, best {min(times):.3f} s, host CPU median "
           f"{statistics.median(cpu):.3f} s (load average {os.getloadavg()[0]:.1f})")
@@ -611,7 +611,7 @@ def profile_many(inventory: Path) -> None:
     per_host = sorted(r.elapsed_s for r in reports)
     by_manager: dict[str, list[float]] = {}
     for r in reports:
-        manager = next((b.facts["process"].get("manager") for b in r.bots if b.facts), "?")
+        manager = next((b.facts.process.manager for b in r.bots if b.facts and b.facts.process), "?")
         by_manager.setdefault(str(manager), []).append(r.elapsed_s)
     split = ", ".join(f"{m} hosts median {statistics.median(v):.2f} s" for m, v in sorted(by_manager.items()))
     start = time.perf_counter()

@@ -6,17 +6,22 @@ is not reachable from here, so the test builds a stand-in of its packaging: a .d
 with the same Provides/Conflicts/Replaces, carrying node and npm from the npm registry tarballs (cached
 on this machine by the lab image). Then, on a fresh lab host (the lab image, its own node removed):
 the checkout is copied in, `bash .ci/install` runs as the first command, and `waops --help` and a quick
-unit-test subset pass there.
+unit-test subset pass there; then the README's other command, `waops demo`, runs there end to end. The
+host can run a lab of its own (systemd-nspawn inside systemd-nspawn: `LabSettings(nesting=True)`, see
+`waops_lab.lab.container.nesting_args`), and it sees this machine's lab image copy-on-write, so the
+demo builds no image there.
 
-Not shown here: `waops demo` inside that host (it would need nspawn inside nspawn); the host's apt, npm
-and PyPI go through this machine's proxy with its CA (copied in at boot, as for every lab host).
+The host's apt, npm and PyPI go through this machine's proxy with its CA (copied in at boot, as for
+every lab host).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,8 +82,28 @@ def _checkout_tar() -> bytes:
                           capture_output=True).stdout
 
 
-def test_readme_install_runs_first_on_a_nodesource_machine(lab_factory, tmp_path: Path) -> None:
-    lab = lab_factory("fresh", hosts=1, managers=("systemd",))
+@pytest.fixture
+def nesting_lab() -> Iterator:
+    """One lab host that can run a lab itself; removed afterwards, pass or fail."""
+    from tests.conftest import lab_available
+    from waops_lab.lab import Lab, LabSettings
+
+    why = lab_available()
+    if why:
+        pytest.skip(why)
+    base = LabSettings.from_env()
+    tag = os.environ.get("WAOPS_LAB_TAG", "")
+    name = "fresh"[: 12 - len(tag)] + tag
+    lab = Lab(LabSettings(name=name, cache_dir=base.cache_dir, runtime_root=base.runtime_root, nesting=True))
+    try:
+        lab.up(1, ("systemd",), log=lambda _m: None)
+        yield lab
+    finally:
+        lab.down(log=lambda _m: None)
+
+
+def test_readme_commands_run_first_on_a_nodesource_machine(nesting_lab, tmp_path: Path) -> None:
+    lab = nesting_lab
     host = lab.hosts()[0]
 
     def sh(command: str, timeout: float = 300, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -118,3 +143,12 @@ def test_readme_install_runs_first_on_a_nodesource_machine(lab_factory, tmp_path
     out = (p.stdout + p.stderr).decode()
     assert p.returncode == 0, out[-4000:]
     assert "diagnose" in out and " passed" in out, out[-2000:]
+
+    # The README's first command's demo, as typed there after the install (its own lab inside this host).
+    p = sh(f"cd /root/waops && {env} waops demo --name inner > /root/demo.log 2>&1; rc=$?; tail -n 80 /root/demo.log; "
+           "exit $rc", timeout=3000)
+    out = (p.stdout + p.stderr).decode()
+    assert p.returncode == 0, out[-6000:]
+    assert "MTTR" in out and "logged_out" in out, out[-4000:]
+    p = sh("ls /var/tmp/waops-lab; ip -o link show type bridge", timeout=60)
+    assert "inner" not in p.stdout.decode(), p.stdout.decode()  # the inner demo took its lab down

@@ -172,6 +172,12 @@ GOOD = {"schema": 1, "bots": [{"bot": "shop", "process": {"manager": "pm2", "sta
     ({"schema": 1, "bots": ["x"]}, "bots[0] is str"),
     ({"schema": 1, "bots": [{"bot": "shop", "process": ["online"]}]}, "bots[0].process is list"),
     ({"schema": 1, "bots": [{"bot": 7}]}, "bots[0].bot is not a bot name"),
+    ({"schema": 1, "bots": [{"bot": "shop", "auth": {"store": "postgres", "db": {"creds": "yes"}}}]},
+     "bots[0].auth.db.creds is str"),
+    ({"schema": 1, "bots": [{"bot": "shop", "backups": {"latest": [1]}}]}, "bots[0].backups.latest is list"),
+    ({"schema": 1, "bots": [{"bot": "shop", "health": {"last_disconnect": 401}}]},
+     "bots[0].health.last_disconnect is int"),
+    ({"schema": 1, "bots": [{"bot": "shop", "logs": {"streams": ["a line"]}}]}, "bots[0].logs.streams is list"),
 ])
 def test_a_host_with_odd_facts_fails_alone(tmp_path: Path, bad: dict, why: str) -> None:
     """A fake waops-host on PATH answers for each host (the real probe command runs it)."""

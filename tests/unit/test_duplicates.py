@@ -19,7 +19,7 @@ from waops.incidents import IncidentStore, connect
 from waops.plan import PlanOptions, make_plan
 from waops.probe import BotReport, HostReport
 from waops.recover import Deps, RecoverOptions, Recovery, Target
-from waops.verify import wait_verified
+from waops.verify import BotState, wait_verified
 from waops_host import keys
 
 CREDS = {"me": {"id": "15550100001:7@s.whatsapp.net"}, "account": {"details": "x"},
@@ -82,7 +82,7 @@ def store(tmp_path: Path) -> Iterator[IncidentStore]:
 
 def test_recover_finds_the_copy_on_another_host_and_stops_it_there(store: IncidentStore) -> None:
     looks_ok = healthy()
-    looks_ok.facts = {**looks_ok.facts, **bot_facts("aa")}  # a flap caught while open
+    looks_ok = BotState(looks_ok.diagnosis, {**looks_ok.facts.to_dict(), **bot_facts("aa")})  # a flap, open
     host = Host([looks_ok, healthy()])
     asked: list[str] = []
 

@@ -268,7 +268,8 @@ def test_an_installed_agent_is_not_sent_the_source_and_a_missing_one_is(tmp_path
     agent.chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     doc = collect(LocalTransport("h", env=env), 20)
-    assert doc["bots"] == [{"bot": "shop"}] and (tmp_path / "stdin-bytes").read_text().strip() == "0"
+    assert [b.to_dict() for b in doc.bots] == [{"bot": "shop"}]
+    assert (tmp_path / "stdin-bytes").read_text().strip() == "0"
     # without the agent, the package goes zipped to python3: here a package whose cli prints a facts document
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -276,4 +277,4 @@ def test_an_installed_agent_is_not_sent_the_source_and_a_missing_one_is(tmp_path
         z.writestr("waops_host/cli.py", "import json, sys\n\ndef run():\n"
                    "    print(json.dumps({'schema': 1, 'bots': [], 'argv': sys.argv}))\n    return 0\n")
     doc = collect(LocalTransport("h", env={"PATH": "/usr/bin:/bin"}), 20, source=buf.getvalue())
-    assert doc["bots"] == [] and doc["argv"] == ["waops-host", "facts", "--json"]
+    assert doc.bots == [] and doc.extra["argv"] == ["waops-host", "facts", "--json"]

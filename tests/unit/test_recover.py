@@ -14,8 +14,8 @@ import pytest
 from waops.diagnose import Diagnosis
 from waops.execute import Cancel, HostStats, Progress, RunResult, TaskFailure
 from waops.incidents import IncidentStore, connect
+from waops.model import LinkRequest
 from waops.plan import Step
-from waops.qrshow import LinkRequest
 from waops.recover import Deps, RecoverOptions, Recovery, Target, first_evidence
 from waops.verify import BotState, wait_verified
 
@@ -267,11 +267,12 @@ def test_first_evidence_is_never_after_detection() -> None:
 
 def test_pin_target_moves_past_a_version_whatsapp_refuses() -> None:
     from waops.diagnose import Diagnosis
+    from waops.model import Library
     from waops.recover import Target, _pin_target
     from waops.verify import BotState
 
     t = Target("h", "shop", library_expected="6.7.18")
     refused = BotState(Diagnosis("client_outdated", 405))
-    assert _pin_target(t, refused, {"installed": "6.7.18", "expected": "6.7.18"}) == "newest"
-    assert _pin_target(t, refused, {"installed": "6.7.5", "expected": "6.7.18"}) == "6.7.18"
-    assert _pin_target(t, BotState(Diagnosis("crash")), {"installed": "6.7.18"}) == "6.7.18"
+    assert _pin_target(t, refused, Library(installed="6.7.18", expected="6.7.18")) == "newest"
+    assert _pin_target(t, refused, Library(installed="6.7.5", expected="6.7.18")) == "6.7.18"
+    assert _pin_target(t, BotState(Diagnosis("crash")), Library(installed="6.7.18")) == "6.7.18"

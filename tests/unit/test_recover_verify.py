@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from waops.diagnose import Diagnosis
 from waops.errors import UnreachableError
-from waops.qrshow import LinkRequest, ascii_qr, pairing_text, save_qr
+from waops.model import Health, LinkRequest
+from waops.qrshow import ascii_qr, pairing_text, save_qr
 from waops.verify import BotState, wait_verified
 
 
@@ -98,7 +99,8 @@ def test_qr_in_the_terminal_and_as_a_private_image(tmp_path: Path) -> None:
 
 
 def test_link_request_json_leaves_the_qr_string_out() -> None:
-    link = LinkRequest.from_mapping({"qr": "2@secretish", "connection": "waiting_link"}, bot="shop", host="h")
+    health = Health.from_dict({"qr": "2@secretish", "connection": "waiting_link"})
+    link = LinkRequest.from_health(health, bot="shop", host="h")
     assert link.pending and "2@secretish" not in str(link.to_dict())
 
 

@@ -234,7 +234,7 @@ def test_facts_over_ssh_stream_the_real_agent(tmp_path: Path) -> None:
         t.close()
     finally:
         server.close()
-    assert doc["schema"] == 1 and doc["bots"][0]["bot"] == "shop"
+    assert doc.schema == 1 and doc.bots[0].bot == "shop"
     assert diagnose_document(doc)["shop"].cause == "process_down"  # no such unit on this machine
 
 

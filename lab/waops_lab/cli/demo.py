@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,7 +34,8 @@ Needs root, systemd-nspawn and debootstrap (see .ci/run)."""
               help="Service manager of the demo bot.")
 @click.option("--keep", is_flag=True, help="Keep the lab running afterwards.")
 @click.option("--store", envvar="WAOPS_DEMO_STORE", default=None, metavar="PATH|DSN",
-              help="Incident store [env WAOPS_DEMO_STORE; default: demo-incidents.db in the state dir].")
+              help="Incident store [env WAOPS_DEMO_STORE; default: a temporary one, removed at the end "
+                   "(with --keep: demo-incidents.db in the state dir)].")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table (stderr) or json (stdout).")
 def demo(name: str, manager: str, keep: bool, store: str | None, output: str) -> None:
@@ -41,11 +47,20 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
     from waops_lab.demo import run_demo
 
     c = Console(stderr=True, highlight=False)
-    ui = RichUI(state_dir() / "qr", interactive=False)
-    progress = _provision_progress(c)
-    result = run_demo(name=name, manager=manager, keep=keep,
-                      store=store or str(state_dir() / "demo-incidents.db"), ui=ui, say=c.print,
-                      on_progress=progress)
+    # Nothing stays behind unless asked: without --keep or --store, the incident store, the QR images and
+    # the controller's state (its per-bot lock, the runner's directories) live in a temporary directory
+    # that goes with the lab.
+    with contextlib.ExitStack() as stack:
+        if keep or store:
+            scratch = state_dir()
+        else:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="waops-demo-")))
+            stack.enter_context(_state_home(scratch / "state"))
+        ui = RichUI(scratch / "qr", interactive=False)
+        progress = _provision_progress(c)
+        result = run_demo(name=name, manager=manager, keep=keep,
+                          store=store or str(scratch / "demo-incidents.db"), ui=ui, say=c.print,
+                          on_progress=progress)
     if output == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -55,6 +70,20 @@ def demo(name: str, manager: str, keep: bool, store: str | None, output: str) ->
         _stages(c, result.stages)
     ok = result.recover is not None and result.recover.outcome in ("resolved", "rolled_back")
     sys.exit(EXIT_OK if ok else EXIT_PROBLEM)
+
+
+@contextlib.contextmanager
+def _state_home(path: Path) -> Iterator[None]:
+    """XDG_STATE_HOME (where waops keeps its state) set to `path` for the demo's run."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = old
 
 
 def _provision_progress(c: Any) -> Any:

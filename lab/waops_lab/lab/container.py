@@ -20,19 +20,32 @@ from waops_lab.errors import LabError
 from waops_lab.lab.shell import ok, run
 
 _BOOT_LOOP = r"""
+root=$1 name=$2 bridge=$3 dir=$4; shift 4
 while :; do
-  systemd-nspawn -q -D "$1" -M "$2" --boot --network-bridge="$3" --register=no --keep-unit &
-  echo $! > "$4/nspawn.pid"; wait $!; rc=$?
+  systemd-nspawn -q -D "$root" -M "$name" --boot --network-bridge="$bridge" --register=no --keep-unit "$@" &
+  echo $! > "$dir/nspawn.pid"; wait $!; rc=$?
   [ $rc -eq 133 ] || exit $rc
 done
 """
 
 
+def nesting_args(cache_dir: Path, inner_cache: Path, inner_runtime: Path) -> tuple[str, ...]:
+    """What a host needs to run a lab of its own (systemd-nspawn inside systemd-nspawn), for the test of
+    the README's commands on a fresh machine: every capability (the inner lab makes a bridge, an nftables
+    table and overlay mounts, and nspawn itself needs them), a tmpfs for the inner lab's overlays (an
+    overlay's upper directory cannot be on the host's own overlay root), and this machine's image cache
+    seen copy-on-write (a tmpfs takes the writes), so the inner lab builds no image. Test hosts only."""
+    return ("--capability=all", f"--tmpfs={inner_runtime}:mode=0755",
+            f"--overlay={cache_dir}::{inner_cache}")
+
+
 class Container:
-    def __init__(self, name: str, ip: str, gateway: str, bridge: str, root: Path, image: Path) -> None:
+    def __init__(self, name: str, ip: str, gateway: str, bridge: str, root: Path, image: Path,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.name, self.ip, self.gateway, self.bridge = name, ip, gateway, bridge
         self.dir = root
         self.image = image
+        self.extra_args = extra_args  # more systemd-nspawn options (nesting_args)
         self.merged = root / "merged"
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -72,7 +85,8 @@ class Container:
     def start(self) -> None:
         console = open(self.dir / "console.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            ["bash", "-c", _BOOT_LOOP, "_", str(self.merged), self.name, self.bridge, str(self.dir)],
+            ["bash", "-c", _BOOT_LOOP, "_", str(self.merged), self.name, self.bridge, str(self.dir),
+             *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
         console.close()
         (self.dir / "loop.pid").write_text(str(proc.pid))

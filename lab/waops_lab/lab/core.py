@@ -26,7 +26,7 @@ from pathlib import Path
 from waops_host.process import pid_alive as _pid_alive
 from waops_lab import group_vars_dir, sandbox_bot_dir
 from waops_lab.errors import LabError
-from waops_lab.lab.container import Container, ssh_options, wait_for_ssh
+from waops_lab.lab.container import Container, nesting_args, ssh_options, wait_for_ssh
 from waops_lab.lab.image import Image
 from waops_lab.lab.network import LabNetwork
 from waops_lab.lab.postgres import LabPostgres
@@ -44,6 +44,7 @@ class LabSettings:
     cache_dir: Path = Path("/var/cache/waops-lab")
     runtime_root: Path = Path("/var/tmp/waops-lab")
     link_delay: float = 2.0
+    nesting: bool = False  # hosts that can run a lab themselves (container.nesting_args); tests only
 
     @classmethod
     def from_env(cls, name: str | None = None) -> LabSettings:
@@ -188,8 +189,11 @@ class Lab:
         return f"http://127.0.0.1:{self.settings.control_port}"
 
     def container(self, host: LabHost) -> Container:
-        return Container(host.name, host.ip, self.network.gateway, self.settings.bridge,
-                         self.settings.dir / "ct" / host.name, self.image.rootfs)
+        s = self.settings
+        inner = LabSettings()  # the paths a lab inside the host uses: the defaults
+        extra = nesting_args(s.cache_dir, inner.cache_dir, inner.runtime_root) if s.nesting else ()
+        return Container(host.name, host.ip, self.network.gateway, s.bridge, s.dir / "ct" / host.name,
+                         self.image.rootfs, extra)
 
     # -- bring-up --------------------------------------------------------------------------------
     def up(self, count: int = 1, managers: tuple[str, ...] = ("pm2", "systemd"),

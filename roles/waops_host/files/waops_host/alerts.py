@@ -13,7 +13,8 @@ import urllib.request
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .checkconf import CHANNELS, CONDITIONS, MAX_OUTBOX, ChannelError, iso, minutes, parse_iso
+from .base import parse_iso
+from .checkconf import CHANNELS, CONDITIONS, MAX_OUTBOX, ChannelError, iso, minutes
 from .conditions import RESOLVED
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class Run:
                     self._clear(name, st)
                 self.state["conditions"][name] = {}
                 continue
-            seen = parse_iso(st.get("seen_since")) or self.now
+            seen = parse_iso(st.get("seen_since"), naive="utc") or self.now
             st["seen_since"] = iso(seen)
             st["summary"] = f.summary
             if not st.get("open"):
@@ -67,7 +68,7 @@ class Run:
         )
         summary = f.summary
         if f.hold:  # say how long it has lasted, not only what it is
-            seen = parse_iso(st.get("seen_since")) or self.now
+            seen = parse_iso(st.get("seen_since"), naive="utc") or self.now
             summary = f"{CONDITIONS[name]} for {minutes(self.now - seen)} min: {summary}"
         self._queue(name, st, "open", f"[waops] {f.severity.upper()} {self.bot}@{self.host}: {summary}", f.details)
 
@@ -78,7 +79,7 @@ class Run:
             self.state["outbox"] = [m for m in self.state["outbox"] if m["incident"] != st.get("incident")]
             self.events.append(f"{name}: cleared before it was announced; dropped")
             return
-        began = parse_iso(st.get("seen_since")) or parse_iso(st.get("opened_at")) or self.now
+        began = parse_iso(st.get("seen_since"), naive="utc") or parse_iso(st.get("opened_at"), naive="utc") or self.now
         self._queue(
             name,
             st,

@@ -64,14 +64,21 @@ def iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z") if dt else None
 
 
-def parse_iso(value: Any) -> datetime | None:
+def parse_iso(value: Any, *, naive: str) -> datetime | None:
+    """An ISO 8601 time (`Z` allowed), or None. A time without an offset is read in `naive`: "local"
+    for times a process on this host wrote in its own zone (pm2 `time: true`), "utc" for times the
+    agent and the keep-alive agent write (always UTC; the host's zone must not shift them)."""
+    if naive not in ("local", "utc"):
+        raise ValueError(f"naive must be 'local' or 'utc', not {naive!r}")
     if not isinstance(value, str) or not value:
         return None
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.astimezone()  # naive = local time (pm2 `time: true`)
+    if dt.tzinfo:
+        return dt
+    return dt.astimezone() if naive == "local" else dt.replace(tzinfo=UTC)
 
 
 def sha256_file(path: str) -> tuple[str, int]:

@@ -56,7 +56,7 @@ def recent_backup(cfg: BotConfig, reason: str, min_interval: float) -> dict[str,
         return None
     now = now_utc()
     for b in reversed(list_backups(cfg)):
-        created = parse_iso(b["summary"].get("created_at"))
+        created = parse_iso(b["summary"].get("created_at"), naive="local")
         if b["summary"].get("reason") == reason and created is not None:
             age = (now - created).total_seconds()
             if 0 <= age < min_interval:

@@ -36,10 +36,11 @@ from .base import (
     ConfigError,
     fsync_dir,
     log,
+    parse_iso,
     read_small_json,
     write_json_file,
 )
-from .checkconf import MAINTENANCE_SENSITIVE, STATE_SCHEMA, CheckConfig, iso, parse_iso
+from .checkconf import MAINTENANCE_SENSITIVE, STATE_SCHEMA, CheckConfig, iso
 from .conditions import Finding, enforce_fence, evaluate
 from .facts import bot_facts
 from .locks import bot_lock, ensure_root_dir, file_lock, read_backup_run, read_lease
@@ -92,7 +93,7 @@ def check_bot(cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
         if facts.get("fence"):  # moved away: nothing here is expected to run, back up or send
             findings = {name: Finding(False) for name in findings}
         if repair_running(cfg, args.lock_dir):
-            busy_since = parse_iso(state.get("repair_lock_since")) or now
+            busy_since = parse_iso(state.get("repair_lock_since"), naive="utc") or now
             state["repair_lock_since"] = iso(busy_since)
             if now - busy_since < timedelta(minutes=cc.maintenance_grace_minutes):
                 for name in MAINTENANCE_SENSITIVE:
@@ -134,7 +135,7 @@ def human(r: dict[str, Any], now: datetime) -> str:
 
 
 def main(args: Any, configs: list[Any]) -> int:
-    now = parse_iso(args.now) if args.now else datetime.now(UTC)
+    now = parse_iso(args.now, naive="utc") if args.now else datetime.now(UTC)
     if now is None:
         raise ConfigError(f"--now {args.now!r} is not an ISO 8601 time")
     results, code = [], EXIT_OK

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .checkconf import PROCESS_UP, SESSION_STATES, STALE_TOLERANCE_S, iso, minutes, parse_iso
+from .base import parse_iso
+from .checkconf import PROCESS_UP, SESSION_STATES, STALE_TOLERANCE_S, iso, minutes
 from .fence import do_fence, gate, read_fence
 from .process import process_pm2, process_systemd
 
@@ -40,7 +41,7 @@ def session_view(facts: dict[str, Any]) -> tuple[bool, str]:
         # A bot that dies before its first connection.update leaves the last process's "open" behind
         # (a crash loop under pm2 looks online). Written before this process started = not its state.
         # Wall clock on both sides: updated_at is wall time, uptime_s is measured by the agent now.
-        updated, uptime = parse_iso(health.get("updated_at")), proc.get("uptime_s")
+        updated, uptime = parse_iso(health.get("updated_at"), naive="utc"), proc.get("uptime_s")
         started = time.time() - uptime if isinstance(uptime, (int, float)) else None
         if conn == "open" and updated and started and updated.timestamp() < started - STALE_TOLERANCE_S:
             conn = "stale"
@@ -51,7 +52,7 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
     """Every condition of one bot. None = not evaluated (its incident state stays as it was)."""
     out: dict[str, Finding | None] = {}
     # "never" (no message yet, no backup yet) is measured from the check's first run for the bot
-    first_run = parse_iso(state.setdefault("first_run_at", iso(now))) or now
+    first_run = parse_iso(state.setdefault("first_run_at", iso(now)), naive="utc") or now
     proc = facts.get("process") or {}
     health = facts.get("health") if isinstance(facts.get("health"), dict) else {}
     up, conn = session_view(facts)
@@ -90,7 +91,8 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
     if cc.no_message_minutes <= 0 or not (up and conn == "open"):
         out["no_message_sent"] = Finding(False)
     else:
-        ref = parse_iso(health.get("last_message_sent_at")) or parse_iso(health.get("session_started_at")) or first_run
+        ref = (parse_iso(health.get("last_message_sent_at"), naive="utc")
+               or parse_iso(health.get("session_started_at"), naive="utc") or first_run)
         idle = now - ref
         out["no_message_sent"] = Finding(
             idle >= timedelta(minutes=cc.no_message_minutes),
@@ -117,7 +119,7 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
     if backups.get("error") and not latest:
         out["backup_stale"] = out["backup_unverified"] = None
     else:
-        created = parse_iso((latest or {}).get("created_at"))
+        created = parse_iso((latest or {}).get("created_at"), naive="utc")
         limit = timedelta(hours=cc.backup_max_age_hours)
         if latest and created:
             age = now - created
@@ -157,9 +159,9 @@ def backup_failed(backups: dict[str, Any]) -> Finding:
     run = backups.get("last_run") if isinstance(backups.get("last_run"), dict) else None
     if not run or run.get("ok") is not False:
         return Finding(False)
-    at = parse_iso(run.get("at"))
+    at = parse_iso(run.get("at"), naive="utc")
     latest = backups.get("latest_verified") if isinstance(backups.get("latest_verified"), dict) else None
-    since = parse_iso((latest or {}).get("created_at"))
+    since = parse_iso((latest or {}).get("created_at"), naive="utc")
     if at is not None and since is not None and since > at:
         return Finding(False)
     return Finding(
@@ -237,7 +239,7 @@ def crash_loop(proc: dict[str, Any], cc: CheckConfig, now: datetime, state: dict
     if history and n < history[-1][1]:
         history = []  # counter reset (pm2 daemon restarted, unit reinstalled)
     window = timedelta(minutes=cc.crash_window_minutes)
-    history = [h for h in history if parse_iso(h[0]) and now - parse_iso(h[0]) <= window]  # type: ignore[operator]
+    history = [h for h in history if parse_iso(h[0], naive="utc") and now - parse_iso(h[0], naive="utc") <= window]  # type: ignore[operator]
     history.append([iso(now), n])
     state["restarts"] = history
     grown = n - min(h[1] for h in history)
@@ -264,4 +266,4 @@ RESOLVED = {
 
 def offhost_created(oh: dict[str, Any]) -> datetime | None:
     """When the set last copied off-host was made (else when it was copied)."""
-    return parse_iso(oh.get("last_backup_created_at")) or parse_iso(oh.get("last_ok_at"))
+    return parse_iso(oh.get("last_backup_created_at"), naive="utc") or parse_iso(oh.get("last_ok_at"), naive="utc")

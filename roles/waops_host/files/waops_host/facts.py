@@ -94,7 +94,7 @@ def backups_facts(cfg: BotConfig) -> dict[str, Any]:
                    ("latest_restorable", next(iter(restore_pool(cfg, backups)), None))):
         if b:
             m = b["summary"]
-            created = parse_iso(m.get("created_at"))
+            created = parse_iso(m.get("created_at"), naive="local")
             res[key] = {"id": b["id"], "created_at": m.get("created_at"), "reason": m.get("reason"),
                         "verified": is_verified(b), "age_s": int((now_utc() - created).total_seconds())
                         if created else None, "creds_linked": m.get("creds_linked")}
@@ -115,7 +115,7 @@ def health_facts(cfg: BotConfig) -> dict[str, Any] | None:
         return {"error": f"unreadable health file: {e.__class__.__name__}"}
     if not isinstance(doc, dict):
         return {"error": "health file is not a JSON object"}
-    updated = parse_iso(doc.get("updated_at")) or datetime.fromtimestamp(got[1]["mtime"], UTC)
+    updated = parse_iso(doc.get("updated_at"), naive="local") or datetime.fromtimestamp(got[1]["mtime"], UTC)
     doc["age_s"] = int((now_utc() - updated).total_seconds())
     return doc
 

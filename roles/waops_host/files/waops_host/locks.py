@@ -73,6 +73,21 @@ def ensure_root_dir(path: str, mode: int = 0o700) -> None:
                          "refusing to use it", EXIT_USAGE)
 
 
+def flock_wait(fd: int, wait_s: float, interval_s: float = 0.05) -> bool:
+    """Take an exclusive flock on `fd`, trying again every interval_s for up to wait_s; False when it stays
+    held. Polled, not blocking: a blocking flock cannot time out without a signal. (The controller's
+    per-bot lock uses this loop too.)"""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval_s)
+
+
 @contextlib.contextmanager
 def file_lock(path: str, wait_s: float, busy: str) -> Iterator[None]:
     """Exclusive flock on `path`, waiting up to wait_s; AgentError(busy, EXIT_LOCKED) when it stays held.
@@ -82,15 +97,8 @@ def file_lock(path: str, wait_s: float, busy: str) -> Iterator[None]:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise AgentError(f"{path}: not a regular file", EXIT_USAGE)
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise AgentError(busy, EXIT_LOCKED) from None
-                time.sleep(0.05)
+        if not flock_wait(fd, wait_s):
+            raise AgentError(busy, EXIT_LOCKED)
         yield
     finally:
         os.close(fd)  # closing releases the flock
@@ -138,7 +146,7 @@ def read_lease(cfg: BotConfig, lock_dir: str) -> dict[str, Any] | None:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("owner"), str):
         return None
-    expires = parse_iso(doc.get("expires_at"))
+    expires = parse_iso(doc.get("expires_at"), naive="local")
     return doc if expires is not None and expires > now_utc() else None
 
 

@@ -7,8 +7,8 @@ import os
 from datetime import datetime
 from typing import Any
 
-from .base import read_small_json
-from .checkconf import CONDITIONS, SESSION_STATES, parse_iso
+from .base import parse_iso, read_small_json
+from .checkconf import CONDITIONS, SESSION_STATES
 from .conditions import auth_count, offhost_created, session_view
 from .locks import file_lock
 
@@ -47,21 +47,21 @@ def samples(bot: str, facts: dict[str, Any], state: dict[str, Any], now: datetim
         out.append(["waops_process_restarts_total", {}, proc["restarts"]])
     shown = conn if conn in SESSION_STATES else "unknown"  # stale: written by an earlier process
     out += [["waops_session_state", {"state": s}, int(s == shown)] for s in SESSION_STATES]
-    started = parse_iso(health.get("session_started_at"))
+    started = parse_iso(health.get("session_started_at"), naive="utc")
     if up and conn == "open" and started:
         out.append(["waops_session_age_seconds", {}, max(0, int((now - started).total_seconds()))])
     for key, name in (
         ("last_keepalive_at", "waops_last_keepalive_timestamp_seconds"),
         ("last_message_sent_at", "waops_last_message_sent_timestamp_seconds"),
     ):
-        t = parse_iso(health.get(key))
+        t = parse_iso(health.get(key), naive="utc")
         if t:
             out.append([name, {}, round(t.timestamp(), 3)])
     backups = facts.get("backups") if isinstance(facts.get("backups"), dict) else {}
     latest = backups.get("latest") if isinstance(backups.get("latest"), dict) else None
     if isinstance(backups.get("count"), int):
         out.append(["waops_backups", {}, backups["count"]])
-    created = parse_iso((latest or {}).get("created_at"))
+    created = parse_iso((latest or {}).get("created_at"), naive="utc")
     if created:
         out.append(["waops_backup_newest_age_seconds", {}, max(0, int((now - created).total_seconds()))])
         out.append(["waops_backup_newest_verified", {}, int(bool(latest and latest.get("verified")))])

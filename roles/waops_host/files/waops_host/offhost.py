@@ -242,8 +242,8 @@ def offhost_facts(cfg: BotConfig) -> dict[str, Any] | None:
     if oc is None:
         return None
     st = read_offhost_state(cfg)
-    ok_at = parse_iso(st.get("last_ok_at"))
-    created = parse_iso(st.get("last_backup_created_at")) or ok_at
+    ok_at = parse_iso(st.get("last_ok_at"), naive="local")
+    created = parse_iso(st.get("last_backup_created_at"), naive="local") or ok_at
     return {"repository": redact_repo(oc.repository), "last_ok_at": st.get("last_ok_at"),
             "last_backup_id": st.get("last_backup_id"), "last_snapshot": st.get("last_snapshot"),
             "last_backup_created_at": st.get("last_backup_created_at"),
