@@ -5,8 +5,9 @@ the connection, with `--bot` fixed by the unit: only that bot's user can connect
 ever speak for its own bot. Two requests exist:
 - nothing (the bot connects and closes, or says nothing): the keep-alive backup, as always;
 - one line `{"close": {"code": 401, "at": "<ISO time>"}}`: the bot's WhatsApp connection just closed. The
-  host runs the quick check of this bot at once, with the close in hand: a session that is not open opens
-  its incident now instead of after `session_down_minutes`, and the check's signed webhook carries it to
+  host gives the bot a few seconds to reconnect on its own (RECONNECT_GRACE_S), then runs the quick check
+  of this bot with the close in hand: a session that is not open opens its incident now instead of after
+  `session_down_minutes`, and the check's signed webhook carries it to
   the EDA event source within seconds, in the shape the rulebook already matches.
 
 The bot user is the adversary (docs/THREAT-MODEL.md). The request is read with a size cap and a
@@ -40,6 +41,9 @@ REFILL_S = 15.0  # then one report per this many seconds
 FLAP_WINDOW_S = 120  # this many closes within the window: the session is flapping (a 440 loop)
 FLAP_CLOSES = 3
 MAX_CLOCK_SKEW_S = 600  # the bot's `at` is its word: kept only inside the last ten minutes
+# A close the bot gets over by itself (515 after a link, a network blip) is open again within a second or
+# two: the health file is watched this long before the check runs, so those raise nothing.
+RECONNECT_GRACE_S = 5.0
 
 
 class Refused(Exception):
@@ -104,6 +108,19 @@ def admit(state: dict[str, Any], now: float) -> tuple[bool, int]:
     return taken, len(closes)
 
 
+def wait_for_reconnect(cfg: BotConfig, grace_s: float = RECONNECT_GRACE_S) -> None:
+    """Until the health file (read as the bot, like the check reads it) says anything but reconnecting,
+    or the grace is over. `stopped` and `waiting_link` end the wait at once: nothing will come back."""
+    from .facts import health_facts
+
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        health = health_facts(cfg)
+        if not isinstance(health, dict) or health.get("connection") not in ("close", "connecting"):
+            return
+        time.sleep(0.25)
+
+
 def answer(doc: dict[str, Any]) -> None:
     """One JSON line back to the bot (it learns nothing it could not see itself)."""
     sys.stdout.write(json.dumps(doc) + "\n")
@@ -128,6 +145,8 @@ def report_close(args: argparse.Namespace, cfg: BotConfig, close: dict[str, Any]
         answer({"command": "report", "ok": False, "error": "rate limited"})
         return EXIT_FAILED
     report = {**close, "closes": closes, "window_s": FLAP_WINDOW_S, "flapping": closes >= FLAP_CLOSES}
+    if not report["flapping"]:
+        wait_for_reconnect(cfg)
     r = check.check_bot(cfg, args, datetime.now(UTC), report)
     opened = [e for e in r["events"] if e.startswith("open ")]
     log(f"{cfg.name}: close reported (code {close['code']}, {closes} in {FLAP_WINDOW_S} s): "
