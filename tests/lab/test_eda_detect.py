@@ -78,20 +78,23 @@ class EventSource(threading.Thread):
                 and e["payload"]["condition"] == "session_down"]
 
 
-def provision_posting_to(lab: Any, port: int, secret: str) -> None:
-    """site.yml with every host's check posting to the event source on the lab's gateway; the session
-    condition keeps its shipped hold."""
+def provision_posting_to(lab: Any, port: int, secret: str, extra: dict[str, Any] | None = None) -> None:
+    """site.yml with every host's check posting to the event source on the lab's gateway (and `extra`
+    host variables); the session condition keeps its shipped hold."""
     host_vars = lab.inventory_dir / "host_vars"
     host_vars.mkdir(exist_ok=True)
     for host in lab.hosts():
         (host_vars / f"{host.name}.yml").write_text(yaml.safe_dump({
             "waops_host_alert_webhook_url": f"http://{lab.network.gateway}:{port}/waops",
             "waops_host_alert_webhook_secret": secret,
+            **(extra or {}),
         }))
     site = run_site(lab.inventory_dir)
     assert site.rc == 0, site.tail()
     for host in lab.hosts():
-        assert wait_until(lambda h=host: health(lab, h).get("connection") == "open", 90), health(lab, host)
+        for bot in host.bots:
+            assert wait_until(lambda h=host, b=bot["name"]: health(lab, h, b).get("connection") == "open", 90), (
+                health(lab, host, bot["name"]))
 
 
 def detect_once(lab: Any, source: EventSource, host: Any, bot: str = "shop") -> tuple[float, dict[str, Any]]:
