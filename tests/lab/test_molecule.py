@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,18 @@ def test_every_role_has_a_scenario() -> None:
     assert roles == SCENARIOS
 
 
+def test_scenarios_name_roles_by_their_collection_fqcn() -> None:
+    import yaml
+
+    for play_file in sorted((ROOT / "molecule").glob("*/*.yml")):
+        for play in yaml.safe_load(play_file.read_text()) or []:
+            if not isinstance(play, dict):
+                continue
+            for entry in play.get("roles") or []:
+                role = entry["role"] if isinstance(entry, dict) else entry
+                assert role.startswith("waops.ops."), f"{play_file}: role {role} is not named by its FQCN"
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(scenario: str) -> None:
     from tests.conftest import lab_available
@@ -34,6 +47,7 @@ def test_molecule_scenario(scenario: str) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "idempotence" in out.lower()
-    lab = subprocess.run([sys.executable, "-m", "waops", "lab", "status", "--name", scenario.replace("waops_", "mol-")],
+    name = scenario.replace("waops_", "mol-") + os.environ.get("WAOPS_LAB_TAG", "")  # molecule.yml's lab name
+    lab = subprocess.run([sys.executable, "-m", "waops", "lab", "status", "--name", name],
                          capture_output=True, text=True, timeout=60)
     assert "no hosts" in lab.stdout + lab.stderr, lab.stdout

@@ -7,6 +7,7 @@ const { execFile } = require('node:child_process')
 const net = require('node:net')
 
 const TIMEOUT_MS = 10 * 60 * 1000
+const REPORT_TIMEOUT_MS = 60 * 1000 // the host's quick check and its webhook post
 
 function defaultCommand (bot) {
   return ['waops-host', 'backup', '--reason', 'keepalive', '--bot', bot, '--json']
@@ -49,24 +50,42 @@ function runCommand (argv, timeoutMs = TIMEOUT_MS) {
   })
 }
 
-function runSocket (socketPath, timeoutMs = TIMEOUT_MS) {
+// One request on the root socket: `line` ('' = a backup: connecting is the request; else one JSON line,
+// the close report), then the service's one JSON line back.
+function request (socketPath, line, timeoutMs) {
   return new Promise((resolve) => {
     let out = ''
     let done = false
     const finish = (result) => { if (!done) { done = true; clearTimeout(timer); resolve(result) } }
     const conn = net.createConnection(socketPath)
-    const timer = setTimeout(() => { conn.destroy(); finish({ ok: false, exitCode: null, id: null, error: 'timed out' }) }, timeoutMs)
+    const timer = setTimeout(() => { conn.destroy(); finish({ out: null, error: 'timed out' }) }, timeoutMs)
     conn.setEncoding('utf8')
     conn.on('data', (chunk) => { if (out.length < 1 << 20) out += chunk })
-    conn.on('error', (err) => finish({ ok: false, exitCode: null, id: null, error: err.message }))
-    conn.on('end', () => {
-      const summary = summarize(out)
-      let ok = false
-      try { ok = JSON.parse(out.trim().split('\n').pop()).ok === true } catch { /* no JSON: failed */ }
-      finish({ ok, exitCode: null, ...summary, error: ok ? null : (summary.error || `no result from the backup service behind ${socketPath} (its journal says why)`) })
-    })
-    conn.end() // nothing to say: connecting is the request, the command is fixed by the unit
+    conn.on('error', (err) => finish({ out: null, error: err.message }))
+    conn.on('end', () => finish({ out, error: null }))
+    conn.end(line)
   })
 }
 
-module.exports = { defaultCommand, parseCommand, runCommand, runSocket }
+function lastJson (out) {
+  try { return JSON.parse(String(out).trim().split('\n').pop()) } catch { return null }
+}
+
+async function runSocket (socketPath, timeoutMs = TIMEOUT_MS) {
+  const { out, error } = await request(socketPath, '', timeoutMs)
+  if (out == null) return { ok: false, exitCode: null, id: null, error }
+  const summary = summarize(out)
+  const ok = lastJson(out)?.ok === true
+  return { ok, exitCode: null, ...summary, error: ok ? null : (summary.error || `no result from the backup service behind ${socketPath} (its journal says why)`) }
+}
+
+// The connection closed: tell the host at once, so it raises the event now rather than at its next check.
+// The unit behind the socket names the bot; the line carries only the code and the time.
+async function reportClose (socketPath, code, at, timeoutMs = REPORT_TIMEOUT_MS) {
+  const line = JSON.stringify({ close: { code: Number.isInteger(code) ? code : null, at } }) + '\n'
+  const { out, error } = await request(socketPath, line, timeoutMs)
+  const doc = out == null ? null : lastJson(out)
+  return { ok: doc?.ok === true, active: Array.isArray(doc?.active) ? doc.active : null, error: error || doc?.error || (doc ? null : 'no answer') }
+}
+
+module.exports = { defaultCommand, parseCommand, runCommand, runSocket, reportClose }

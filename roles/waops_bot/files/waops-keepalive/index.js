@@ -101,6 +101,8 @@ class KeepAliveAgent {
     this.sock = null
     this.timer = null
     this.backupRunning = false
+    this.reporting = false
+    this.pendingReport = null
     this.openedAt = null // this connection (ms on the bot's clock)
     const previous = (this.file && readPrevious(this.file)) || {}
     // Kept in the health file: a restarted bot (pm2 restarts on exit) does not get a fresh set of tries.
@@ -180,6 +182,29 @@ class KeepAliveAgent {
     }
     if (Object.keys(patch).length) this.set(patch)
     if (update.connection === 'open') this.schedule()
+    if (update.connection === 'close') this.reportClose(patch.last_disconnect.code)
+  }
+
+  // The host hears of a close at once through the root socket (the health file is written first, so
+  // its quick check reads this close). One report in flight; closes meanwhile collapse into the latest.
+  // `at` is wall time: the host compares it with its own clock.
+  reportClose (code, at = new Date().toISOString()) {
+    if (!this.backup?.socket) return
+    if (this.reporting) {
+      this.pendingReport = { code, at }
+      return
+    }
+    this.reporting = true
+    backup.reportClose(this.backup.socket, code, at)
+      .then((result) => {
+        if (!result.ok) this.log.warn({ bot: this.bot, code, error: result.error }, 'close report to the host failed')
+      })
+      .finally(() => {
+        this.reporting = false
+        const next = this.pendingReport
+        this.pendingReport = null
+        if (next) this.reportClose(next.code, next.at)
+      })
   }
 
   /** @param {BaileysEventMap['messages.upsert']} upsert */

@@ -40,9 +40,9 @@ from .base import (
     read_small_json,
     write_json_file,
 )
-from .checkconf import MAINTENANCE_SENSITIVE, STATE_SCHEMA, CheckConfig, iso
-from .conditions import Finding, enforce_fence, evaluate
-from .facts import bot_facts
+from .checkconf import MAINTENANCE_SENSITIVE, QUICK_CONDITIONS, STATE_SCHEMA, CheckConfig, iso
+from .conditions import Finding, enforce_fence, evaluate, reported_close
+from .facts import bot_facts, quick_facts
 from .locks import bot_lock, ensure_root_dir, file_lock, read_backup_run, read_lease
 from .metrics import samples, write_metrics
 
@@ -74,8 +74,12 @@ def load_state(path: str, bot: str, events: list[str]) -> dict[str, Any]:
     return {"schema": STATE_SCHEMA, "bot": bot}
 
 
-def check_bot(cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
+def check_bot(cfg: Any, args: Any, now: datetime, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One bot's check. `args.quick`: the session and crash-loop conditions only (the others keep their
+    state). `report`: a connection close the bot's keep-alive agent reported (report.py): a session that
+    is not open opens its incident at once, without the usual hold."""
     cc = CheckConfig.from_bot(cfg)
+    quick = bool(getattr(args, "quick", False))
     host = socket.gethostname()
     ensure_root_dir(args.state_dir, 0o700)  # root's alone: a link or a foreign dir is refused
     path = os.path.join(args.state_dir, f"check-{cfg.name}.json")
@@ -85,11 +89,18 @@ def check_bot(cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
         state = load_state(path, cfg.name, events)
         run = Run(cfg.name, host, cc, state, now)
         run.events += events
-        run.events += enforce_fence(cfg)
-        facts = bot_facts(cfg, {"version": None})
-        if isinstance(facts.get("backups"), dict):
-            facts["backups"]["last_run"] = read_backup_run(cfg, args.lock_dir)
+        if quick:  # the fence's owner lookup may ask the off-host repository: the full check enforces it
+            facts = quick_facts(cfg)
+        else:
+            run.events += enforce_fence(cfg)
+            facts = bot_facts(cfg, {"version": None})
+            if isinstance(facts.get("backups"), dict):
+                facts["backups"]["last_run"] = read_backup_run(cfg, args.lock_dir)
         findings = evaluate(facts, cc, now, state)
+        if quick:
+            findings = {n: (f if n in QUICK_CONDITIONS else None) for n, f in findings.items()}
+        if report is not None and cc.session_down_minutes > 0:  # 0 turns the session condition off
+            findings["session_down"] = reported_close(findings.get("session_down"), report)
         if facts.get("fence"):  # moved away: nothing here is expected to run, back up or send
             findings = {name: Finding(False) for name in findings}
         if repair_running(cfg, args.lock_dir):
@@ -104,7 +115,9 @@ def check_bot(cfg: Any, args: Any, now: datetime) -> dict[str, Any]:
             state.pop("repair_lock_since", None)
         run.step(findings)
         Sender(cc).deliver(run)
-        state.update(updated_at=iso(now), metrics=samples(cfg.name, facts, state, now))
+        state.update(updated_at=iso(now))
+        if not quick:  # the metrics need the whole facts; a quick run leaves the last full run's
+            state["metrics"] = samples(cfg.name, facts, state, now)
         write_json_file(path, state)
         fsync_dir(args.state_dir)
     active = [n for n, st in state["conditions"].items() if st.get("open")]
@@ -155,7 +168,7 @@ def main(args: Any, configs: list[Any]) -> int:
             }
             code = max(code, EXIT_FAILED)
         results.append(r)
-    if args.metrics_file:
+    if args.metrics_file and not args.quick:
         try:
             write_metrics(args.metrics_file, args.state_dir, args.config_dir, args.lock_dir)
         except (OSError, AgentError) as e:

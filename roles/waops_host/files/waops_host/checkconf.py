@@ -30,6 +30,8 @@ CONDITIONS = {
 }
 # Conditions about the running bot: a repair holding the bot lock stops/restarts it on purpose.
 MAINTENANCE_SENSITIVE = ("session_down", "no_message_sent", "crash_loop")
+# What the every-minute check (`check --quick`) and a reported close evaluate: the process and the health file.
+QUICK_CONDITIONS = ("session_down", "crash_loop")
 
 
 class ChannelError(Exception):

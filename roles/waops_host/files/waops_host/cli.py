@@ -119,6 +119,33 @@ def h_verify(r: dict[str, Any]) -> str:
                      + "".join(f"\n    {e}" for e in b["errors"]) for b in r["backups"]) or f"{r['bot']}: no backups"
 
 
+def cmd_backup(args: argparse.Namespace, cfg: BotConfig) -> dict[str, Any]:
+    """One backup of the bot (cron, a repair, or the bot's keep-alive request), under the bot's lock."""
+    if read_fence(cfg) is not None:  # a stale session must not reach the shared repository
+        return {"bot": cfg.name, "ok": True, "skipped": True, "id": None, "reason": args.reason,
+                "verified": False, "why": "the bot is fenced here (moved to another host)"}
+    lease = read_lease(cfg, args.lock_dir)
+    if lease is not None and lease["owner"] != args.owner:  # the repair backs up itself
+        log(f"{cfg.name}: backup skipped: {lease_holder(lease)}")
+        return {"bot": cfg.name, "ok": True, "skipped": True, "id": None, "reason": args.reason,
+                "verified": None, "entries": None, "rows": None, "seconds": 0.0,
+                "why": lease_holder(lease)}
+    recent = recent_backup(cfg, args.reason, args.min_interval)
+    if recent is not None:
+        return recent
+    try:
+        r = do_backup(cfg, args.reason)
+    except AgentError as e:
+        record_backup_run(cfg, args.lock_dir, args.reason, None, str(e))
+        raise
+    record_backup_run(cfg, args.lock_dir, args.reason, r["id"],
+                      None if r["ok"] else "did not verify: " + "; ".join(r["errors"][:3]))
+    r = offhost_after_backup(cfg, r)  # before local retention: never loses a local copy
+    if args.prune and r.get("verified"):
+        r["prune"] = do_prune(cfg, None, False)
+    return r
+
+
 def cmd_facts(args: argparse.Namespace, configs: list[BotConfig]) -> int:
     node = node_version()
     host = HostReads(configs)
@@ -212,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metrics-file", default=os.environ.get("WAOPS_METRICS_FILE", DEFAULT_METRICS_FILE),
                    help="node_exporter textfile; '' turns metrics off (env WAOPS_METRICS_FILE)")
     c.add_argument("--now", help="evaluate as if it were this ISO 8601 time (tests of the clock)")
+    c.add_argument("--quick", action="store_true",
+                   help="the session and crash-loop conditions only, from the process and the health file "
+                        "(the every-minute run; no metrics)")
+    k = sub.add_parser("keepalive", parents=[common],
+                       help="answer one request on the bot's keep-alive socket (stdin): a backup, or a "
+                            "connection close the bot reports (run by the socket unit)")
+    k.add_argument("--prune", action="store_true", help="apply retention after a verified backup")
+    k.add_argument("--min-interval", type=float, default=0.0, metavar="SECONDS",
+                   help="skip a backup when a keep-alive backup is younger than this")
+    k.add_argument("--state-dir", default=os.environ.get("WAOPS_STATE_DIR", DEFAULT_STATE_DIR),
+                   help="check state (env WAOPS_STATE_DIR)")
+    k.set_defaults(reason="keepalive", metrics_file="", now=None, quick=True)
     return p
 
 
@@ -231,31 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "facts":
             return cmd_facts(args, configs)
         if args.cmd == "backup":
-            def backup(cfg: BotConfig) -> dict[str, Any]:
-                if read_fence(cfg) is not None:  # a stale session must not reach the shared repository
-                    return {"bot": cfg.name, "ok": True, "skipped": True, "id": None, "reason": args.reason,
-                            "verified": False, "why": "the bot is fenced here (moved to another host)"}
-                lease = read_lease(cfg, args.lock_dir)
-                if lease is not None and lease["owner"] != args.owner:  # the repair backs up itself
-                    log(f"{cfg.name}: backup skipped: {lease_holder(lease)}")
-                    return {"bot": cfg.name, "ok": True, "skipped": True, "id": None, "reason": args.reason,
-                            "verified": None, "entries": None, "rows": None, "seconds": 0.0,
-                            "why": lease_holder(lease)}
-                recent = recent_backup(cfg, args.reason, args.min_interval)
-                if recent is not None:
-                    return recent
-                try:
-                    r = do_backup(cfg, args.reason)
-                except AgentError as e:
-                    record_backup_run(cfg, args.lock_dir, args.reason, None, str(e))
-                    raise
-                record_backup_run(cfg, args.lock_dir, args.reason, r["id"],
-                                  None if r["ok"] else "did not verify: " + "; ".join(r["errors"][:3]))
-                r = offhost_after_backup(cfg, r)  # before local retention: never loses a local copy
-                if args.prune and r.get("verified"):
-                    r["prune"] = do_prune(cfg, None, False)
-                return r
-            return per_bot(args, configs, backup, True, h_backup)
+            return per_bot(args, configs, lambda c: cmd_backup(args, c), True, h_backup)
+        if args.cmd == "keepalive":
+            from . import report  # the keep-alive socket's requests (backup or a reported close)
+
+            return report.main(args, configs)
         if args.cmd == "list":
             return per_bot(args, configs, cmd_list, False, h_list)
         if args.cmd == "fence":

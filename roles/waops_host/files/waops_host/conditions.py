@@ -153,6 +153,22 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
     return out
 
 
+def reported_close(session: Finding | None, report: dict[str, Any]) -> Finding | None:
+    """The session condition right after the bot's keep-alive agent reported a close (report.py). A
+    session that is not open raises at once: the agent saw the close, there is nothing to wait for. A
+    session that keeps closing (`flapping`: several closes within a minute or two) raises even when it
+    happens to be open at this instant: two copies replacing each other (440) look open half the time."""
+    code = report.get("code")
+    details = {"reported_close": {"code": code, "at": report.get("at"), "closes": report.get("closes")}}
+    if session is not None and session.active:
+        return Finding(True, f"{session.summary} (the bot reported a close, code {code})", session.level,
+                       timedelta(0), {**session.details, **details})
+    if session is not None and report.get("flapping"):
+        return Finding(True, f"connection flapping: {report.get('closes')} closes reported by the bot within "
+                             f"{report.get('window_s')} s, last code {code}", 2, timedelta(0), details)
+    return session
+
+
 def backup_failed(backups: dict[str, Any]) -> Finding:
     """The last scheduled backup failed (nothing kept, or it did not verify), and no verified backup was
     made since: alert now, not when the newest backup passes the age limit hours later."""

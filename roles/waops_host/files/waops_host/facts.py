@@ -211,3 +211,16 @@ def bot_facts(cfg: BotConfig, node: dict[str, Any], host: HostReads | None = Non
             "library": guarded(lambda: library_info(cfg)), "node": node, "disk": guarded(lambda: disk_facts(cfg)),
             "offhost": guarded(lambda: offhost_facts(cfg)), "fence": guarded(lambda: fence_facts(cfg)),
         }
+
+
+def quick_facts(cfg: BotConfig) -> dict[str, Any]:
+    """What the session and crash-loop conditions read, and nothing else: the process (pm2's RPC socket or
+    systemd) and the health file. This is all the every-minute check and a reported close cost: no log
+    window, no auth folder, no backups, no database."""
+    if cfg.service_manager == "pm2":
+        got = guarded(lambda: process_pm2(cfg))
+        proc = got[0] if isinstance(got, tuple) else {"manager": "pm2", **got}
+    else:
+        proc = guarded(lambda: process_systemd(cfg))
+    return {"bot": cfg.name, "process": proc, "health": guarded(lambda: health_facts(cfg)),
+            "fence": guarded(lambda: fence_facts(cfg))}
