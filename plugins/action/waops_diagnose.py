@@ -6,8 +6,8 @@ so `waops recover` and this plugin always agree). Needs the waops Python package
 the execution environment); the target needs only the agent the waops_host role installs.
 
 `pairing` (qr or code), `verify_timeout_s` and `link_timeout_s` are the plan options `waops recover` takes
-from its flags. Returns `cause`, `code`, `diagnosis` (the whole diagnosis), `plan` (steps and fallbacks) and `policy`: what
-an unattended run may do, `auto`, `ask` or `never`, from `policy` (the inventory's waops_recover_policy,
+from its flags. Returns `cause`, `code`, `diagnosis` (the whole diagnosis), `plan` (steps and fallbacks)
+and `policy`: what an unattended run may do, `auto`, `ask` or `never`, from `policy` (the inventory's waops_recover_policy,
 cause -> policy) or else the plan's default (auto without a person, ask when a phone is needed, never
 when only a person can act).
 """

@@ -4,7 +4,8 @@ and `waops mttr report` read: WAOPS_STORE, a path or a PostgreSQL DSN, else the 
 `state: open` records a new incident (host, bot, cause, code, started_at, trigger: operator|auto,
 evidence) and returns its `id`; `state: closed` closes `id` with an `outcome` and adds `steps`
 ([{name, started_at, ended_at, result, detail}]); `resolved_at` (default: now, for a repaired bot) and
-`human_wait_s` (the time a person took to link the phone, left out of the MTTR) go with it. Runs on the controller with waops's own store module.
+`human_wait_s` (the time a person took to link the phone, left out of the MTTR) go with it.
+Runs on the controller with waops's own store module.
 """
 
 from __future__ import annotations
