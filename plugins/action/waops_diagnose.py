@@ -8,8 +8,8 @@ the execution environment); the target needs only the agent the waops_host role 
 `pairing` (qr or code), `verify_timeout_s` and `link_timeout_s` are the plan options `waops recover` takes
 from its flags. Returns `cause`, `code`, `diagnosis` (the whole diagnosis), `plan` (steps and fallbacks)
 and `policy`: what an unattended run may do, `auto`, `ask` or `never`, from `policy` (the inventory's
-waops_recover_policy, cause -> policy) or else the plan's default (auto without a person, ask when a phone is needed, never
-when only a person can act).
+waops_recover_policy, cause -> policy) or else the plan's default (auto without a person, ask when a
+phone is needed, never when only a person can act).
 """
 
 from __future__ import annotations
