@@ -294,13 +294,20 @@ AUTO_CAUSES = ["process_down", "crash", "library_mismatch", "conflict", "creds_l
                    "alert for it yet, so the rulebook gets no event (host-side detection of decryption failures)"))]
 
 
+# What the diagnosis may name for a fault at the moment the alert comes. A crash loop caught between two of
+# pm2's restarts (or after pm2 gave up on it) reads as a restart or a stopped process: the plan's restart
+# then fails its verify, and the rollback chain switches back to the previous release (rolled_back).
+SEEN_AS = {"crash": ("crash", "restart_required", "process_down")}
+
+
 @pytest.mark.parametrize("cause", AUTO_CAUSES)
 def test_rulebook_repairs_with_nobody_typing(eda: EdaLab, cause: str) -> None:
     """Each cause the plan fixes without a phone, under the default policy (auto): the plan's repair runs,
     the bot is verified back (open for a whole window, a test message answered) and the incident records
     it with trigger auto and an MTTR."""
     inc = _recovered(eda, cause)
-    assert inc.trigger == "auto" and inc.cause == cause and inc.host == eda.host.name, inc.to_dict()
+    assert inc.trigger == "auto" and inc.cause in SEEN_AS.get(cause, (cause,)), inc.to_dict()
+    assert inc.host == eda.host.name
     assert inc.outcome in ("resolved", "rolled_back"), (inc.to_dict(), eda.engine.log.read_text()[-6000:])
     assert inc.mttr_s is not None and inc.mttr_s > 0
     assert inc.steps[-1].name in ("verify", "backup") and any(s.name == "verify" and s.result == "ok"
