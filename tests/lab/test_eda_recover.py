@@ -14,6 +14,7 @@ minutes. tests/bench/bench_eda.py uses the helpers below.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -139,7 +140,12 @@ class Engine:
         assert wait_until(listening, 180), self.log.read_text()[-4000:]
 
     def stop(self) -> None:
+        """The engine and every playbook it started: ansible-runner runs them in sessions of their own, out
+        of reach of the engine's process group, and one left running would record into the next case."""
         if self.proc and self.proc.poll() is None:
+            for pid in _descendants(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
@@ -154,6 +160,21 @@ class Engine:
             return []
         with connect(str(self.store)) as s:
             return s.list(bot=bot)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def provision_with_webhook(lab: Any, tmp: Path, telegram: TelegramStandIn | None = None) -> Engine:
@@ -192,7 +213,7 @@ def inject_fault(lab: Any, host: Any, cause: str) -> None:
         inject(lab, host.name, cause, "shop")
 
 
-def detect_until_recovery_starts(engine: Engine, host: Any, before: set[int], timeout: float = 180) -> bool:
+def detect_until_recovery_starts(engine: Engine, host: Any, before: set[int], timeout: float = 360) -> bool:
     """Run the host's check as cron would (every few seconds here) until the rulebook's recovery has opened
     its incident: the check announces the alert once its condition has held long enough."""
     deadline = time.monotonic() + timeout
