@@ -217,11 +217,12 @@ POLICIES: tuple[str, ...] = ("auto", "ask", "never")
 
 
 def default_policy(plan: Plan) -> str:
-    """auto for fixes nobody takes part in, ask when a step needs a person (the reset), never when only a
-    person can act (banned, rate limited) or there is nothing to do."""
+    """auto when the first fix needs nobody (restart, restore, prune, stop duplicate, rollback, pin), ask
+    when it needs the phone (the reset), never when only a person can act (banned, rate limited) or there is
+    nothing to do. A relink at the end of a rollback chain is asked for when that stage comes."""
     if plan.intent != "fix":
         return "never"
-    return "ask" if plan.needs_human else "auto"
+    return "ask" if any(s.needs_human for s in plan.steps) else "auto"
 
 
 def make_plan(diagnosis: DiagnosisLike, bot: str, options: PlanOptions | None = None) -> Plan:

@@ -5,10 +5,11 @@ controller with waops's own rules and decision table (waops.diagnose, waops.plan
 so `waops recover` and this plugin always agree). Needs the waops Python package on the controller (or in
 the execution environment); the target needs only the agent the waops_host role installs.
 
-Returns `cause`, `code`, `diagnosis` (the whole diagnosis), `plan` (steps and fallbacks) and `policy`: what
-an unattended run may do, `auto`, `ask` or `never`, from `policy` (the inventory's waops_recover_policy,
-cause -> policy) or else the plan's default (auto without a person, ask when a phone is needed, never
-when only a person can act).
+`pairing` (qr or code), `verify_timeout_s` and `link_timeout_s` are the plan options `waops recover` takes
+from its flags. Returns `cause`, `code`, `diagnosis` (the whole diagnosis), `plan` (steps and fallbacks)
+and `policy`: what an unattended run may do, `auto`, `ask` or `never`, from `policy` (the inventory's
+waops_recover_policy, cause -> policy) or else the plan's default (auto without a person, ask when a
+phone is needed, never when only a person can act).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ansible.plugins.action import ActionBase
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("bot", "facts", "agent", "policy", "started_at"))
+    _VALID_ARGS = frozenset(("bot", "facts", "agent", "policy", "started_at", "pairing", "verify_timeout_s",
+                             "link_timeout_s"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
@@ -59,8 +61,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"the facts hold no bot {bot}")
         diagnosis = diagnose(bots[0])
         host = (task_vars or {}).get("inventory_hostname")
-        plan = make_plan(diagnosis, bot, PlanOptions(host=host, started_at=args.get("started_at")
-                                                     or diagnosis.started_at))
+        options = PlanOptions(host=host, started_at=args.get("started_at") or diagnosis.started_at,
+                              pairing="code" if args.get("pairing") == "code" else "qr",
+                              verify_timeout_s=int(args.get("verify_timeout_s") or 120),
+                              link_timeout_s=int(args.get("link_timeout_s") or 600))
+        plan = make_plan(diagnosis, bot, options)
         wanted = (args.get("policy") or {}).get(diagnosis.cause)
         if wanted is not None and wanted not in POLICIES:
             raise AnsibleActionFail(f"policy for {diagnosis.cause} must be one of {', '.join(POLICIES)}, not {wanted}")

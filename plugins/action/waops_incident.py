@@ -3,7 +3,9 @@ and `waops mttr report` read: WAOPS_STORE, a path or a PostgreSQL DSN, else the 
 
 `state: open` records a new incident (host, bot, cause, code, started_at, trigger: operator|auto,
 evidence) and returns its `id`; `state: closed` closes `id` with an `outcome` and adds `steps`
-([{name, started_at, ended_at, result, detail}]). Runs on the controller with waops's own store module.
+([{name, started_at, ended_at, result, detail}]); `resolved_at` (default: now, for a repaired bot) and
+`human_wait_s` (the time a person took to link the phone, left out of the MTTR) go with it.
+Runs on the controller with waops's own store module.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _time(value: Any) -> datetime | None:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("state", "store", "id", "host", "bot", "cause", "code", "started_at", "trigger",
-                             "evidence", "outcome", "steps"))
+                             "evidence", "outcome", "steps", "human_wait_s", "resolved_at"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
@@ -55,6 +57,8 @@ class ActionModule(ActionBase):
                     s.add_step(iid, name=str(step["name"]), started_at=_time(step.get("started_at")) or now(),
                                ended_at=_time(step.get("ended_at")), result=str(step.get("result") or ""),
                                detail=str(step.get("detail") or ""))
-                s.close(iid, str(a["outcome"]))
+                wait = a.get("human_wait_s")
+                s.close(iid, str(a["outcome"]), _time(a.get("resolved_at")),
+                        human_wait_s=float(wait) if wait not in (None, "") else None)
                 result.update(changed=True, id=iid)
         return result

@@ -116,11 +116,29 @@ def test_role_defaults_and_argument_specs_are_in_step(role: str) -> None:
 
 def test_the_service_is_driven_in_one_place() -> None:
     """pm2 startOrRestart and the systemd reset-failed live only in the role's `control` entry point; the
-    repair playbooks and the role's restart handler call it."""
+    repairs (the waops_repair role's entry points) and the role's restart handler call it."""
     books = [*(ROOT / "roles").rglob("tasks/*.yml"), *(ROOT / "roles").rglob("handlers/*.yml"),
              *(ROOT / "playbooks").rglob("*.yml")]
     writers = sorted(str(p.relative_to(ROOT)) for p in books
                      if "startOrRestart" in p.read_text() or "reset-failed" in p.read_text())
     assert writers == ["roles/waops_service/tasks/control.yml"]
-    callers = [p.name for p in (ROOT / "playbooks").glob("*.yml") if "tasks_from: control" in p.read_text()]
-    assert len(callers) >= 8, callers
+    callers = sorted(p.name for p in (ROOT / "roles" / "waops_repair" / "tasks").glob("*.yml")
+                     if "tasks_from: control" in p.read_text())
+    assert callers == ["pin.yml", "prune_keys.yml", "reset.yml", "restart.yml", "restore.yml", "rollback.yml",
+                       "stop_duplicate.yml"], callers
+
+
+def test_the_repair_playbooks_only_choose_hosts_and_call_the_repair_role() -> None:
+    """The repair logic lives in the waops_repair role: each repair playbook is one play whose one task
+    includes the role's entry point."""
+    books = {"restart": "restart", "reset_session": "reset", "restore_session": "restore", "prune_keys": "prune_keys",
+             "rollback_release": "rollback", "pin_library": "pin", "stop_duplicate": "stop_duplicate",
+             "recover": "recover"}
+    specs = yaml.safe_load((ROOT / "roles" / "waops_repair" / "meta" / "argument_specs.yml").read_text())
+    for book, entry in books.items():
+        (play,) = yaml.safe_load((ROOT / "playbooks" / f"{book}.yml").read_text())
+        (task,) = play["tasks"]
+        include = task["ansible.builtin.include_role"]
+        assert include == {"name": f"{FQCN}.waops_repair", "tasks_from": entry}, book
+        assert entry in specs["argument_specs"], entry
+        assert set(task["vars"]) <= set(specs["argument_specs"][entry]["options"]), book

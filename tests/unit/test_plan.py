@@ -170,3 +170,15 @@ def test_a_few_decryption_errors_are_reported_not_acted_on() -> None:
     flood = diagnose_log(parse_text("Session error:Error: Bad MAC Error: Bad MAC\n" * 30))
     assert flood.cause == "corrupt_keys" and flood.confidence >= PlanOptions().corrupt_keys_min_confidence
     assert make_plan(flood, "shop").steps[0].name == "prune_keys"
+
+
+def test_default_policy_follows_the_first_fix() -> None:
+    """auto for the fixes nobody takes part in, even when a relink ends their chain; ask for the reset;
+    never when only a person can act."""
+    from waops.plan import default_policy
+
+    want = {"process_down": "auto", "restart_required": "auto", "crash": "auto", "library_mismatch": "auto",
+            "client_outdated": "auto", "creds_lost": "auto", "corrupt_keys": "auto", "conflict": "auto",
+            "file_bloat": "auto", "network": "auto", "logged_out": "ask", "banned": "never",
+            "rate_limited": "never", "unknown": "never", "healthy": "never"}
+    assert {cause: default_policy(make_plan(Diag(cause), "shop")) for cause in want} == want

@@ -51,8 +51,9 @@ class SimulatorClient:
     def clear(self, phone: str) -> dict[str, Any]:
         return self._call("POST", f"/phones/{phone}/clear", {})
 
-    def link(self, phone: str) -> dict[str, Any]:
-        return self._call("POST", f"/phones/{phone}/link", {})
+    def link(self, phone: str, code: str | None = None) -> dict[str, Any]:
+        """The phone scans the QR, or (with `code`) types the pairing code; a wrong code links nothing."""
+        return self._call("POST", f"/phones/{phone}/link", {} if code is None else {"code": code})
 
     def set_auto_link(self, enabled: bool, delay: float | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"enabled": enabled}

@@ -84,7 +84,7 @@ class ControlApi:
             if method == "POST" and action == "/clear":
                 return await sim.fault(number, "clear", {})
             if method == "POST" and action == "/link":
-                return await sim.link(number)
+                return await sim.link(number, None if body.get("code") is None else str(body["code"]))
             if method == "POST" and action == "/message":
                 reply = await sim.send_message(
                     number, str(body["text"]), float(body.get("timeout", 10)), body.get("contact")

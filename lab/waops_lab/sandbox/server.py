@@ -60,6 +60,11 @@ FAULT_CAUSES = (
 _UNLOGGED = frozenset({"ref", "pairing_code", "text"})
 
 
+def _plain_code(code: str) -> str:
+    """A pairing code as a person types it: dashes and spaces do not count, letters in any case."""
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
 class FaultError(ValueError):
     """A control request the simulator cannot honour (unknown cause, nothing to link, ...)."""
 
@@ -492,10 +497,14 @@ class Simulator:
         return (live or active)[-1]
 
     # -- control operations (called by the HTTP API) ------------------------------------------
-    async def link(self, number: str) -> dict[str, Any]:
+    async def link(self, number: str, code: str | None = None) -> dict[str, Any]:
+        """The phone links the waiting bot; with `code`, as a person types a pairing code: only the code
+        the bot asked for links it."""
         conn = self.pending.get(number)
         if conn is None or not (conn.qr_shown or conn.pair_code):
             raise FaultError(f"no QR or pairing code is waiting for phone {number}")
+        if code is not None and _plain_code(code) != _plain_code(conn.pair_code or ""):
+            raise FaultError(f"pairing code for phone {number} does not match the one the bot shows")
         return await self._link(conn, "command")
 
     def set_auto_link(self, enabled: bool, delay: float | None) -> None:
