@@ -390,3 +390,91 @@ def test_4_rollback_of_an_adopted_working_copy_is_a_persons_step(adlab: RcLab) -
     assert proc.returncode != 0
     assert f"git checkout {good}" in proc.stdout and f"pm2 restart {APP}" in proc.stdout, proc.stdout[-3000:]
     assert snapshot(r)["head"] == head  # nothing was checked out
+
+
+# --- into the managed layout ---------------------------------------------------------------------------
+UNIT = f"waops-bot-{APP}.service"
+
+
+def _device(r: RcLab) -> str:
+    devices = r.sim.phone(r.host(1).bots[0]["phone"])["devices"]
+    assert len(devices) == 1, devices
+    return str(devices[0]["id"])
+
+
+def _manage(r: RcLab, *extra: str) -> tuple[int, dict[str, Any]]:
+    proc = _run(_waops(), "manage", "-i", str(r.inventory), r.host(1).name, "--bot", APP, "--output", "json",
+                "--verify-timeout", "90", *extra, timeout=1800)
+    try:
+        return proc.returncode, json.loads(proc.stdout)["results"][0]
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError(f"no JSON (rc {proc.returncode}): {proc.stdout[-1000:]} {proc.stderr[-3000:]}") from None
+
+
+def _entry(r: RcLab) -> dict[str, Any]:
+    doc = yaml.safe_load((r.inventory / "host_vars" / f"{r.host(1).name}.yml").read_text())
+    (entry,) = doc["waops_bots"]
+    return entry
+
+
+def _pm2_apps(r: RcLab) -> tuple[list[str], str]:
+    """pm2's live apps and its saved dump (what `pm2 resurrect` and a reboot bring back)."""
+    apps = [a["name"] for a in json.loads(r.ssh(1, "pm2 jlist"))]
+    return apps, r.ssh(1, "cat /root/.pm2/dump.pm2")
+
+
+def test_5_move_into_the_managed_layout_rolls_back_when_the_session_does_not_come_back(adlab: RcLab) -> None:
+    """The operator readies the code for the managed layout (its auth folder from WAOPS_AUTH_DIR, the bot
+    process contract) and, by mistake, names a version that cannot start: the move puts the adopted bot
+    back, open, as the same device, and the inventory keeps the adopted entry."""
+    r = adlab
+    contract = f"s#'{FOLDER}'#process.env.WAOPS_AUTH_DIR || '{FOLDER}'#"
+    r.ssh(1, f"""set -e; cd {WORKDIR}; sed -i "{contract}" index.js; grep -q WAOPS_AUTH_DIR index.js
+git commit -qam 'auth folder from WAOPS_AUTH_DIR'
+git checkout -qb broken; echo "throw new Error('config.json missing')" >> index.js; git commit -qam wip
+git checkout -q -""", check=True)
+    _wait_healthy(r)
+    device, entry, crm = _device(r), _entry(r), crm_rows(r)
+    rc, res = _manage(r, "--version", "broken")
+    assert (rc, res["outcome"]) == (1, "rolled_back"), res
+    assert [s["name"] for s in res["steps"] if not s["ok"]][:1] == ["verify managed"], res["steps"]
+    assert _entry(r) == entry  # still adopted
+    assert json.loads(r.ssh(1, f"cat /etc/waops/bots/{APP}.json"))["adopted"] is True
+    assert r.ssh(1, f"systemctl is-enabled {UNIT} || true").strip() == "disabled"
+    apps, dump = _pm2_apps(r)
+    assert apps == [APP] and APP in dump
+    _wait_healthy(r)
+    assert _device(r) == device and crm_rows(r) == crm
+    assert _facts(r)["process"]["instances"] == 1
+
+
+def test_6_move_into_the_managed_layout_keeps_the_link(adlab: RcLab) -> None:
+    r = adlab
+    phone = r.host(1).bots[0]["phone"]
+    device, crm = _device(r), crm_rows(r)
+    head = snapshot(r)["head"]
+    mark = len(r.sim.events(phone))
+    rc, res = _manage(r)
+    assert (rc, res["outcome"]) == (0, "managed"), res
+    assert res["inventory"]["written"], res
+    entry = _entry(r)
+    assert "adopted" not in entry and entry["service_manager"] == "systemd" and entry["auth_store"] == "files"
+    assert entry["source"] == {"type": "git", "url": WORKDIR, "version": head} and entry["phone"] == phone
+    # the old pm2 app stopped and gone from pm2's dump; the bot runs as its own user under its unit
+    apps, dump = _pm2_apps(r)
+    assert APP not in apps and APP not in dump, (apps, dump)
+    assert r.ssh(1, f"systemctl is-active {UNIT}").strip() == "active"
+    assert r.ssh(1, f"ps -u wa-{APP} -o args=").count("index.js") == 1
+    cfg = json.loads(r.ssh(1, f"cat /etc/waops/bots/{APP}.json"))
+    assert not cfg.get("adopted") and cfg["auth_store"] == "files"
+    _wait_healthy(r)
+    kinds = [e["type"] for e in r.sim.events(phone)[mark:]]
+    assert "qr" not in kinds and "linked" not in kinds, kinds
+    assert _device(r) == device
+    f = _facts(r)
+    assert f["auth"]["store"] == "files" and f["auth"]["creds"]["linked"], f["auth"]
+    assert f["process"]["instances"] == 1
+    # the rewritten inventory is what the next provision keeps: still the same device, still open
+    _provision(r)
+    _wait_healthy(r)
+    assert _device(r) == device and crm_rows(r) == crm
