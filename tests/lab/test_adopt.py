@@ -402,9 +402,9 @@ def _device(r: RcLab) -> str:
     return str(devices[0]["id"])
 
 
-def _manage(r: RcLab, *extra: str) -> tuple[int, dict[str, Any]]:
+def _manage(r: RcLab, *extra: str, verify_timeout: int = 150) -> tuple[int, dict[str, Any]]:
     proc = _run(_waops(), "manage", "-i", str(r.inventory), r.host(1).name, "--bot", APP, "--output", "json",
-                "--verify-timeout", "90", *extra, timeout=1800)
+                "--verify-timeout", str(verify_timeout), *extra, timeout=1800)
     try:
         return proc.returncode, json.loads(proc.stdout)["results"][0]
     except (ValueError, KeyError, IndexError):
@@ -435,7 +435,7 @@ git checkout -qb broken; echo "throw new Error('config.json missing')" >> index.
 git checkout -q -""", check=True)
     _wait_healthy(r)
     device, entry, crm = _device(r), _entry(r), crm_rows(r)
-    rc, res = _manage(r, "--version", "broken")
+    rc, res = _manage(r, "--version", "broken", verify_timeout=90)
     assert (rc, res["outcome"]) == (1, "rolled_back"), res
     assert [s["name"] for s in res["steps"] if not s["ok"]][:1] == ["verify managed"], res["steps"]
     assert _entry(r) == entry  # still adopted
