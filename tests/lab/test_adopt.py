@@ -402,7 +402,8 @@ UNIT = f"waops-bot-{APP}.service"
 
 
 def _device(r: RcLab) -> str:
-    devices = r.sim.phone(r.host(1).bots[0]["phone"])["devices"]
+    """The device the phone sees connected (older ones stay listed: the first life, a relink)."""
+    devices = [d for d in r.sim.phone(r.host(1).bots[0]["phone"])["devices"] if d.get("connected")]
     assert len(devices) == 1, devices
     return str(devices[0]["id"])
 
@@ -434,9 +435,11 @@ def test_5_move_into_the_managed_layout_rolls_back_when_the_session_does_not_com
     back, open, as the same device, and the inventory keeps the adopted entry."""
     r = adlab
     contract = f"s#'{FOLDER}'#process.env.WAOPS_AUTH_DIR || '{FOLDER}'#"
-    r.ssh(1, f"""set -e; cd {WORKDIR}; sed -i "{contract}" index.js; grep -q WAOPS_AUTH_DIR index.js
-git commit -qam 'auth folder from WAOPS_AUTH_DIR'
-git checkout -qb broken; echo "throw new Error('config.json missing')" >> index.js; git commit -qam wip
+    r.ssh(1, f"""set -e; cd {WORKDIR}
+if ! grep -q WAOPS_AUTH_DIR index.js; then
+  sed -i "{contract}" index.js; git commit -qam 'auth folder from WAOPS_AUTH_DIR'
+fi
+git checkout -qB broken; echo "throw new Error('config.json missing')" >> index.js; git commit -qam wip
 git checkout -q -""", check=True)
     _wait_healthy(r)
     device, entry, crm = _device(r), _entry(r), crm_rows(r)
