@@ -10,7 +10,10 @@ Another bot's rows sit in another table of the same database.
 Then: `waops adopt` proposes the inventory entry, the test pastes it, provisioning changes nothing of the
 bot (checksums of its code, dump, folder and rows; its process keeps its pid; a second run reports no
 change), the backup of folder and rows verifies, and faults are recovered with one `waops recover --yes`
-each; the other bot's table stays byte for byte as it was.
+each; the other bot's table stays byte for byte as it was. Last, `waops manage` moves the bot into the
+managed layout (own user, release, systemd unit): first with a version that cannot start, which ends
+rolled back to the adopted layout, open as the same device; then for real, keeping the device (no QR),
+the pm2 app gone from pm2's dump and the inventory entry rewritten from adopted to managed.
 
 Set WAOPS_TEST_LAB=<name> to reuse a lab that is up and built (development); it is left running.
 """
