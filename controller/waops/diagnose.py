@@ -179,13 +179,14 @@ def _twin_code(i: int, m: Match, near: Sequence[tuple[int, Record, Match]]) -> M
 def records_from_logs(logs: Logs | Mapping[str, Any] | None) -> list[Record]:
     """Records from a facts `logs` block. The agent ships each stream's newest raw lines (`streams`);
     each stream is assembled into records by the one reader (waops.logparse), then the streams are
-    merged by time (a record without a time follows its predecessor). An older agent's block
+    merged by time (a record without a time follows its predecessor; a stream with no time at all is
+    dated by its file's mtime, `mtimes`, when the agent sent one). An older agent's block
     (`matched` lines, then the `tail`) is read too."""
     if logs is None:
         return []
     block = logs if isinstance(logs, Logs) else Logs.from_dict(dict(logs))
     if block.streams is not None:
-        return _merge_streams(block.streams)
+        return _merge_streams(block.streams, block.mtimes or {})
     matched = [m for m in block.matched or [] if isinstance(m, Mapping)]
     tail = [t for t in block.tail or [] if isinstance(t, str)]
     tail_set = {t.strip() for t in tail}
@@ -205,10 +206,12 @@ def records_from_logs(logs: Logs | Mapping[str, Any] | None) -> list[Record]:
     return out
 
 
-def _merge_streams(streams: Mapping[str, Any]) -> list[Record]:
-    """A record without a time takes its predecessor's (the first one's, at the start of a stream); a
-    stream without any time (stderr's plain lines beside pino JSON) goes last: it is what the process
-    printed as it died, more often than not."""
+def _merge_streams(streams: Mapping[str, Any], mtimes: Mapping[str, Any]) -> list[Record]:
+    """A record without a time takes its predecessor's (the first one's, at the start of a stream). A
+    stream without any time (pm2's default stderr log: plain lines beside pino JSON) is dated by its
+    file's mtime, the time of its newest line: its lines sort before what the other streams wrote
+    later (a Bad MAC burst before the restart that fixed it) and after what they wrote earlier. With no
+    mtime it goes last: what the process printed as it died, more often than not."""
     keyed: list[tuple[float, int, int, Record]] = []
     for order, (name, lines) in enumerate(sorted(streams.items())):
         if not isinstance(lines, list):
@@ -216,7 +219,8 @@ def _merge_streams(streams: Mapping[str, Any]) -> list[Record]:
         recs = parse_lines((str(x) for x in lines if isinstance(x, str)), pasted=False)
         times = [_epoch(r.time) for r in recs]
         known = [t for t in times if t is not None]
-        last = known[0] if known else float("inf")
+        written = _epoch(mtimes.get(name))
+        last = known[0] if known else written if written is not None else float("inf")
         for k, (rec, t) in enumerate(zip(recs, times, strict=True)):
             rec.stream = str(name)
             last = t if t is not None else last

@@ -107,6 +107,28 @@ def record_store(inventory: str, host: str, bot: str, to: str) -> InventoryEdit:
     """Set `auth_store: TO` on BOT's entry in the plain YAML file that lists it (host_vars/HOST.yml first,
     then the inventory file itself), keeping the file's comments and layout; or say exactly what to edit."""
     want = f"set `auth_store: {to}` on the entry `name: {bot}` of waops_bots in host_vars/{host}.yml"
+    adopted: list[str] = []
+
+    def change(entry: Any) -> bool:
+        if entry.get("adopted") is True:
+            adopted.append(bot)
+            return False
+        entry["auth_store"] = to
+        return True
+
+    edit = edit_bot_entry(inventory, host, bot, change, lambda got: got.get("auth_store") == to, want,
+                          f"auth_store: {to} on bot {bot}")
+    if adopted:
+        return InventoryEdit(False, edit.path, f"{bot} is adopted: its store is its own code's choice")
+    return edit
+
+
+def edit_bot_entry(inventory: str, host: str, bot: str, change: Callable[[Any], bool],
+                   check: Callable[[Any], bool], want: str, done: str) -> InventoryEdit:
+    """Apply `change` to BOT's entry in the plain YAML file that lists it (host_vars/HOST.yml first, then
+    the inventory file itself) with round-trip YAML (comments and layout kept), check the written file
+    with `check` before it replaces the old one; or return `want`, the edit a person makes. `change`
+    returns False to leave the file alone."""
     inv = Path(inventory)
     files = ([inv / "host_vars" / f"{host}.{ext}" for ext in ("yml", "yaml")]
              + [inv / f"hosts.{ext}" for ext in ("yml", "yaml")]) if inv.is_dir() else [inv]
@@ -128,9 +150,8 @@ def record_store(inventory: str, host: str, bot: str, to: str) -> InventoryEdit:
         entry = _bot_entry(doc, host, bot, host_vars=path.parent.name == "host_vars")
         if entry is None:
             continue
-        if entry.get("adopted") is True:
-            return InventoryEdit(False, str(path), f"{bot} is adopted: its store is its own code's choice")
-        entry["auth_store"] = to
+        if not change(entry):
+            return InventoryEdit(False, str(path), want)
         tmp = path.with_name(f".{path.name}.waops-tmp")
         with tmp.open("w") as f:
             rt.dump(doc, f)
@@ -139,12 +160,12 @@ def record_store(inventory: str, host: str, bot: str, to: str) -> InventoryEdit:
         os.chmod(tmp, path.stat().st_mode & 0o7777)
         import yaml  # check the written file says what we meant before it replaces the old one
 
-        check = _bot_entry(yaml.safe_load(tmp.read_text()), host, bot, host_vars=path.parent.name == "host_vars")
-        if not check or check.get("auth_store") != to:
+        got = _bot_entry(yaml.safe_load(tmp.read_text()), host, bot, host_vars=path.parent.name == "host_vars")
+        if not got or not check(got):
             tmp.unlink()
             return InventoryEdit(False, str(path), want)
         os.replace(tmp, path)
-        return InventoryEdit(True, str(path), f"{path}: auth_store: {to} on bot {bot}")
+        return InventoryEdit(True, str(path), f"{path}: {done}")
     return InventoryEdit(False, None, want)
 
 

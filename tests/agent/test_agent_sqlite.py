@@ -246,3 +246,24 @@ def test_migrate_refuses_an_unlinked_store_or_the_same_store(sqbot: Bot) -> None
     p = sqbot.run("migrate", "--to", "files")
     assert p.returncode == 1 and "no linked creds" in p.stderr
     assert sorted(p.name for p in sqbot.auth.iterdir()) == before  # the files store untouched
+
+
+def test_carry_copies_an_adopted_store_into_the_managed_one_and_leaves_it_as_it_was(bot: Bot, tmp_path: Path) -> None:
+    """The move into the managed layout: the adopted config kept aside, the bot's own config now managed
+    (here on SQLite); `migrate --from-dir` copies from the kept store, verified backup first."""
+    kept = tmp_path / "adopted"
+    kept.mkdir(mode=0o700)
+    (kept / "shop.json").write_text(json.dumps({**bot.config, "adopted": True, "workdir": str(tmp_path / "app")}))
+    before = sorted((p.name, p.read_bytes()) for p in bot.auth.iterdir())
+    db = bot.auth.parent / "auth.db"
+    bot.write_config(auth_store="sqlite", sqlite={"path": str(db), "table": "baileys_auth"})
+    r = bot.json("migrate", "--from-dir", str(kept))["results"][0]
+    assert (r["from"], r["to"], r["creds_linked"]) == ("adopted files", "sqlite", True), r
+    assert r["keys"] == len(before) and r["me_id"].startswith("15550100001")
+    pre = [b for b in bot.listing() if b["id"] == r["pre_migrate_backup"]]
+    assert pre and pre[0]["verified"]
+    assert json.loads(db_rows(db)["creds"])["me"]["id"].startswith("15550100001")
+    assert sorted((p.name, p.read_bytes()) for p in bot.auth.iterdir()) == before  # only read
+    (kept / "shop.json").write_text(json.dumps({**bot.config}))  # a kept config that is not adopted: refused
+    p = bot.run("migrate", "--from-dir", str(kept))
+    assert p.returncode == 2 and "adopted" in p.stderr

@@ -10,7 +10,10 @@ Another bot's rows sit in another table of the same database.
 Then: `waops adopt` proposes the inventory entry, the test pastes it, provisioning changes nothing of the
 bot (checksums of its code, dump, folder and rows; its process keeps its pid; a second run reports no
 change), the backup of folder and rows verifies, and faults are recovered with one `waops recover --yes`
-each; the other bot's table stays byte for byte as it was.
+each; the other bot's table stays byte for byte as it was. Last, `waops manage` moves the bot into the
+managed layout (own user, release, systemd unit): first with a version that cannot start, which ends
+rolled back to the adopted layout, open as the same device; then for real, keeping the device (no QR),
+the pm2 app gone from pm2's dump and the inventory entry rewritten from adopted to managed.
 
 Set WAOPS_TEST_LAB=<name> to reuse a lab that is up and built (development); it is left running.
 """
@@ -314,11 +317,16 @@ def _wait_cause(r: RcLab, cause: str, timeout: float = 120) -> None:
 
 def _wait_healthy(r: RcLab, timeout: float = 180) -> None:
     from waops.diagnose import diagnose
-    from waops.verify import sim_round_trip
 
     phone = r.host(1).bots[0]["phone"]
-    _wait(lambda: diagnose(_facts(r)).cause == "healthy" and sim_round_trip(r.lab.control_url, phone)(8)[0],
-          timeout, "healthy")
+
+    def answers() -> bool:  # the simulator's test message goes through the bot and comes back
+        try:
+            return "is up" in r.sim.send_message(phone, "test", timeout=8)
+        except Exception:
+            return False
+
+    _wait(lambda: diagnose(_facts(r)).cause == "healthy" and answers(), timeout, "healthy")
 
 
 def _inject(r: RcLab, cause: str) -> None:
@@ -390,3 +398,94 @@ def test_4_rollback_of_an_adopted_working_copy_is_a_persons_step(adlab: RcLab) -
     assert proc.returncode != 0
     assert f"git checkout {good}" in proc.stdout and f"pm2 restart {APP}" in proc.stdout, proc.stdout[-3000:]
     assert snapshot(r)["head"] == head  # nothing was checked out
+
+
+# --- into the managed layout ---------------------------------------------------------------------------
+UNIT = f"waops-bot-{APP}.service"
+
+
+def _device(r: RcLab) -> str:
+    """The device the phone sees connected (older ones stay listed: the first life, a relink)."""
+    devices = [d for d in r.sim.phone(r.host(1).bots[0]["phone"])["devices"] if d.get("connected")]
+    assert len(devices) == 1, devices
+    return str(devices[0]["id"])
+
+
+def _manage(r: RcLab, *extra: str, verify_timeout: int = 150) -> tuple[int, dict[str, Any]]:
+    proc = _run(_waops(), "manage", "-i", str(r.inventory), r.host(1).name, "--bot", APP, "--output", "json",
+                "--verify-timeout", str(verify_timeout), *extra, timeout=1800)
+    try:
+        return proc.returncode, json.loads(proc.stdout)["results"][0]
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError(f"no JSON (rc {proc.returncode}): {proc.stdout[-1000:]} {proc.stderr[-3000:]}") from None
+
+
+def _entry(r: RcLab) -> dict[str, Any]:
+    doc = yaml.safe_load((r.inventory / "host_vars" / f"{r.host(1).name}.yml").read_text())
+    (entry,) = doc["waops_bots"]
+    return entry
+
+
+def _pm2_apps(r: RcLab) -> tuple[list[str], str]:
+    """pm2's live apps and its saved dump (what `pm2 resurrect` and a reboot bring back)."""
+    apps = [a["name"] for a in json.loads(r.ssh(1, "pm2 jlist"))]
+    return apps, r.ssh(1, "cat /root/.pm2/dump.pm2")
+
+
+def test_5_move_into_the_managed_layout_rolls_back_when_the_session_does_not_come_back(adlab: RcLab) -> None:
+    """The operator readies the code for the managed layout (its auth folder from WAOPS_AUTH_DIR, the bot
+    process contract) and, by mistake, names a version that cannot start: the move puts the adopted bot
+    back, open, as the same device, and the inventory keeps the adopted entry."""
+    r = adlab
+    contract = f"s#'{FOLDER}'#process.env.WAOPS_AUTH_DIR || '{FOLDER}'#"
+    r.ssh(1, f"""set -e; cd {WORKDIR}
+if ! grep -q WAOPS_AUTH_DIR index.js; then
+  sed -i "{contract}" index.js; git commit -qam 'auth folder from WAOPS_AUTH_DIR'
+fi
+git checkout -qB broken; echo "throw new Error('config.json missing')" >> index.js; git commit -qam wip
+git checkout -q -""", check=True)
+    _wait_healthy(r)
+    device, entry, crm = _device(r), _entry(r), crm_rows(r)
+    rc, res = _manage(r, "--version", "broken", verify_timeout=90)
+    assert (rc, res["outcome"]) == (1, "rolled_back"), res
+    assert [s["name"] for s in res["steps"] if not s["ok"]][:1] == ["verify managed"], res["steps"]
+    assert _entry(r) == entry  # still adopted
+    assert json.loads(r.ssh(1, f"cat /etc/waops/bots/{APP}.json"))["adopted"] is True
+    assert r.ssh(1, f"systemctl is-enabled {UNIT} || true").strip() == "disabled"
+    apps, dump = _pm2_apps(r)
+    assert apps == [APP] and APP in dump
+    _wait_healthy(r)
+    assert _device(r) == device and crm_rows(r) == crm
+    assert _facts(r)["process"]["instances"] == 1
+
+
+def test_6_move_into_the_managed_layout_keeps_the_link(adlab: RcLab) -> None:
+    r = adlab
+    phone = r.host(1).bots[0]["phone"]
+    device, crm = _device(r), crm_rows(r)
+    head = snapshot(r)["head"]
+    mark = len(r.sim.events(phone))
+    rc, res = _manage(r)
+    assert (rc, res["outcome"]) == (0, "managed"), res
+    assert res["inventory"]["written"], res
+    entry = _entry(r)
+    assert "adopted" not in entry and entry["service_manager"] == "systemd" and entry["auth_store"] == "files"
+    assert entry["source"] == {"type": "git", "url": WORKDIR, "version": head} and entry["phone"] == phone
+    # the old pm2 app stopped and gone from pm2's dump; the bot runs as its own user under its unit
+    apps, dump = _pm2_apps(r)
+    assert APP not in apps and APP not in dump, (apps, dump)
+    assert r.ssh(1, f"systemctl is-active {UNIT}").strip() == "active"
+    assert r.ssh(1, f"ps -u wa-{APP} -o args=").count("index.js") == 1
+    cfg = json.loads(r.ssh(1, f"cat /etc/waops/bots/{APP}.json"))
+    assert not cfg.get("adopted") and cfg["auth_store"] == "files"
+    _wait_healthy(r)
+    kinds = [e["type"] for e in r.sim.events(phone)[mark:]]
+    assert "qr" not in kinds and "linked" not in kinds, kinds
+    assert _device(r) == device
+    f = _facts(r)
+    assert f["auth"]["store"] == "files" and f["auth"]["creds"]["linked"], f["auth"]
+    assert f["process"]["instances"] == 1
+    # the rewritten inventory is what the next provision keeps: still the same device, still open
+    _provision(r)
+    _wait_healthy(r)
+    assert _device(r) == device and crm_rows(r) == crm

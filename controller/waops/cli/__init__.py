@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "migrate": ("waops.cli.migrate", "migrate", "Move a bot's session to another auth store without a new QR."),
     "qr": ("waops.cli.recover", "qr", "Show the current QR code or pairing code of a bot."),
     "adopt": ("waops.cli.adopt", "adopt", "Propose inventory entries for the Baileys bots already running on a host."),
+    "manage": ("waops.cli.manage", "manage", "Move an adopted bot into the managed layout (no new QR)."),
     "move": ("waops.cli.move", "move", "Move a bot to another host without a new QR (old copy fenced first)."),
     "incidents": ("waops.cli.incidents", "incidents", "List and show recorded incidents."),
     "mttr": ("waops.cli.incidents", "mttr", "MTTR report per cause against the 15-minute target."),

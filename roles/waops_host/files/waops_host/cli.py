@@ -37,7 +37,7 @@ from .offhost import cmd_offhost, h_offhost, offhost_after_backup
 from .prune import do_prune, do_prune_keys
 from .restore import do_reset, do_restore, find_backup
 from .schema import FACTS_SCHEMA
-from .stores import do_migrate
+from .stores import do_carry, do_migrate
 from .verify import verify_backup
 
 if TYPE_CHECKING:
@@ -223,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--ttl", type=float, default=REPAIR_TTL_S, metavar="SECONDS",
                     help="the lease expires this long after begin/renew unless renewed (default %(default)s)")
     mg = sub.add_parser("migrate", parents=[common], help="copy the session to another store (bot stopped)")
-    mg.add_argument("--to", required=True, choices=AUTH_STORES)
+    mg.add_argument("--to", choices=AUTH_STORES, help="the store to copy into (required without --from-dir)")
+    mg.add_argument("--from-dir", metavar="DIR",
+                    help="copy from the store of this bot's config in DIR (the adopted layout kept aside by a move "
+                         "into the managed layout) into the store of its current config")
     oh = sub.add_parser("offhost", parents=[common], help="off-host copies in the bot's restic repository")
     oh.add_argument("action", choices=("init", "push", "check", "list", "fetch", "claim", "owner"))
     oh.add_argument("id", nargs="?", help="backup id (push: default newest verified; fetch: newest verified "
@@ -316,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "prune-keys":
             return per_bot(args, configs, leased(lambda c: do_prune_keys(c, args.sessions, args.dry_run)), True,
                            lambda r: f"{r['bot']}: removed files {r['files_removed']}, rows {r['db_removed']}")
+        if args.cmd == "migrate" and args.from_dir:
+            return per_bot(args, configs, leased(lambda c: do_carry(c, load_configs(args.from_dir, c.name)[0])),
+                           True, lambda r: f"{r['bot']}: carried {r['keys']} keys from the {r['from']} store to "
+                                           f"{r['to']} (backup {r['pre_migrate_backup']})")
         if args.cmd == "migrate":
+            if not args.to:
+                raise AgentError("migrate needs --to STORE (or --from-dir DIR)", EXIT_USAGE)
             return per_bot(args, configs, leased(lambda c: do_migrate(c, args.to)), True,
                            lambda r: f"{r['bot']}: migrated {r['keys']} keys from {r['from']} to {r['to']} "
                                      f"(pre-migrate backup {r['pre_migrate_backup']})")

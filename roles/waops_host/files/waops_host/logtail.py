@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -27,22 +28,24 @@ if TYPE_CHECKING:
 LOG_SHIP_BYTES = 65536  # per stream: the newest lines up to this many bytes travel in the facts
 
 
-def read_tail(path: str, window: int, cfg: BotConfig | None = None) -> tuple[list[str], int]:
-    """Last `window` bytes of a file as lines. Cost is bounded by window, not by the file size;
-    a file truncated or rotated under us just yields fewer bytes. With `cfg`, read as the bot user
-    (its logs, and pm2's log paths come from the bot user's daemon)."""
+def read_tail(path: str, window: int, cfg: BotConfig | None = None) -> tuple[list[str], int, float | None]:
+    """Last `window` bytes of a file as lines, and the file's mtime (when its newest line was written).
+    Cost is bounded by window, not by the file size; a file truncated or rotated under us just yields
+    fewer bytes. With `cfg`, read as the bot user (its logs, and pm2's log paths come from the bot
+    user's daemon)."""
     if cfg is not None:
         got = read_as_bot(cfg, path, window, tail=True)
         if got is None:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
-        data, start = got[0][:window], got[1]["start"]
+        data, start, mtime = got[0][:window], got[1]["start"], got[1].get("mtime")
     else:
         with open_regular(path, follow=True) as f:
             data, start = tail_of(f, window)
+            mtime = os.fstat(f.fileno()).st_mtime
     data = from_line_start(data, start)
     text = data.decode("utf-8", "replace").replace("\x00", "\n")
     lines = [ln[:MAX_TEXT * 4] for ln in text.splitlines()]  # blank lines end records (caret blocks)
-    return lines, len(data)
+    return lines, len(data), mtime if isinstance(mtime, (int, float)) else None
 
 
 def ship_lines(items: list[tuple[str, str]]) -> dict[str, Any]:
@@ -67,20 +70,24 @@ def ship_lines(items: list[tuple[str, str]]) -> dict[str, Any]:
 def logs_from_files(files: dict[str, str], window: int, source: str, cfg: BotConfig | None = None) -> dict[str, Any]:
     items: list[tuple[str, str]] = []
     errors = {}
+    mtimes: dict[str, str] = {}
     total = 0
     for stream in ("out", "err"):
         path = files.get(stream)
         if not path:
             continue
         try:
-            lines, n = read_tail(path, window, cfg)
+            lines, n, mtime = read_tail(path, window, cfg)
         except (OSError, AgentError) as e:
             errors[stream] = str(e) if isinstance(e, AgentError) else f"{path}: {e.strerror or e}"
             continue
         total += n
         items.extend((stream, ln) for ln in lines)
+        if mtime is not None:
+            # pm2's default logs carry no time: the file's mtime dates the newest line of the stream.
+            mtimes[stream] = iso(datetime.fromtimestamp(mtime, UTC)) or ""
     res = {"source": source, "window_bytes": window, "bytes_read": total, **ship_lines(items),
-           "files": files}
+           "files": files, "mtimes": mtimes}
     if errors:
         res["errors"] = errors
     return res

@@ -278,16 +278,18 @@ class Library(_Record):
 
 @dataclass
 class Logs(_Record):
-    """The log window: each stream's newest raw lines (`streams`); an older agent sent `matched`/`tail`."""
+    """The log window: each stream's newest raw lines (`streams`) and each stream file's mtime (`mtimes`,
+    what dates a stream whose lines carry no time); an older agent sent `matched`/`tail`."""
 
     source: str | None = None
     streams: dict[str, Any] | None = None
+    mtimes: dict[str, Any] | None = None
     matched: list[Any] | None = None
     tail: list[Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
 
-    _kinds = {"source": _str, "streams": _obj, "matched": _seq, "tail": _seq}  # noqa: RUF012
+    _kinds = {"source": _str, "streams": _obj, "mtimes": _obj, "matched": _seq, "tail": _seq}  # noqa: RUF012
 
 
 @dataclass

@@ -232,3 +232,33 @@ def do_migrate(cfg: BotConfig, to: str) -> dict[str, Any]:
             "keys": len(got), "by_type": key_counts(got), "source_by_type": key_counts(keys),
             "creds_linked": creds_summary(got.get("creds"))["linked"], "me_id": creds["me_id"],
             "skipped": skipped[:100]}
+
+
+def do_carry(target: BotConfig, source: BotConfig) -> dict[str, Any]:
+    """Copy the session of `source` (an adopted bot's own store, its config kept aside by the move into
+    the managed layout) into `target`'s store (the same bot, managed), then check it reads back the same.
+    Both must be stopped; a verified backup of the source comes first. The source is only read."""
+    if source.name != target.name or not source.adopted or target.adopted:
+        raise AgentError(f"{target.name}: carry copies an adopted bot's session into its managed layout", EXIT_USAGE)
+    running = count_instances(source) + count_instances(target)
+    if running:
+        raise AgentError(f"{target.name}: {running} bot process(es) running: stop the bot before the copy")
+    pre = do_backup(source, "pre-migrate")
+    if not pre["ok"]:
+        raise AgentError(f"{target.name}: backup {pre['id']} of the adopted bot did not verify; nothing copied")
+    keys, skipped = read_store_keys(source)
+    creds = creds_summary(keys.get("creds"))
+    if not creds["linked"]:
+        raise AgentError(f"{target.name}: the adopted {source.auth_store} store holds no linked creds; "
+                         "nothing to carry over")
+    write_store_keys(target, keys)
+    got, _ = read_store_keys(target)
+    want = expected_keys(keys, target.auth_store)
+    if got != want:
+        missing = sorted(set(want) - set(got))[:5]
+        raise AgentError(f"{target.name}: the managed {target.auth_store} store does not read back the same keys "
+                         f"({len(got)} of {len(want)}; missing {missing})")
+    return {"bot": target.name, "ok": True, "from": f"adopted {source.auth_store}", "to": target.auth_store,
+            "pre_migrate_backup": pre["id"], "keys": len(got), "by_type": key_counts(got),
+            "creds_linked": creds_summary(got.get("creds"))["linked"], "me_id": creds["me_id"],
+            "skipped": skipped[:100]}
