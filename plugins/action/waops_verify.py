@@ -62,6 +62,7 @@ class ActionModule(ActionBase):
         try:
             from waops.diagnose import diagnose
             from waops.errors import UnreachableError
+            from waops.model import SchemaError, parse_bot
             from waops.verify import BotState, command_round_trip, wait_verified
         except ImportError as e:
             raise AnsibleActionFail(f"waops_verify needs the waops Python package on the controller: {e}") from None
@@ -87,7 +88,11 @@ class ActionModule(ActionBase):
             entry = next((b for b in doc.get("bots") or [] if isinstance(b, dict) and b.get("bot") == bot), None)
             if entry is None:
                 raise UnreachableError(f"the facts hold no bot {bot}")
-            return BotState(diagnose(entry), entry)
+            try:
+                facts = parse_bot(entry, f"{bot} facts")  # the one gate for facts, as the CLI's
+            except SchemaError as e:
+                raise UnreachableError(f"waops-host facts: {e}") from None
+            return BotState(diagnose(facts), facts)
 
         telegram = args.get("telegram") or {}
         if not (telegram.get("token") and telegram.get("chat_id")):
