@@ -22,7 +22,7 @@ from typing import Any
 
 from waops.adoption import Adopted
 from waops.errors import UsageError
-from waops.migrate import STORES, InventoryEdit, edit_bot_entry
+from waops.migrate import STORES, InventoryEdit, edit_bot_entry, run_step
 from waops.verify import BotState, Probe, RoundTrip, VerifyResult, wait_verified
 
 PLAYBOOK = "manage_adopted.yml"
@@ -91,13 +91,9 @@ def manage(host: str, bot: str, entry: Mapping[str, Any], *, probe: Probe, run: 
     if res.device is None:
         res.why = "the adopted bot's store holds no linked creds: nothing to carry over (link it first)"
         return res
+
     def step(name: str, action: str, **more: Any) -> bool:
-        out = run({"waops_bot": bot, "waops_manage_action": action, **more})
-        failures = [f.message for f in getattr(out, "failures", [])][:3]
-        res.steps.append({"name": name, "ok": bool(out.ok), "status": out.status, "failures": failures})
-        if not out.ok:
-            res.why = f"{name}: " + ("; ".join(failures) or out.status)
-        return bool(out.ok)
+        return run_step(res, run, name, {"waops_bot": bot, "waops_manage_action": action, **more})
 
     def proven(where: str) -> tuple[bool, str]:
         v = verify(probe, timeout_s=verify_timeout_s, host=host, round_trip=round_trip, wait_for_link=False)

@@ -47,6 +47,17 @@ def store_of(state: BotState) -> str | None:
     return auth.store if auth is not None and auth.store else None
 
 
+def run_step(res: Any, run: Callable[[dict[str, Any]], Any], name: str, extravars: Mapping[str, Any]) -> bool:
+    """One playbook run of a store move (`waops migrate`, `waops manage`): recorded in `res.steps`, and on
+    failure its first messages become `res.why`."""
+    out = run(dict(extravars))
+    failures = [f.message for f in getattr(out, "failures", [])][:3]
+    res.steps.append({"name": name, "ok": bool(out.ok), "status": out.status, "failures": failures})
+    if not out.ok:
+        res.why = f"{name}: " + ("; ".join(failures) or out.status)
+    return bool(out.ok)
+
+
 def migrate(host: str, bot: str, to: str, *, probe: Probe, run: RunPlaybook, round_trip: RoundTrip | None,
             verify_timeout_s: float, verify: Callable[..., VerifyResult] = wait_verified) -> MigrateResult:
     if to not in STORES:
@@ -59,12 +70,7 @@ def migrate(host: str, bot: str, to: str, *, probe: Probe, run: RunPlaybook, rou
     res = MigrateResult(host, bot, source, to, "failed")
 
     def step(name: str, extravars: Mapping[str, Any]) -> bool:
-        out = run({"waops_bot": bot, **extravars})
-        failures = [f.message for f in getattr(out, "failures", [])][:3]
-        res.steps.append({"name": name, "ok": bool(out.ok), "status": out.status, "failures": failures})
-        if not out.ok:
-            res.why = f"{name}: " + ("; ".join(failures) or out.status)
-        return bool(out.ok)
+        return run_step(res, run, name, {"waops_bot": bot, **extravars})
 
     def proven(store: str) -> tuple[bool, str]:
         v = verify(probe, timeout_s=verify_timeout_s, host=host, round_trip=round_trip, wait_for_link=False)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
 from waops.cli.app import App, global_options, pass_app
-from waops.errors import ExitCode, UsageError
+from waops.cli.migrate import finish
+from waops.errors import UsageError
 
 EPILOG = """\b
 Example:
@@ -70,14 +68,5 @@ def manage(app: App, host: str, bot: str, store: str, version: str | None, entry
         res = svc.manage(target.host, target.bot, wanted, probe=probe, run=run,
                          round_trip=rc.round_trip(target), verify_timeout_s=verify_timeout)
     edit = svc.record_managed(inv, target.host, target.bot, wanted) if res.outcome == "managed" else None
-    doc = {**res.to_dict(), "entry": wanted, "inventory": edit.to_dict() if edit else None}
-    if app.output == "json":
-        click.echo(json.dumps({"schema": 1, "results": [doc]}, indent=2))
-    else:
-        click.echo(f"{res.host}/{res.bot}: {res.outcome}: {res.why}", err=True)
-        if edit is not None:
-            click.echo(f"inventory updated: {edit.edit}" if edit.written else
-                       f"inventory NOT updated, do it by hand before the next provision: {edit.edit}", err=True)
-    if edit is not None and not edit.written:
-        sys.exit(ExitCode.NEEDS_HUMAN)
-    sys.exit(res.exit_code)
+    finish(app, res, {**res.to_dict(), "entry": wanted, "inventory": edit.to_dict() if edit else None}, edit,
+           f"{res.host}/{res.bot}: {res.outcome}: {res.why}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any, NoReturn
 
 import click
 
@@ -53,11 +54,17 @@ def migrate(app: App, host: str, bot: str, to: str, verify_timeout: int) -> None
         res = svc.migrate(target.host, target.bot, to, probe=rc.host_probe(h, target.bot, app.settings), run=run,
                           round_trip=rt, verify_timeout_s=verify_timeout)
     edit = svc.record_store(inv, target.host, target.bot, to) if res.outcome == "migrated" else None
-    doc = {**res.to_dict(), "inventory": edit.to_dict() if edit else None}
+    finish(app, res, {**res.to_dict(), "inventory": edit.to_dict() if edit else None}, edit,
+           f"{res.host}/{res.bot}: {res.outcome} ({res.source} -> {res.to}): {res.why}")
+
+
+def finish(app: App, res: Any, doc: dict[str, Any], edit: Any, line: str) -> NoReturn:
+    """Print a store change (`migrate`, `manage`) and exit: a change the inventory could not take is
+    NEEDS_HUMAN, whatever the host says, because the next provision would undo it."""
     if app.output == "json":
         click.echo(json.dumps({"schema": 1, "results": [doc]}, indent=2))
     else:
-        click.echo(f"{res.host}/{res.bot}: {res.outcome} ({res.source} -> {res.to}): {res.why}", err=True)
+        click.echo(line, err=True)
         if edit is not None:
             click.echo(f"inventory updated: {edit.edit}" if edit.written else
                        f"inventory NOT updated, do it by hand before the next provision: {edit.edit}", err=True)
