@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -187,13 +187,7 @@ def journal_reads(units: list[str], window: int) -> dict[str, tuple[list[bytes],
     lines, short, status = got
     mine: dict[str, list[bytes]] = {u: [] for u in units}
     seen = 0
-    for raw in lines:
-        try:
-            e = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(e, dict):
-            continue
+    for raw, e in json_objects(lines):
         seen += 1
         for u in units_of(e) & mine.keys():
             mine[u].append(raw)
@@ -206,16 +200,21 @@ def journal_reads(units: list[str], window: int) -> dict[str, tuple[list[bytes],
     return out
 
 
-def journal_items(entries: Iterable[bytes]) -> list[tuple[str, str]]:
-    """`journalctl -o json` lines (oldest first) -> (stream, line) with journald's time on each line."""
-    items: list[tuple[str, str]] = []
-    for raw in entries:
+def json_objects(lines: Iterable[bytes]) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """`journalctl -o json` output: each line with its entry; a line that is no JSON object is skipped."""
+    for raw in lines:
         try:
             e = json.loads(raw)
         except ValueError:
             continue
-        if not isinstance(e, dict):
-            continue
+        if isinstance(e, dict):
+            yield raw, e
+
+
+def journal_items(entries: Iterable[bytes]) -> list[tuple[str, str]]:
+    """`journalctl -o json` lines (oldest first) -> (stream, line) with journald's time on each line."""
+    items: list[tuple[str, str]] = []
+    for _, e in json_objects(entries):
         msg = e.get("MESSAGE")
         if isinstance(msg, list):  # journald gives non-UTF-8 messages as byte arrays
             msg = bytes(x & 0xFF for x in msg if isinstance(x, int)).decode("utf-8", "replace")
