@@ -82,15 +82,25 @@ def test_sigint_during_a_gated_step_lets_it_finish_and_starts_no_other(tmp_path:
         ("reset the session", 0, "B1")]
 
 
-@pytest.mark.parametrize("playbook", ["reset_session.yml", "restore_session.yml", "prune_keys.yml"])
-def test_every_session_changing_agent_call_has_a_gate_right_before_it(playbook: str) -> None:
+def _flat(tasks: list[dict]) -> list[dict]:
+    """Tasks in run order, the insides of blocks included."""
+    out: list[dict] = []
+    for t in tasks:
+        out += _flat(t["block"]) if "block" in t else [t]
+    return out
+
+
+@pytest.mark.parametrize("entry", ["reset.yml", "restore.yml", "prune_keys.yml"])
+def test_every_session_changing_agent_call_has_a_gate_right_before_it(entry: str) -> None:
+    """The repair playbooks call the waops_repair role; its entry points hold the agent calls."""
     import yaml
 
-    tasks = yaml.safe_load((Path(__file__).resolve().parents[2] / "playbooks" / playbook).read_text())[0]["tasks"]
+    path = Path(__file__).resolve().parents[2] / "roles" / "waops_repair" / "tasks" / entry
+    tasks = _flat(yaml.safe_load(path.read_text()))
     for i, t in enumerate(tasks):
         argv = str((t.get("ansible.builtin.command") or {}).get("argv") or "")
-        if "__waops_rc_agent" in argv and any(f"'{a}'" in argv for a in ("reset", "restore", "prune-keys")):
-            assert tasks[i - 1]["name"].startswith("Cancel gate"), (playbook, t["name"])
+        if "waops_repair_agent" in argv and any(f"'{a}'" in argv for a in ("reset", "restore", "prune-keys")):
+            assert tasks[i - 1]["name"].startswith("Cancel gate"), (entry, t["name"])
             break
     else:
-        raise AssertionError(f"{playbook}: no agent call found")
+        raise AssertionError(f"{entry}: no agent call found")
