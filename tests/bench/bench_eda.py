@@ -44,7 +44,7 @@ from tests.lab.test_eda_recover import (
 )
 from tests.lab.test_provision_support import health, wait_until
 
-CAUSES = "process_down,crash,library_mismatch,conflict,creds_lost,logged_out"
+CAUSES = "process_down,crash,library_mismatch,conflict,creds_lost,corrupt_keys,logged_out"
 ALERT_AFTER_S = (600, 900)  # session_down after 10 min, seen by a check every 5 min (roles/waops_host defaults)
 GOAL_S = 90
 
