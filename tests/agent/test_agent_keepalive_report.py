@@ -153,7 +153,8 @@ def test_the_bucket_refills_and_counts_closes_for_flapping() -> None:
 
 
 def decrypt_line(failures: Any = 12, **extra: Any) -> bytes:
-    return json.dumps({"decrypt": {"failures": failures, "at": datetime.now(UTC).isoformat(), **extra}}).encode() + b"\n"
+    doc = {"decrypt": {"failures": failures, "at": datetime.now(UTC).isoformat(), **extra}}
+    return json.dumps(doc).encode() + b"\n"
 
 
 def test_a_decrypt_report_is_taken_and_runs_the_quick_check(held: Bot, standin: StandIn) -> None:  # noqa: F811
