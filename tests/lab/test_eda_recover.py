@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.scenario]
 ROOT = Path(__file__).resolve().parents[2]
 JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 PAIRING_CODE = re.compile(r"Pairing code: ([A-Z0-9-]{4,12})")
+CODE_WITHIN_S = 60  # a logged-out bot's pairing code reaches the operator's Telegram this soon after the 401
 
 
 def _free_port() -> int:
@@ -368,8 +369,9 @@ def test_rulebook_repairs_with_nobody_typing(eda: EdaLab, cause: str) -> None:
 
 def test_logged_out_bot_gets_its_pairing_code_on_telegram_and_the_phone_links(eda: EdaLab) -> None:
     """401 (policy ask): the recovery resets the session after a verified backup, the bot asks for a pairing
-    code, the code reaches the operator's Telegram, the simulated phone types exactly that code (a wrong
-    one links nothing), and the incident closes resolved with the person's wait kept out of the MTTR."""
+    code, the code reaches the operator's Telegram within a minute of the 401, the simulated phone types
+    exactly that code (a wrong one links nothing), and the incident closes resolved with the person's wait
+    kept out of the MTTR."""
     from waops_lab.sandbox.client import SimulatorError
 
     r = eda
@@ -386,6 +388,9 @@ def test_logged_out_bot_gets_its_pairing_code_on_telegram_and_the_phone_links(ed
 
     inc = _recovered(r, "logged_out", phone_links)
     print(f"logged_out: pairing code on Telegram {delivered['seconds']:.0f} s after the 401")
+    # The one timing the issue states as behaviour: the operator has the code within a minute of the 401.
+    # Both ends are on this process's monotonic clock: the fault as injected, the code as it arrived.
+    assert delivered["seconds"] < CODE_WITHIN_S, (delivered, r.engine.log.read_text()[-6000:])
     assert inc.trigger == "auto" and inc.cause == "logged_out" and inc.outcome == "resolved", (
         inc.to_dict(), r.engine.log.read_text()[-6000:])
     assert [s.name for s in inc.steps][:2] == ["reset_session", "verify"], inc.to_dict()
