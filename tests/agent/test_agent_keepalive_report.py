@@ -150,3 +150,90 @@ def test_the_bucket_refills_and_counts_closes_for_flapping() -> None:
     assert admit(state, 1000.0 + BURST + 60)[0] is True  # refilled
     assert admit({"closes": [990.0, 995.0]}, 1000.0)[1] == 3
     assert admit({"closes": [1.0], "tokens": "x", "at": 1e12}, 1000.0) == (True, 1)  # junk state is no crash
+
+
+def decrypt_line(failures: Any = 12, **extra: Any) -> bytes:
+    doc = {"decrypt": {"failures": failures, "at": datetime.now(UTC).isoformat(), **extra}}
+    return json.dumps(doc).encode() + b"\n"
+
+
+def test_a_decrypt_report_is_taken_and_runs_the_quick_check(held: Bot, standin: StandIn) -> None:  # noqa: F811
+    """A Bad MAC flood keeps the connection open: the agent's count is the only word of it. Taken, it runs
+    the quick check at once; with no bot process here the flood opens nothing (the lab test runs a bot)."""
+    rc, (answer,), err = request(held, decrypt_line(12))
+    assert rc == 0 and answer["command"] == "report" and answer["ok"] is True, (answer, err)
+    assert "decrypt failures reported (12)" in err
+    assert "decrypt_flood" not in answer["active"]  # the process reads as down: nothing to prune for
+    state = json.loads((held.lock_dir / "waops-shop.reports.json").read_text())
+    assert state["closes"] == []  # a decrypt report is no close: it never makes a bot look flapping
+
+
+DECRYPT_HOSTILE = {
+    "failures as text": decrypt_line("12"),
+    "failures as bool": decrypt_line(True),
+    "failures as float": decrypt_line(12.0),
+    "no failures": decrypt_line(0),
+    "failures out of range": decrypt_line(10**12),
+    "failures missing": json.dumps({"decrypt": {"at": datetime.now(UTC).isoformat()}}).encode() + b"\n",
+    "a reason": decrypt_line(12, reason="x" * 100),
+    "a path": decrypt_line(12, health_file="/etc/shadow"),
+    "both kinds": json.dumps({"decrypt": {"failures": 12}, "close": {"code": 401}}).encode() + b"\n",
+    "not an object": json.dumps({"decrypt": [12]}).encode() + b"\n",
+    "time not ISO": json.dumps({"decrypt": {"failures": 12, "at": "now"}}).encode() + b"\n",
+}
+
+
+@pytest.mark.parametrize("what", list(DECRYPT_HOSTILE))
+def test_hostile_decrypt_reports_are_refused_before_anything_runs(
+        held: Bot, standin: StandIn, what: str) -> None:  # noqa: F811
+    rc, (answer,), err = request(held, DECRYPT_HOSTILE[what])
+    assert rc == 2 and answer["ok"] is False and answer["error"], answer
+    assert "refused" in err
+    assert standin.requests == [] and not (held.root / "state").exists()
+
+
+def test_parse_keeps_only_a_bounded_decrypt_report() -> None:
+    now = time.time()
+    got = parse_request(decrypt_line(12), now)
+    assert got is not None and got["kind"] == "decrypt" and got["failures"] == 12
+    future = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    got = parse_request(json.dumps({"decrypt": {"failures": 1, "at": future}}).encode(), now)
+    assert got is not None and datetime.fromisoformat(got["at"].replace("Z", "+00:00")).timestamp() <= now + 1
+    close = parse_request(close_line(440), now)
+    assert close is not None and close["kind"] == "close" and close["code"] == 440
+
+
+def test_decrypt_reports_draw_on_the_bucket_but_are_no_closes() -> None:
+    state: dict[str, Any] = {"closes": [995.0]}
+    assert admit(state, 1000.0, close=False) == (True, 1)
+    taken = [admit(state, 1001.0 + i, close=False)[0] for i in range(BURST)]
+    assert taken == [True] * (BURST - 1) + [False]
+
+
+def test_the_flood_condition_takes_the_health_file_count_only_in_bounds() -> None:
+    """The bot writes `decrypt_failures`: a count of another type, out of range or of another window is no
+    flood, its reason is shown short and printable, and a flood needs the process running."""
+    from waops_host.checkconf import DECRYPT_FLOOD, DECRYPT_WINDOW_S
+    from waops_host.conditions import decrypt_flood
+
+    now = datetime.now(UTC)
+
+    def health(**df: Any) -> dict[str, Any]:
+        return {"decrypt_failures": {"count": 12, "last_reason": "Bad MAC", "last_at": now.isoformat(), **df}}
+
+    flood = decrypt_flood(health(), True, now)
+    assert flood.active and flood.level == 2 and "12 messages failed to decrypt" in flood.summary
+    assert "Bad MAC" in flood.summary
+    assert not decrypt_flood(health(), False, now).active  # process down: session_down's business
+    assert not decrypt_flood(health(count=DECRYPT_FLOOD - 1), True, now).active
+    old = (now - timedelta(seconds=DECRYPT_WINDOW_S + 60)).isoformat()
+    future = (now + timedelta(hours=1)).isoformat()
+    for bad in ({"count": "12"}, {"count": True}, {"count": 10**9}, {"count": -1}, {"last_at": old},
+                {"last_at": future}, {"last_at": None}, {"last_at": 5}):
+        assert not decrypt_flood(health(**bad), True, now).active, bad
+    for junk in ({"decrypt_failures": [12]}, {"decrypt_failures": "12"}, {}):
+        assert not decrypt_flood(junk, True, now).active
+    shown = decrypt_flood(health(last_reason="Bad\x1b[31m MAC\n" + "x" * 500), True, now).summary
+    assert "\x1b" not in shown and "\n" not in shown and "x" * 61 not in shown
+    # the count the agent just reported counts too (the health file may be a moment behind)
+    assert decrypt_flood({}, True, now, reported=DECRYPT_FLOOD).active

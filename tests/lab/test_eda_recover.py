@@ -7,9 +7,12 @@ waops's own verify (a test message round trip included), and the incident is in 
 of the Bot API), the simulated phone links with exactly that code, and the incident closes.
 
 The check runs from cron every 5 minutes on a real host; here it is run every few seconds by hand after the
-fault until the recovery starts (fast detection is the keep-alive agent's job), so the test does not wait
-for cron. The engine is restarted for each fault: its throttle lets one recovery per bot through every 10
-minutes. tests/bench/bench_eda.py uses the helpers below.
+fault until the recovery starts (fast detection is the keep-alive agent's job: a close, or a flood of
+messages failing to decrypt, reported on its socket), so the test does not wait for cron. The engine is
+restarted for each fault: its throttle lets one recovery per bot through every 10 minutes. Each case
+starts from a quiet engine: an alert an earlier case left in the host's outbox (a stopped engine misses
+it; the next check delivers it) runs its recovery to the end before the case counts incidents.
+tests/bench/bench_eda.py uses the helpers below.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.scenario]
 ROOT = Path(__file__).resolve().parents[2]
 JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 PAIRING_CODE = re.compile(r"Pairing code: ([A-Z0-9-]{4,12})")
+CODE_WITHIN_S = 60  # a logged-out bot's pairing code reaches the operator's Telegram this soon after the 401
 
 
 def _free_port() -> int:
@@ -213,6 +217,34 @@ def inject_fault(lab: Any, host: Any, cause: str) -> None:
         inject(lab, host.name, cause, "shop")
 
 
+def _playbooks_running(engine: Engine) -> bool:
+    """A recovery the engine started is still running (ansible-runner and its ansible-playbook)."""
+    if engine.proc is None:
+        return False
+    for pid in _descendants(engine.proc.pid):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"ansible-playbook" in cmdline or b"ansible-runner" in cmdline:
+                return True
+    return False
+
+
+def settle(engine: Engine, quiet_s: float = 10, timeout: float = 600) -> bool:
+    """Until no recovery has run and no incident was added for quiet_s: what an earlier case left behind
+    is done and counted before this case's fault. True when something ran."""
+    deadline = time.monotonic() + timeout
+    start = seen = len(engine.incidents())
+    quiet_since, ran = time.monotonic(), False
+    while time.monotonic() < deadline:
+        count = len(engine.incidents())
+        if _playbooks_running(engine) or count != seen:
+            seen, quiet_since, ran = count, time.monotonic(), True
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return ran or seen != start
+        time.sleep(1)
+    raise AssertionError(("the engine never went quiet", engine.log.read_text()[-6000:]))
+
+
 def detect_until_recovery_starts(engine: Engine, host: Any, before: set[int], timeout: float = 360) -> bool:
     """Run the host's check as cron would (every few seconds here) until the rulebook's recovery has opened
     its incident: the check announces the alert once its condition has held long enough."""
@@ -236,6 +268,12 @@ def auto_recover_once(engine: Engine, host: Any, cause: str = "process_down",
     # scheduled backup a restore needs, taken now so the case does not depend on the clock.
     lab.ssh(host, "waops-host check --bot shop >/dev/null; waops-host backup --bot shop --reason manual >/dev/null",
             timeout=180)
+    if settle(engine):
+        # A late alert's recovery ran: the engine's throttle would now swallow this case's alert for ten
+        # minutes. A fresh engine (the host's outbox is empty now) starts the case clean.
+        engine.stop()
+        engine.start()
+        settle(engine)
     before = {i.id for i in engine.incidents()}
     faulted = time.monotonic()
     inject_fault(lab, host, cause)
@@ -309,10 +347,9 @@ def _recovered(r: EdaLab, cause: str, on_open: Any = None) -> Any:
     return inc
 
 
-AUTO_CAUSES = ["process_down", "crash", "library_mismatch", "conflict", "creds_lost",
-               pytest.param("corrupt_keys", marks=pytest.mark.xfail(
-                   strict=True, reason="a Bad MAC flood keeps the connection open: the host check raises no "
-                   "alert for it yet, so the rulebook gets no event (host-side detection of decryption failures)"))]
+# corrupt_keys: a Bad MAC flood keeps the connection open; the keep-alive agent counts the messages Baileys
+# could not decrypt and reports the flood, and the host opens decrypt_flood (the rulebook's trigger).
+AUTO_CAUSES = ["process_down", "crash", "library_mismatch", "conflict", "creds_lost", "corrupt_keys"]
 
 
 # What the diagnosis may name for a fault at the moment the alert comes. A crash loop caught between two of
@@ -338,8 +375,9 @@ def test_rulebook_repairs_with_nobody_typing(eda: EdaLab, cause: str) -> None:
 
 def test_logged_out_bot_gets_its_pairing_code_on_telegram_and_the_phone_links(eda: EdaLab) -> None:
     """401 (policy ask): the recovery resets the session after a verified backup, the bot asks for a pairing
-    code, the code reaches the operator's Telegram, the simulated phone types exactly that code (a wrong
-    one links nothing), and the incident closes resolved with the person's wait kept out of the MTTR."""
+    code, the code reaches the operator's Telegram within a minute of the 401, the simulated phone types
+    exactly that code (a wrong one links nothing), and the incident closes resolved with the person's wait
+    kept out of the MTTR."""
     from waops_lab.sandbox.client import SimulatorError
 
     r = eda
@@ -356,6 +394,9 @@ def test_logged_out_bot_gets_its_pairing_code_on_telegram_and_the_phone_links(ed
 
     inc = _recovered(r, "logged_out", phone_links)
     print(f"logged_out: pairing code on Telegram {delivered['seconds']:.0f} s after the 401")
+    # The one timing the issue states as behaviour: the operator has the code within a minute of the 401.
+    # Both ends are on this process's monotonic clock: the fault as injected, the code as it arrived.
+    assert delivered["seconds"] < CODE_WITHIN_S, (delivered, r.engine.log.read_text()[-6000:])
     assert inc.trigger == "auto" and inc.cause == "logged_out" and inc.outcome == "resolved", (
         inc.to_dict(), r.engine.log.read_text()[-6000:])
     assert [s.name for s in inc.steps][:2] == ["reset_session", "verify"], inc.to_dict()

@@ -349,3 +349,35 @@ def test_a_close_reaches_the_host_agent_at_once_through_the_socket(
 def bot_env_paths(root: Path, name: str) -> dict[str, str]:
     """The bot's auth folder and health file as make_bot lays them out (bot_env)."""
     return {"WAOPS_AUTH_DIR": str(root / name / "auth"), "WAOPS_HEALTH_FILE": str(root / name / "health.json")}
+
+
+def test_a_bad_mac_flood_is_counted_and_reported_while_the_connection_stays_open(
+        sim: Sim, phone: str, make_bot: Callable[..., Bot], tmp_path: Path) -> None:
+    """The simulator's corrupt_keys: stale session keys, messages fail with Bad MAC. The sandbox upserts each
+    as Baileys does (a CIPHERTEXT stub with the error), the agent counts them in the health file and reports
+    the flood on the socket once, and the connection never closes."""
+    env = bot_env_paths(tmp_path, "shop")
+    backup_cmd = agent_backup_cmd(tmp_path, env, "shop")
+    argv = [backup_cmd[0], backup_cmd[1], "keepalive", *backup_cmd[backup_cmd.index("--bot"):],
+            "--state-dir", str(tmp_path / "check-state")]
+    server = KeepaliveSocket(tmp_path / "keepalive.sock", argv)
+    server.start()
+    try:
+        bot = make_bot(sim, phone, WAOPS_BACKUP_SOCKET=str(server.path), WAOPS_KEEPALIVE_HOURS="0")
+        bot.wait_for("uploaded pre-keys")
+        closes = len(bot.records())  # the 515 after the link is a close; the flood must add none
+        sim.client.fault(phone, "corrupt_keys", burst=12)
+
+        def taken() -> list[tuple[float, int, str]]:
+            return [entry for entry in server.logs if "decrypt failures reported" in entry[2]]
+
+        wait_until(taken, 30, what="the host agent took the decrypt report")
+        ((_, rc, log),) = taken()
+        assert rc == 0, log
+        df = json.loads(Path(env["WAOPS_HEALTH_FILE"]).read_text())["decrypt_failures"]
+        assert df["count"] >= 12 and df["last_reason"] == "Bad MAC" and df["window_s"] == 300, df
+        assert len(keepalive_records(bot, "messages failing to decrypt: reporting to the host")) == 1
+        assert json.loads(Path(env["WAOPS_HEALTH_FILE"]).read_text())["connection"] == "open"
+        assert not [r for r in bot.records()[closes:] if r.get("msg") == "session ended"]
+    finally:
+        server.close()

@@ -82,10 +82,14 @@ async function runSocket (socketPath, timeoutMs = TIMEOUT_MS) {
 // The connection closed: tell the host at once, so it raises the event now rather than at its next check.
 // The unit behind the socket names the bot; the line carries only the code and the time.
 async function reportClose (socketPath, code, at, timeoutMs = REPORT_TIMEOUT_MS) {
-  const line = JSON.stringify({ close: { code: Number.isInteger(code) ? code : null, at } }) + '\n'
-  const { out, error } = await request(socketPath, line, timeoutMs)
+  return report(socketPath, { close: { code: Number.isInteger(code) ? code : null, at } }, timeoutMs)
+}
+
+// One report line ({close: ...} or {decrypt: ...}) and the host's answer.
+async function report (socketPath, message, timeoutMs = REPORT_TIMEOUT_MS) {
+  const { out, error } = await request(socketPath, JSON.stringify(message) + '\n', timeoutMs)
   const doc = out == null ? null : lastJson(out)
   return { ok: doc?.ok === true, active: Array.isArray(doc?.active) ? doc.active : null, error: error || doc?.error || (doc ? null : 'no answer') }
 }
 
-module.exports = { defaultCommand, parseCommand, runCommand, runSocket, reportClose }
+module.exports = { defaultCommand, parseCommand, runCommand, runSocket, reportClose, report }

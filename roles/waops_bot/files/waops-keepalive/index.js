@@ -17,6 +17,8 @@
 //   [WAOPS_BACKUP_CMD (JSON list or words; "off"), else WAOPS_BACKUP_SOCKET, else
 //    `waops-host backup --reason keepalive --bot <bot> --json` from PATH],
 //   maxLoggedOutRetries [WAOPS_401_RETRIES, 3], authDir [WAOPS_AUTH_DIR] (files store: "session files exist"),
+//   decryptFlood [WAOPS_DECRYPT_FLOOD, 10] (messages that failed to decrypt within DECRYPT_WINDOW_MS that
+//   the host hears of at once: a Bad MAC flood keeps the connection open, so no close would tell it),
 //   clock: () => ms | {now() => ms, speed} (an accelerated clock: timers are divided by its speed),
 //   tickMs [WAOPS_KEEPALIVE_TICK_MS, 60000] (longest real wait between two looks at the clock),
 //   logger (pino-like: info/warn/error(obj, msg); default: JSON lines on stdout).
@@ -35,6 +37,13 @@ const backup = require('./backup')
 /** @typedef {import('@hapi/boom', { with: { 'resolution-mode': 'import' } }).Boom} Boom */
 
 const LOGGED_OUT = 401
+// proto.WebMessageInfo.StubType.CIPHERTEXT: Baileys upserts a message it could not decrypt as this stub,
+// with the error in messageStubParameters ("Bad MAC", "No session record").
+const CIPHERTEXT = 2
+// A benign stub of the same type (a retry's placeholder), not a decryption failure.
+const NOT_A_FAILURE = 'Message absent from node'
+const DECRYPT_WINDOW_MS = 5 * 60 * 1000
+const MAX_TRACKED = 1000 // failed messages remembered within the window (a flood must not grow memory)
 const HOUR_MS = 3600 * 1000
 /** @type {Map<string | null, KeepAliveAgent>} */
 const agents = new Map()
@@ -87,6 +96,9 @@ class KeepAliveAgent {
     this.intervalMs = Number(opts.hours ?? env.WAOPS_KEEPALIVE_HOURS ?? 12) * HOUR_MS
     this.tickMs = Number(opts.tickMs ?? env.WAOPS_KEEPALIVE_TICK_MS ?? 60000)
     this.maxRetries = Number(opts.maxLoggedOutRetries ?? env.WAOPS_401_RETRIES ?? 3)
+    this.decryptFlood = Number(opts.decryptFlood ?? env.WAOPS_DECRYPT_FLOOD ?? 10)
+    this.failedDecrypts = new Map() // message id -> wall ms: a retried message counts once
+    this.floodReportedAt = null
     this.authDir = opts.authDir ?? env.WAOPS_AUTH_DIR ?? null
     this.authStore = opts.authStore || env.WAOPS_AUTH_STORE || 'files'
     this.backup = backupSpec(opts.backup, env, this.bot)
@@ -131,6 +143,8 @@ class KeepAliveAgent {
       },
       stopped_reason: null,
       logged_out_attempts: this.loggedOutTries,
+      // Not carried over: a restarted bot (a prune or restore) starts with fresh keys and no failures.
+      decrypt_failures: null,
       updated_at: null
     }
     this.write()
@@ -189,30 +203,64 @@ class KeepAliveAgent {
   // its quick check reads this close). One report in flight; closes meanwhile collapse into the latest.
   // `at` is wall time: the host compares it with its own clock.
   reportClose (code, at = new Date().toISOString()) {
+    this.report({ close: { code: Number.isInteger(code) ? code : null, at } })
+  }
+
+  // One report in flight; reports meanwhile collapse into the latest.
+  report (doc) {
     if (!this.backup?.socket) return
     if (this.reporting) {
-      this.pendingReport = { code, at }
+      this.pendingReport = doc
       return
     }
     this.reporting = true
-    backup.reportClose(this.backup.socket, code, at)
+    backup.report(this.backup.socket, doc)
       .then((result) => {
-        if (!result.ok) this.log.warn({ bot: this.bot, code, error: result.error }, 'close report to the host failed')
+        if (!result.ok) this.log.warn({ bot: this.bot, report: Object.keys(doc)[0], error: result.error }, 'report to the host failed')
       })
       .finally(() => {
         this.reporting = false
         const next = this.pendingReport
         this.pendingReport = null
-        if (next) this.reportClose(next.code, next.at)
+        if (next) this.report(next)
       })
   }
 
   /** @param {BaileysEventMap['messages.upsert']} upsert */
   onMessages ({ messages }) {
+    this.countDecryptFailures(messages)
     const now = iso(this.clock.now())
     if (messages.some((m) => m.key?.fromMe)) this.state.last_message_sent_at = now
     if (messages.some((m) => !m.key?.fromMe)) this.state.last_message_received_at = now
     this.write()
+  }
+
+  // Failed decryptions within the window, in the health file for the host's check; a flood is reported
+  // to the host at once (once per window), through the same root socket as a close. Wall time: the
+  // host compares it with its own clock.
+  countDecryptFailures (messages) {
+    const failed = messages.filter((m) => m?.messageStubType === CIPHERTEXT &&
+      String(m.messageStubParameters?.[0] ?? '') !== NOT_A_FAILURE)
+    if (!failed.length) return
+    const now = Date.now()
+    for (const m of failed) {
+      const id = String(m.key?.id ?? `${now}-${this.failedDecrypts.size}`)
+      this.failedDecrypts.delete(id) // re-inserted: the map stays in time order
+      this.failedDecrypts.set(id, now)
+    }
+    for (const [id, at] of this.failedDecrypts) {
+      if (at > now - DECRYPT_WINDOW_MS && this.failedDecrypts.size <= MAX_TRACKED) break
+      this.failedDecrypts.delete(id)
+    }
+    const count = this.failedDecrypts.size
+    const reason = String(failed[failed.length - 1].messageStubParameters?.[0] ?? '').slice(0, 100) || null
+    this.state.decrypt_failures = { count, window_s: DECRYPT_WINDOW_MS / 1000, last_reason: reason, last_at: iso(now) }
+    const flood = this.decryptFlood > 0 && count >= this.decryptFlood
+    if (flood && !(this.floodReportedAt > now - DECRYPT_WINDOW_MS)) {
+      this.floodReportedAt = now
+      this.log.error({ bot: this.bot, failures: count, window_s: DECRYPT_WINDOW_MS / 1000, reason }, 'messages failing to decrypt: reporting to the host')
+      this.report({ decrypt: { failures: count, at: iso(now) } })
+    }
   }
 
   deviceAgeS (now) {

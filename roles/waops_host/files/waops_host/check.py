@@ -41,7 +41,7 @@ from .base import (
     write_json_file,
 )
 from .checkconf import MAINTENANCE_SENSITIVE, QUICK_CONDITIONS, STATE_SCHEMA, CheckConfig, iso
-from .conditions import Finding, enforce_fence, evaluate, reported_close
+from .conditions import Finding, decrypt_flood, enforce_fence, evaluate, reported_close, session_view
 from .facts import bot_facts, quick_facts
 from .locks import bot_lock, ensure_root_dir, file_lock, read_backup_run, read_lease
 from .metrics import samples, write_metrics
@@ -76,8 +76,9 @@ def load_state(path: str, bot: str, events: list[str]) -> dict[str, Any]:
 
 def check_bot(cfg: Any, args: Any, now: datetime, report: dict[str, Any] | None = None) -> dict[str, Any]:
     """One bot's check. `args.quick`: the session and crash-loop conditions only (the others keep their
-    state). `report`: a connection close the bot's keep-alive agent reported (report.py): a session that
-    is not open opens its incident at once, without the usual hold."""
+    state). `report`: what the bot's keep-alive agent reported (report.py): a connection close (a session
+    that is not open opens its incident at once, without the usual hold) or a count of messages failing
+    to decrypt (taken with the health file's)."""
     cc = CheckConfig.from_bot(cfg)
     quick = bool(getattr(args, "quick", False))
     host = socket.gethostname()
@@ -99,7 +100,10 @@ def check_bot(cfg: Any, args: Any, now: datetime, report: dict[str, Any] | None 
         findings = evaluate(facts, cc, now, state)
         if quick:
             findings = {n: (f if n in QUICK_CONDITIONS else None) for n, f in findings.items()}
-        if report is not None and cc.session_down_minutes > 0:  # 0 turns the session condition off
+        if report is not None and report.get("kind") == "decrypt":
+            health = facts.get("health") if isinstance(facts.get("health"), dict) else {}
+            findings["decrypt_flood"] = decrypt_flood(health, session_view(facts)[0], now, report["failures"])
+        elif report is not None and cc.session_down_minutes > 0:  # 0 turns the session condition off
             findings["session_down"] = reported_close(findings.get("session_down"), report)
         if facts.get("fence"):  # moved away: nothing here is expected to run, back up or send
             findings = {name: Finding(False) for name in findings}

@@ -25,13 +25,19 @@ CONDITIONS = {
     "backup_unverified": "backup verification",
     "backup_failed": "scheduled backup",
     "crash_loop": "crash loop",
+    "decrypt_flood": "messages failing to decrypt",
     "offhost_stale": "off-host copy age",
     "offhost_failed": "off-host copy",
 }
 # Conditions about the running bot: a repair holding the bot lock stops/restarts it on purpose.
-MAINTENANCE_SENSITIVE = ("session_down", "no_message_sent", "crash_loop")
-# What the every-minute check (`check --quick`) and a reported close evaluate: the process and the health file.
-QUICK_CONDITIONS = ("session_down", "crash_loop")
+MAINTENANCE_SENSITIVE = ("session_down", "no_message_sent", "crash_loop", "decrypt_flood")
+# What the every-minute check (`check --quick`) and a report evaluate: the process and the health file.
+QUICK_CONDITIONS = ("session_down", "crash_loop", "decrypt_flood")
+# Messages that failed to decrypt (the keep-alive agent's `decrypt_failures` in the health file) within the
+# window that make a flood: broken session keys (Bad MAC) while the connection stays open. The same count
+# the diagnosis calls a Bad MAC flood; the window is the agent's.
+DECRYPT_FLOOD = 10
+DECRYPT_WINDOW_S = 300
 
 
 class ChannelError(Exception):

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .base import parse_iso
-from .checkconf import PROCESS_UP, SESSION_STATES, STALE_TOLERANCE_S, iso, minutes
+from .checkconf import DECRYPT_FLOOD, DECRYPT_WINDOW_S, PROCESS_UP, SESSION_STATES, STALE_TOLERANCE_S, iso, minutes
 from .fence import do_fence, gate, read_fence
 from .process import process_pm2, process_systemd
 
@@ -149,6 +149,7 @@ def evaluate(facts: dict[str, Any], cc: CheckConfig, now: datetime, state: dict[
 
     out["backup_failed"] = backup_failed(backups)
     out["crash_loop"] = crash_loop(proc, cc, now, state)
+    out["decrypt_flood"] = decrypt_flood(health, up, now)
     out.update(offhost_findings(facts, cc, now, first_run))
     return out
 
@@ -167,6 +168,28 @@ def reported_close(session: Finding | None, report: dict[str, Any]) -> Finding |
         return Finding(True, f"connection flapping: {report.get('closes')} closes reported by the bot within "
                              f"{report.get('window_s')} s, last code {code}", 2, timedelta(0), details)
     return session
+
+
+def decrypt_flood(health: dict[str, Any], up: bool, now: datetime, reported: int = 0) -> Finding:
+    """Messages failing to decrypt (Bad MAC, no session): the keep-alive agent counts them in the health file
+    and reports a flood at once (`reported`, report.py). The bot writes both: the count is taken only as
+    a bounded integer with a recent time, and its reason is shown only as short printable text."""
+    df = health.get("decrypt_failures") if isinstance(health.get("decrypt_failures"), dict) else {}
+    count = df.get("count")
+    count = count if type(count) is int and 0 <= count <= 10**6 else 0
+    at = parse_iso(df.get("last_at"), naive="utc") if isinstance(df.get("last_at"), str) else None
+    if at is None or not -STALE_TOLERANCE_S <= (now - at).total_seconds() <= DECRYPT_WINDOW_S:
+        count = 0  # failures of another window (or a time the bot made up) say nothing about now
+    count = max(count, reported)
+    reason = df.get("last_reason") if isinstance(df.get("last_reason"), str) else ""
+    reason = "".join(c for c in reason[:60] if c.isprintable())
+    return Finding(
+        up and count >= DECRYPT_FLOOD,
+        f"{count} messages failed to decrypt within {DECRYPT_WINDOW_S // 60} min"
+        + (f" (last: {reason})" if reason else "") + ": broken session keys",
+        2,
+        details={"failures": count, "window_s": DECRYPT_WINDOW_S},
+    )
 
 
 def backup_failed(backups: dict[str, Any]) -> Finding:
@@ -275,6 +298,7 @@ RESOLVED = {
     "backup_unverified": "the newest backup verifies",
     "backup_failed": "a backup succeeded again",
     "crash_loop": "no more restarts",
+    "decrypt_flood": "messages decrypt again",
     "offhost_stale": "a fresh off-host copy exists",
     "offhost_failed": "off-host copies and checks succeed again",
 }

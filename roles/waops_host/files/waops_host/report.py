@@ -2,13 +2,16 @@
 
 The waops_bot role's socket unit runs this once per connection (systemd `Accept=yes`), stdin and stdout on
 the connection, with `--bot` fixed by the unit: only that bot's user can connect, so a request can only
-ever speak for its own bot. Two requests exist:
+ever speak for its own bot. Three requests exist:
 - nothing (the bot connects and closes, or says nothing): the keep-alive backup, as always;
 - one line `{"close": {"code": 401, "at": "<ISO time>"}}`: the bot's WhatsApp connection just closed. The
   host gives the bot a few seconds to reconnect on its own (RECONNECT_GRACE_S), then runs the quick check
   of this bot with the close in hand: a session that is not open opens its incident now instead of after
   `session_down_minutes`, and the check's signed webhook carries it to
-  the EDA event source within seconds, in the shape the rulebook already matches.
+  the EDA event source within seconds, in the shape the rulebook already matches;
+- one line `{"decrypt": {"failures": 12, "at": "<ISO time>"}}`: messages keep failing to decrypt (Bad MAC)
+  while the connection stays open, so no close would ever tell. The quick check runs at once with the
+  count in hand and opens `decrypt_flood` when it reaches the flood (checkconf.DECRYPT_FLOOD).
 
 The bot user is the adversary (docs/THREAT-MODEL.md). The request is read with a size cap and a
 deadline, parsed strictly (one object, known keys, a code 0-999 or null, an ISO time kept only inside the
@@ -40,6 +43,7 @@ BURST = 4  # reports taken at once (a 401 retried three times, then the stop)
 REFILL_S = 15.0  # then one report per this many seconds
 FLAP_WINDOW_S = 120  # this many closes within the window: the session is flapping (a 440 loop)
 FLAP_CLOSES = 3
+MAX_FAILURES = 10**6  # failed decryptions in one report: more is no count a bot can have seen
 MAX_CLOCK_SKEW_S = 600  # the bot's `at` is its word: kept only inside the last ten minutes
 # A close the bot gets over by itself (515 after a link, a network blip) is open again within a second or
 # two: the health file is watched this long before the check runs, so those raise nothing.
@@ -66,7 +70,8 @@ def read_request(fd: int, limit: int = MAX_REQUEST, deadline_s: float = READ_DEA
 
 
 def parse_request(data: bytes, now: float) -> dict[str, Any] | None:
-    """None for a backup request (nothing said); else the close report, validated. Refused otherwise."""
+    """None for a backup request (nothing said); else the close or decrypt report (`kind`), validated.
+    Refused otherwise."""
     if len(data) > MAX_REQUEST:
         raise Refused(f"request longer than {MAX_REQUEST} bytes")
     text = data.strip()
@@ -76,33 +81,48 @@ def parse_request(data: bytes, now: float) -> dict[str, Any] | None:
         doc = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise Refused("not a JSON line") from None
-    if not isinstance(doc, dict) or list(doc) != ["close"] or not isinstance(doc["close"], dict):
-        raise Refused('unknown request (expected {"close": {"code": N, "at": TIME}})')
+    if not isinstance(doc, dict) or len(doc) != 1 or next(iter(doc)) not in ("close", "decrypt") \
+            or not isinstance(doc[next(iter(doc))], dict):
+        raise Refused('unknown request (expected {"close": {"code": N, "at": TIME}} '
+                      'or {"decrypt": {"failures": N, "at": TIME}})')
+    if "decrypt" in doc:
+        decrypt = doc["decrypt"]
+        if not set(decrypt) <= {"failures", "at"}:
+            raise Refused("unknown field in the decrypt report")
+        failures = decrypt.get("failures")
+        if type(failures) is not int or not 1 <= failures <= MAX_FAILURES:
+            raise Refused(f"failures must be an integer from 1 to {MAX_FAILURES}")
+        return {"kind": "decrypt", "failures": failures, "at": _recent(decrypt.get("at"), now)}
     close = doc["close"]
     if not set(close) <= {"code", "at"}:
         raise Refused("unknown field in the close report")
     code = close.get("code")
     if code is not None and (type(code) is not int or not 0 <= code <= 999):
         raise Refused("code must be an integer from 0 to 999, or null")
-    at = close.get("at")
+    return {"kind": "close", "code": code, "at": _recent(close.get("at"), now)}
+
+
+def _recent(at: Any, now: float) -> str | None:
+    """The bot's time of a report, shown only: root's clock decides, so it is clamped to the recent past."""
     when = parse_iso(at, naive="utc") if isinstance(at, str) and len(at) <= 40 else None
     if at is not None and when is None:
         raise Refused("at must be an ISO 8601 time")
-    if when is not None:  # root's clock decides; the bot's time is only shown, clamped to the recent past
-        when = datetime.fromtimestamp(min(max(when.timestamp(), now - MAX_CLOCK_SKEW_S), now), UTC)
-    return {"code": code, "at": iso(when) if when else None}
+    if when is None:
+        return None
+    return iso(datetime.fromtimestamp(min(max(when.timestamp(), now - MAX_CLOCK_SKEW_S), now), UTC))
 
 
-def admit(state: dict[str, Any], now: float) -> tuple[bool, int]:
+def admit(state: dict[str, Any], now: float, close: bool = True) -> tuple[bool, int]:
     """Token bucket and close history of one bot (state is changed in place): (taken, closes within
-    FLAP_WINDOW_S, this one included). Refused reports count as closes too: a flood is a flapping bot."""
+    FLAP_WINDOW_S, this one included if `close`). Refused close reports count as closes too: a flood
+    is a flapping bot. Every kind of report draws on the one bucket."""
     tokens = state.get("tokens")
     at = state.get("at")
     tokens = float(tokens) if isinstance(tokens, (int, float)) else float(BURST)
     at = float(at) if isinstance(at, (int, float)) and at <= now else now
     tokens = min(float(BURST), tokens + (now - at) / REFILL_S)
     closes = [t for t in state.get("closes", []) if isinstance(t, (int, float)) and now - FLAP_WINDOW_S < t <= now]
-    closes = [*closes[-31:], now]
+    closes = [*closes[-31:], now] if close else closes[-32:]
     taken = tokens >= 1.0
     state.update(tokens=tokens - 1.0 if taken else tokens, at=now, closes=closes)
     return taken, len(closes)
@@ -126,20 +146,41 @@ def answer(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc) + "\n")
 
 
-def report_close(args: argparse.Namespace, cfg: BotConfig, close: dict[str, Any]) -> int:
-    from . import check  # the check's modules load only when a report is taken
-
-    now = time.time()
+def take(args: argparse.Namespace, cfg: BotConfig, close: bool) -> tuple[bool, int]:
+    """admit() on the bot's report state in root's lock directory, under its lock."""
     path = os.path.join(args.lock_dir, f"waops-{cfg.name}.reports.json")
     with file_lock(os.path.join(args.lock_dir, f"waops-{cfg.name}.report.lock"), 5.0,
-                   "another close report of this bot is being taken"):
+                   "another report of this bot is being taken"):
         try:
             state = read_small_json(path)
         except (OSError, ValueError):  # first report, or a state from another version
             state = {}
         state = state if isinstance(state, dict) else {}
-        taken, closes = admit(state, now)
+        taken, closes = admit(state, time.time(), close)
         write_json_file(path, state)
+    return taken, closes
+
+
+def report_decrypt(args: argparse.Namespace, cfg: BotConfig, decrypt: dict[str, Any]) -> int:
+    from . import check  # the check's modules load only when a report is taken
+
+    taken, _ = take(args, cfg, close=False)
+    if not taken:
+        log(f"{cfg.name}: decrypt report ({decrypt['failures']} failures) dropped: rate limited")
+        answer({"command": "report", "ok": False, "error": "rate limited"})
+        return EXIT_FAILED
+    r = check.check_bot(cfg, args, datetime.now(UTC), decrypt)
+    opened = [e for e in r["events"] if e.startswith("open ")]
+    log(f"{cfg.name}: decrypt failures reported ({decrypt['failures']}): "
+        + ("; ".join(opened) if opened else "active: " + (", ".join(r["active"]) or "none")))
+    answer({"command": "report", "ok": True, "active": r["active"]})
+    return EXIT_OK
+
+
+def report_close(args: argparse.Namespace, cfg: BotConfig, close: dict[str, Any]) -> int:
+    from . import check  # the check's modules load only when a report is taken
+
+    taken, closes = take(args, cfg, close=True)
     if not taken:
         log(f"{cfg.name}: close report (code {close['code']}) dropped: rate limited")
         answer({"command": "report", "ok": False, "error": "rate limited"})
@@ -160,13 +201,13 @@ def main(args: argparse.Namespace, configs: list[BotConfig]) -> int:
         raise AgentError("keepalive: --bot NAME is required (the socket unit names its bot)", EXIT_USAGE)
     (cfg,) = configs
     try:
-        close = parse_request(read_request(sys.stdin.fileno()), time.time())
+        report = parse_request(read_request(sys.stdin.fileno()), time.time())
     except Refused as why:
         log(f"{cfg.name}: keep-alive request refused: {why}")
         answer({"command": "report", "ok": False, "error": str(why)})
         return EXIT_USAGE
-    if close is not None:
-        return report_close(args, cfg, close)
+    if report is not None:
+        return (report_decrypt if report["kind"] == "decrypt" else report_close)(args, cfg, report)
     from .cli import cmd_backup, h_backup, per_bot
 
     args.cmd = "backup"  # the answer a bot's backup request has always had

@@ -145,6 +145,7 @@ class Health(_Record):
     keepalive: dict[str, Any] | None = None
     stopped_reason: str | None = None
     logged_out_attempts: int | None = None
+    decrypt_failures: dict[str, Any] | None = None  # messages that failed to decrypt, within a window
     age_s: int | None = None  # added by the agent: seconds since updated_at (or the file's mtime)
     error: str | None = None  # the agent could not read the file: the only key then
     extra: dict[str, Any] = field(default_factory=dict)
@@ -154,7 +155,8 @@ class Health(_Record):
               "last_disconnect": _rec(LastDisconnect),
               "last_keepalive_at": _str, "last_message_sent_at": _str, "last_message_received_at": _str,
               "qr": _str, "pairing_code": _str, "library": _dict, "updated_at": _str, "linked_at": _str,
-              "keepalive": _obj, "stopped_reason": _str, "logged_out_attempts": _int, "age_s": _int,
+              "keepalive": _obj, "stopped_reason": _str, "logged_out_attempts": _int, "decrypt_failures": _obj,
+              "age_s": _int,
               "error": _str}
 
 

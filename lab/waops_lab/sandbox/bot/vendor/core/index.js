@@ -2,7 +2,7 @@
 // One implementation, many published versions: each vendor/baileys-<version> package calls forVersion.
 const { Boom } = require('./boom')
 const { BufferJSON, initAuthCreds, useMultiFileAuthState, makeCacheableSignalKeyStore } = require('./auth')
-const { createSocketFactory, DisconnectReason } = require('./socket')
+const { createSocketFactory, DisconnectReason, WAMessageStubType } = require('./socket')
 const { simClock } = require('./clock')
 
 const Browsers = {
@@ -30,6 +30,7 @@ function forVersion (version) {
     makeCacheableSignalKeyStore,
     BufferJSON,
     DisconnectReason,
+    WAMessageStubType,
     Browsers,
     Boom,
     jidNormalizedUser,

@@ -20,6 +20,8 @@ const DisconnectReason = {
   unavailableService: 503
 }
 for (const [name, code] of Object.entries(DisconnectReason)) DisconnectReason[code] = name
+// proto.WebMessageInfo.StubType, the one value a message that failed to decrypt carries.
+const WAMessageStubType = { CIPHERTEXT: 2 }
 
 const MIN_PREKEY_COUNT = 5
 // A line whose words changed between majors (tests/contracts checks both against the real releases).
@@ -283,6 +285,18 @@ function createSocketFactory (libVersion) {
       await keys.set({ 'sender-key': senderKeys, 'sender-key-memory': memory })
     }
 
+    // What Baileys does with a message it cannot decrypt: it still upserts it, as a stub of type
+    // CIPHERTEXT whose parameters carry the decryption error ("Bad MAC", "No session record").
+    function undecrypted (key, msg, err) {
+      const stub = {
+        key,
+        messageStubType: WAMessageStubType.CIPHERTEXT,
+        messageStubParameters: [err.message],
+        messageTimestamp: msg.ts || Math.floor(Date.now() / 1000)
+      }
+      ev.emit('messages.upsert', { messages: [stub], type: 'notify' })
+    }
+
     async function onMessage (msg) {
       const key = { remoteJid: msg.from, fromMe: false, id: msg.id }
       const address = signalAddress(msg.from)
@@ -296,6 +310,7 @@ function createSocketFactory (libVersion) {
         err.name = 'SessionError'
         logger.error({ key, err }, 'failed to decrypt message')
         retry('no_session')
+        undecrypted(key, msg, err)
         return
       } else if (recordCounter(record) !== msg.prev) {
         const err = libsignalBadMac()
@@ -303,6 +318,7 @@ function createSocketFactory (libVersion) {
         console.error('Session error:' + err, err.stack)
         logger.error({ key, err }, 'failed to decrypt message')
         retry('bad_mac')
+        undecrypted(key, msg, err)
         return
       } else {
         setRecordCounter(record, msg.next)
@@ -378,4 +394,4 @@ function createSocketFactory (libVersion) {
   }
 }
 
-module.exports = { createSocketFactory, DisconnectReason }
+module.exports = { createSocketFactory, DisconnectReason, WAMessageStubType }
