@@ -115,13 +115,17 @@ class Container:
         loop_pid = _read_pid(self.dir / "loop.pid")
         if loop_pid and _alive(loop_pid):
             nspawn_pid = _read_pid(self.dir / "nspawn.pid")
+            inits = _children(nspawn_pid) if nspawn_pid else []  # before nspawn can go and orphan them
             if nspawn_pid:
                 _signal(nspawn_pid, signal.SIGTERM)  # nspawn asks systemd inside for a clean poweroff
             deadline = time.monotonic() + timeout
-            while _alive(loop_pid) and time.monotonic() < deadline:
+            while (_alive(loop_pid) or any(_alive(p) for p in inits)) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if _alive(loop_pid):  # the shutdown hangs inside: pull the plug, the container's init first
                 self.power_off()
+            for pid in inits:  # nspawn gone but its init left running: end it (and its whole namespace)
+                if _alive(pid):
+                    _signal(pid, signal.SIGKILL)
         if ok(["mountpoint", "-q", str(self.merged)]):
             run(["umount", str(self.merged)], check=False)
             if ok(["mountpoint", "-q", str(self.merged)]):
