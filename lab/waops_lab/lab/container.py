@@ -126,6 +126,10 @@ class Container:
             for pid in inits:  # nspawn gone but its init left running: end it (and its whole namespace)
                 if _alive(pid):
                     _signal(pid, signal.SIGKILL)
+            # a killed namespace init exits only once the kernel has ended every process in it
+            deadline = time.monotonic() + 30
+            while any(_alive(p) for p in inits) and time.monotonic() < deadline:
+                time.sleep(0.1)
         if ok(["mountpoint", "-q", str(self.merged)]):
             run(["umount", str(self.merged)], check=False)
             if ok(["mountpoint", "-q", str(self.merged)]):
