@@ -115,20 +115,21 @@ class Container:
         loop_pid = _read_pid(self.dir / "loop.pid")
         if loop_pid and _alive(loop_pid):
             nspawn_pid = _read_pid(self.dir / "nspawn.pid")
-            inits = _children(nspawn_pid) if nspawn_pid else []  # before nspawn can go and orphan them
+            # before nspawn can go and orphan them; with their start times, so a reused pid is never hit
+            inits = [(p, _started(p)) for p in (_children(nspawn_pid) if nspawn_pid else [])]
             if nspawn_pid:
                 _signal(nspawn_pid, signal.SIGTERM)  # nspawn asks systemd inside for a clean poweroff
             deadline = time.monotonic() + timeout
-            while (_alive(loop_pid) or any(_alive(p) for p in inits)) and time.monotonic() < deadline:
+            while (_alive(loop_pid) or any(_same(p) for p in inits)) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if _alive(loop_pid):  # the shutdown hangs inside: pull the plug, the container's init first
                 self.power_off()
-            for pid in inits:  # nspawn gone but its init left running: end it (and its whole namespace)
-                if _alive(pid):
-                    _signal(pid, signal.SIGKILL)
+            for init in inits:  # nspawn gone but its init left running: end it (and its whole namespace)
+                if _same(init):
+                    _signal(init[0], signal.SIGKILL)
             # a killed namespace init exits only once the kernel has ended every process in it
             deadline = time.monotonic() + 30
-            while any(_alive(p) for p in inits) and time.monotonic() < deadline:
+            while any(_same(p) for p in inits) and time.monotonic() < deadline:
                 time.sleep(0.1)
         if ok(["mountpoint", "-q", str(self.merged)]):
             run(["umount", str(self.merged)], check=False)
@@ -147,6 +148,21 @@ def _upstream_nameserver() -> str | None:
     except OSError:
         pass
     return None
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): a pid with another
+    start time is another process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _same(proc: tuple[int, str | None]) -> bool:
+    """The process recorded as (pid, start time) still runs (not a zombie, not a reused pid)."""
+    return _alive(proc[0]) and _started(proc[0]) == proc[1]
 
 
 def _children(pid: int) -> list[int]:
