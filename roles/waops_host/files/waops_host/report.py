@@ -162,38 +162,37 @@ def take(args: argparse.Namespace, cfg: BotConfig, close: bool) -> tuple[bool, i
 
 
 def report_decrypt(args: argparse.Namespace, cfg: BotConfig, decrypt: dict[str, Any]) -> int:
-    from . import check  # the check's modules load only when a report is taken
-
     taken, _ = take(args, cfg, close=False)
     if not taken:
-        log(f"{cfg.name}: decrypt report ({decrypt['failures']} failures) dropped: rate limited")
-        answer({"command": "report", "ok": False, "error": "rate limited"})
-        return EXIT_FAILED
-    r = check.check_bot(cfg, args, datetime.now(UTC), decrypt)
+        return _dropped(cfg, f"decrypt report ({decrypt['failures']} failures)")
+    return _raise(args, cfg, decrypt, f"decrypt failures reported ({decrypt['failures']})")
+
+
+def _dropped(cfg: BotConfig, what: str) -> int:
+    log(f"{cfg.name}: {what} dropped: rate limited")
+    answer({"command": "report", "ok": False, "error": "rate limited"})
+    return EXIT_FAILED
+
+
+def _raise(args: argparse.Namespace, cfg: BotConfig, report: dict[str, Any], what: str) -> int:
+    """Run the quick check with the report at once, log what it opened, answer the bot."""
+    from . import check  # the check's modules load only when a report is taken
+
+    r = check.check_bot(cfg, args, datetime.now(UTC), report)
     opened = [e for e in r["events"] if e.startswith("open ")]
-    log(f"{cfg.name}: decrypt failures reported ({decrypt['failures']}): "
-        + ("; ".join(opened) if opened else "active: " + (", ".join(r["active"]) or "none")))
+    log(f"{cfg.name}: {what}: " + ("; ".join(opened) if opened else "active: " + (", ".join(r["active"]) or "none")))
     answer({"command": "report", "ok": True, "active": r["active"]})
     return EXIT_OK
 
 
 def report_close(args: argparse.Namespace, cfg: BotConfig, close: dict[str, Any]) -> int:
-    from . import check  # the check's modules load only when a report is taken
-
     taken, closes = take(args, cfg, close=True)
     if not taken:
-        log(f"{cfg.name}: close report (code {close['code']}) dropped: rate limited")
-        answer({"command": "report", "ok": False, "error": "rate limited"})
-        return EXIT_FAILED
+        return _dropped(cfg, f"close report (code {close['code']})")
     report = {**close, "closes": closes, "window_s": FLAP_WINDOW_S, "flapping": closes >= FLAP_CLOSES}
     if not report["flapping"]:
         wait_for_reconnect(cfg)
-    r = check.check_bot(cfg, args, datetime.now(UTC), report)
-    opened = [e for e in r["events"] if e.startswith("open ")]
-    log(f"{cfg.name}: close reported (code {close['code']}, {closes} in {FLAP_WINDOW_S} s): "
-        + ("; ".join(opened) if opened else "active: " + (", ".join(r["active"]) or "none")))
-    answer({"command": "report", "ok": True, "active": r["active"]})
-    return EXIT_OK
+    return _raise(args, cfg, report, f"close reported (code {close['code']}, {closes} in {FLAP_WINDOW_S} s)")
 
 
 def main(args: argparse.Namespace, configs: list[BotConfig]) -> int:
