@@ -562,6 +562,8 @@ def bench_many_bots(lab, inventory: Path, rounds: int = 5) -> None:
               f"{rounds}: {med:.2f} s, min {min(times):.2f} s "
               f"({goal('128 bots', f'{med:.2f} s (min {min(times):.2f} s)', '< 2 s', med < 2)}); "
               f"runs with an unreachable host: {failed}")
+        print(f"  runs: {', '.join(f'{t:.2f}' for t in times)}")
+        profile_many(inventory)
     finally:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda h: lab.ssh(h, remove), lab.hosts()))
