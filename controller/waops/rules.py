@@ -83,12 +83,14 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("esm", r"ERR_REQUIRE_\w+|require\(\) of ES Module|Cannot require\(\) ES Module|"
          r"ERR_UNSUPPORTED_DIR_IMPORT|Named export '[^']+' not found|does not provide an export named",
          "failure", "library_mismatch", None, 0.95, origin="node"),
-    Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED",
+    Rule("missing_module", r"Cannot find module|ERR_MODULE_NOT_FOUND|ERR_PACKAGE_PATH_NOT_EXPORTED|"
+         r"\b(?:can'?t|cannot|could ?n[o']?t|unable to) (?:find|found|resolve|load) (?:the )?module\b",
          "failure", "library_mismatch", None, 0.93, origin="node"),
     # a package manager could not install the library: nothing to load
     # (Baileys pulls libsignal from git: no git, no key for the ssh URL, or npm's allow-git refusing it)
     Rule("install_failed", r"npm (?:ERR!|error) (?:syscall spawn git|(?:enoent )?An unknown git error|command git\b|"
-         r"code (?:ETARGET|ERESOLVE|E404|EALLOWGIT)\b)|Couldn't find the binary git",
+         r"code (?:ETARGET|ERESOLVE|E404|EALLOWGIT)\b|git dep preparation failed)|Couldn't find the binary git|"
+         r"\bprepareGitDep\b",
          "failure", "library_mismatch", None, 0.8, origin="runtime"),
     # V8 cannot parse a file of a dependency (caret under a node_modules line, then SyntaxError): the
     # installed library needs another Node.js or module system than the one running it
@@ -103,6 +105,16 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("dependency_api", r"node_modules[/\\][^\n]*:\d+\n(?:[^\n]*\n){0,3}?[ \t]*\^+[ \t]*\n\s*"
          r"TypeError: [\w$]+(?:\.[\w$]+)+ is not a (?:function|constructor)\b",
          "failure", "library_mismatch", None, 0.6, origin="node"),
+    # the package manager says this Node.js is older than a package needs: a warning npm installs past, so
+    # weak evidence, but the only one a log of a bot that then fails to run may carry
+    Rule("engine_unsupported", r"\bEBADENGINE\b|Unsupported engine", "failure", "library_mismatch", None, 0.45,
+         origin="runtime"),
+    # a global the library uses is missing from this runtime (Web Crypto, fetch, streams arrived in later
+    # Node.js releases): the installed library needs a newer Node.js, not a bug in the bot
+    Rule("runtime_global_missing", r"\bReferenceError: (?:crypto|fetch|structuredClone|Blob|File|FormData|Headers|"
+         r"Request|Response|ReadableStream|WritableStream|TransformStream|TextEncoder|TextDecoder|"
+         r"AbortController|AbortSignal|WebSocket|BroadcastChannel|EventTarget|CustomEvent|DOMException|"
+         r"navigator|performance) is not defined\b", "failure", "library_mismatch", None, 0.8, origin="node"),
     Rule("unstable", r"too many unstable restarts", "failure", "crash", None, 0.8, origin="pm2"),
     # bots print these from their own process.on(...) handler and keep running: weak on their own
     Rule("uncaught", r"Uncaught(?:Exception)?|unhandledRejection|Unhandled promise rejection|"
@@ -176,6 +188,12 @@ LOG_RULES: tuple[Rule, ...] = (
          literal="Intentional Logout"),
     Rule("connection_failure", r"Connection Failure", "failure", "logged_out", 401, 0.5, origin="baileys",
          literal="Connection Failure"),
+    # a Connection Failure the bot answers by reconnecting: Baileys' own example (and the bots copied from
+    # it) reconnect exactly when the code is not loggedOut, so this failure node was no 401; without its
+    # code, the common other reason is the server refusing the client's version (405). A code in the record
+    # (0.85-0.9) still decides.
+    Rule("failure_reconnecting", r"Connection Failure(?:.|\n){0,1500}?\b(?:reconnect\w*|reconectar\w*|"
+         r"reconectando)\b\W{0,4}(?:true\b|\.{3}|…)", "failure", "client_outdated", 405, 0.55, origin="bot"),
     Rule("template_logged_out", r"Device Logged Out|logged ?out[.,!]? (?:please )?(?:scan|delete|pair)|"
          r"you(?:'re| are| have been) logged out|DisconnectReason\.loggedOut|\bloggedOut\b|"
          r"sess(?:ion|ão) (?:encerrada|desconectada)|"
@@ -207,7 +225,7 @@ LOG_RULES: tuple[Rule, ...] = (
     Rule("legacy_invalid_session", r"closed connection, reason invalid_session", "failure", "logged_out", 401,
          0.85, origin="runtime"),
     # -- rate limit / ban: change nothing on the session (429 in Boom data is not corrupt keys)
-    Rule("rate_overlimit", r"rate-overlimit|rate_overlimit|Too Many Requests|\bdata\W{0,4}429\b", "failure",
+    Rule("rate_overlimit", r"\brate[-_ ]?over[-_ ]?limit|Too Many Requests|\bdata\W{0,4}429\b", "failure",
          "rate_limited", 429, 0.9, origin="peer"),
     # the server's IQ error for a query it will not serve now (thrown by assertNodeErrorFree like
     # rate-overlimit): unavailableService, back off and retry
@@ -223,6 +241,7 @@ LOG_RULES: tuple[Rule, ...] = (
     # so no literal a contract could check: counted as the store's (runtime) text
     Rule("auth_file_corrupt", r"AuthFileCorruptError", "failure", "corrupt_keys", None, 0.8, origin="runtime"),
     Rule("creds_unreadable", r"creds\.json.{0,80}(?:Unexpected end of JSON|SyntaxError|ENOENT|corrupt)|"
+         r"\bno creds\.json\b|creds\.json\W{0,6}(?:is |was |has been )?(?:gone|missing|deleted|lost)\b|"
          r"(?:Unexpected end of JSON|SyntaxError|AuthFileCorruptError)(?:.|\n){0,200}(?:creds\.json|"
          r"useSingleFileAuthState|use-single-file-auth-state|loadAuthInfo|auth_info\w*\.json)",
          "failure", "creds_lost", None, 0.85, origin="runtime"),
@@ -277,6 +296,11 @@ LOG_RULES: tuple[Rule, ...] = (
          500, 0.8, min_count=10, origin="baileys", literal="failed to decrypt message"),
     # a key the message needs is missing from the multi-file store (its file is gone): the message is not
     # decrypted, counted with the decryption errors
+    # the bot could not open a file of its own (a log folder, an upload directory) that is not a session key:
+    # a setup fault that stops the bot where it was thrown. Weak: a bot may log it and go on.
+    Rule("own_file_missing", r"ENOENT: no such file or directory, (?:open|mkdir|scandir|stat|lstat|rename|unlink|"
+         r"copyfile) '(?![^'\n]*(?:sender-key|session-|pre-key|app-state-sync|creds)[^'\n]*\.json')",
+         "failure", "crash", None, 0.4, origin="runtime"),
     Rule("key_file_missing", r"ENOENT\b[^\n]{0,240}\b(?:sender-key|session|pre-key)-[^\s'\"]*\.json", "flood",
          "corrupt_keys", 500, 0.8, min_count=10, origin="runtime"),
     # libsignal rotating a session: it does so only while messages flow, so the session is alive. It decides

@@ -32,8 +32,8 @@ def test_fixture_cause_and_code(path: Path) -> None:
 
 def test_every_cause_with_a_log_signature_has_a_fixture() -> None:
     covered = {expected(p)[0] for p in CASES}
-    # causes only facts can show: process state, creds on disk, folder size
-    assert set(CAUSES) - covered == {"process_down", "creds_lost", "file_bloat"}
+    # causes only facts can show: process state, folder size
+    assert set(CAUSES) - covered == {"process_down", "file_bloat"}
 
 
 def test_conflict_is_decided_by_type_not_message() -> None:
