@@ -42,6 +42,7 @@ class Rule:
     min_count: int = 1  # flood: lines needed in the current session
     origin: Origin = "bot"
     literal: str | None = None  # origin baileys: the exact text expected in Baileys' lib/*.js
+    codeless: bool = False  # only for a record that carries no code of its own (the code would decide)
 
     def __post_init__(self) -> None:
         if self.cause is not None and self.cause not in CAUSES:
@@ -190,10 +191,11 @@ LOG_RULES: tuple[Rule, ...] = (
          literal="Connection Failure"),
     # a Connection Failure the bot answers by reconnecting: Baileys' own example (and the bots copied from
     # it) reconnect exactly when the code is not loggedOut, so this failure node was no 401; without its
-    # code, the common other reason is the server refusing the client's version (405). A code in the record
-    # (0.85-0.9) still decides.
+    # code, the common other reason is the server refusing the client's version (405). Only for a record
+    # without a code: a code of its own decides.
     Rule("failure_reconnecting", r"Connection Failure(?:.|\n){0,1500}?\b(?:reconnect\w*|reconectar\w*|"
-         r"reconectando)\b\W{0,4}(?:true\b|\.{3}|…)", "failure", "client_outdated", 405, 0.55, origin="bot"),
+         r"reconectando)\b\W{0,4}(?:true\b|\.{3}|…)", "failure", "client_outdated", 405, 0.55, origin="bot",
+         codeless=True),
     Rule("template_logged_out", r"Device Logged Out|logged ?out[.,!]? (?:please )?(?:scan|delete|pair)|"
          r"you(?:'re| are| have been) logged out|DisconnectReason\.loggedOut|\bloggedOut\b|"
          r"sess(?:ion|ão) (?:encerrada|desconectada)|"
@@ -429,7 +431,7 @@ def _classify(rec: Record) -> list[Match]:
     guess = _hedged(rec)
     for k in _PREFILTER.candidates(rec.text):
         rule, rx = COMPILED[k]
-        if not rx.search(rec.text):
+        if (rule.codeless and rec.code is not None) or not rx.search(rec.text):
             continue
         if rule.kind == "failure" and guess:
             found.append(Match("noise", rule.cause, rec.code or rule.code, rule.weight, rule.name))

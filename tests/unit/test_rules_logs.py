@@ -111,3 +111,15 @@ def test_an_http_clients_status_code_is_not_a_whatsapp_code() -> None:
 def test_a_bots_hedged_guess_does_not_decide() -> None:
     d = diagnose_log(read_log(LOGS / "restart_required--515--pairing-then-hedged-guess.log"))
     assert d.rule != "runbook_session" and d.cause == "restart_required"
+
+
+def test_a_reconnect_after_connection_failure_reads_405_only_without_a_code() -> None:
+    """The bot reconnecting says the failure was no 401; a code the record carries still decides."""
+    from waops.logparse import Record
+    from waops.rules import classify_record
+
+    text = "connection closed: Connection Failure, reconnecting: true"
+    bare = [m for m in classify_record(Record(text, text)) if m.kind == "failure"]
+    assert [(m.rule, m.cause, m.code) for m in bare] == [("failure_reconnecting", "client_outdated", 405)]
+    coded = [m for m in classify_record(Record(text, text, code=503)) if m.kind == "failure"]
+    assert [(m.rule, m.cause, m.code) for m in coded] == [("code_503", "network", 503)]
