@@ -296,13 +296,13 @@ LOG_RULES: tuple[Rule, ...] = (
     # the decryption errors, counted with libsignal's
     Rule("decrypt_failed", r"failed to decrypt message|failure in decrypting message", "flood", "corrupt_keys",
          500, 0.8, min_count=10, origin="baileys", literal="failed to decrypt message"),
-    # a key the message needs is missing from the multi-file store (its file is gone): the message is not
-    # decrypted, counted with the decryption errors
     # the bot could not open a file of its own (a log folder, an upload directory) that is not a session key:
     # a setup fault that stops the bot where it was thrown. Weak: a bot may log it and go on.
     Rule("own_file_missing", r"ENOENT: no such file or directory, (?:open|mkdir|scandir|stat|lstat|rename|unlink|"
          r"copyfile) '(?![^'\n]*(?:sender-key|session-|pre-key|app-state-sync|creds)[^'\n]*\.json')",
          "failure", "crash", None, 0.4, origin="runtime"),
+    # a key the message needs is missing from the multi-file store (its file is gone): the message is not
+    # decrypted, counted with the decryption errors
     Rule("key_file_missing", r"ENOENT\b[^\n]{0,240}\b(?:sender-key|session|pre-key)-[^\s'\"]*\.json", "flood",
          "corrupt_keys", 500, 0.8, min_count=10, origin="runtime"),
     # libsignal rotating a session: it does so only while messages flow, so the session is alive. It decides
