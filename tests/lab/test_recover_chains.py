@@ -276,7 +276,8 @@ def _recover_interrupted(r: RcLab, at: str) -> tuple[int, dict[str, Any], float]
     proc = subprocess.Popen(
         [_waops(), "recover", "-i", str(r.inventory), r.host(1).name, "--bot", "shop", "--yes", "--output", "json",
          "--verify-timeout", "60", "--link-timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=_repo())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=_repo(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as at a terminal, even from a background job
     sent = threading.Event()
     sent_at = [0.0]
     err: list[str] = []

@@ -229,9 +229,12 @@ def test_ctrl_c_during_a_hung_probe_returns_at_once(tmp_path: Path) -> None:
     (tmp_path / "hosts.yml").write_text(f"all:\n  hosts:\n    mute: {{ansible_host: 127.0.0.1, ansible_port: {port}, "
                                         "waops_bots: [{name: shop}]}\n")
     try:
+        # Ctrl-C at a terminal: SIGINT at its default, even when this run was started as a background job
+        # (a shell without job control starts those with SIGINT ignored, and a child inherits that)
         p = subprocess.Popen([sys.executable, "-c", "from waops.cli import main; main()", "diagnose", "-i",
                               "hosts.yml", "--all", "--timeout", "60"], cwd=tmp_path, env=_env(tmp_path, {}),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         conn, _ = srv.accept()  # the probe is connected and waiting for a banner
         time.sleep(0.5)
         start = time.monotonic()
