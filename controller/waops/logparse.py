@@ -80,14 +80,14 @@ _HUMAN = re.compile(r"\b(?:Status|[Rr]eason)(?: ?[Cc]ode)?:\s*([1-5]\d\d)\b|"
 # 401`, `Socket closed [428]`, `close (reason 408)`, `Conexão fechada. Motivo: 401`; only WhatsApp's codes
 # (an HTTP client's `with status code 404` near a close stays no code)
 _WA_CODES = r"(401|403|405|406|408|409|411|428|429|440|500|503|515)"
+_WA_CODE_TOKEN = r"(?<![\d.:/-])\b" + _WA_CODES + r"\b(?![\d.:/-])"  # a code, not part of a version or time
 _CLOSE_NEAR = re.compile(
     r"(?:\bclos(?:e|ed|ing)\b|disconnect(?:ed|ion)?\b|fechad[ao]|desconectad[ao]|cerrad[ao]|"
-    r"\bmotivo\b|\braz[oó]n\b|\breas[eo]{1,2}n\b)[^\n\d]{0,40}?(?<!status code )"
-    r"(?<![\d.:/-])\b" + _WA_CODES + r"\b(?![\d.:/-])", re.IGNORECASE)
+    r"\bmotivo\b|\braz[oó]n\b|\breas[eo]{1,2}n\b)[^\n\d]{0,40}?(?<!status code )" + _WA_CODE_TOKEN, re.IGNORECASE)
 # the code first, then Boom's name for the close: `error 405 connection closed`, `428 Connection Closed`
 _CODE_THEN_CLOSE = re.compile(
-    r"(?<![\d.:/-])\b" + _WA_CODES + r"\b(?![\d.:/-])\W{0,3}(?:connection (?:closed|failure|lost|replaced)|"
-    r"timed out|restart required|logged ?out|method not allowed)\b", re.IGNORECASE)
+    _WA_CODE_TOKEN + r"\W{0,3}(?:connection (?:closed|failure|lost|replaced)|timed out|restart required|"
+    r"logged ?out|method not allowed)\b", re.IGNORECASE)
 # Baileys' DisconnectReason by name (`DisconnectReason.badSession`, `reason: timedOut`): the enum's code;
 # a bare common word (`forbidden`) only after a reason word
 DISCONNECT_REASON_CODES = {
@@ -546,7 +546,12 @@ def _fill_code(rec: Record, text: str) -> None:
                 break
     if rec.code is None and ("los" in low or "onnect" in low or "otivo" in low or "az" in low
                              or "eas" in low):
-        m = _CLOSE_NEAR.search(text) or _CODE_THEN_CLOSE.search(text)
+        m = _CLOSE_NEAR.search(text)
+        if m:
+            rec.code = int(m.group(1))
+    if rec.code is None and ("onnect" in low or "timed" in low or "restart" in low or "logged" in low
+                             or "method" in low):
+        m = _CODE_THEN_CLOSE.search(text)
         if m:
             rec.code = int(m.group(1))
     if rec.code is None and ("Reason" in text or "eason" in text or "ed" in text or "Mismatch" in text

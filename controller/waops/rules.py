@@ -22,6 +22,7 @@ from typing import Literal, get_args
 from waops.logparse import Record
 from waops.model import CAUSES
 from waops.prefilter import Prefilter
+from waops_host.base import KEY_TYPES
 
 Kind = Literal["failure", "open", "pairing", "flood", "support", "alive", "noise"]
 # Who writes the text a rule matches: Baileys itself, libsignal (console.*), the bot's own code or a
@@ -55,6 +56,9 @@ _LIBSIGNAL = (r"Bad MAC|MessageCounterError|Key used already or never filled|Ses
               r"No matching sessions found|No session found to decrypt|No session record|Invalid PreKey ID|"
               r"isSessionRecordError|Failed to decrypt message with any known session|"
               r"SenderKeyRecord|No SenderKeyRecord|Invalid signature|Untrusted identity")
+
+# a file of the auth store (`pre-key-12.json`, `creds.json`), by the agent's own list of key types
+_KEY_FILE = r"(?:\b(?:" + "|".join(re.escape(t) for t in KEY_TYPES) + r")-[^'\n/\\]*|\bcreds)\.json"
 
 # Ordered only for readability; every matching rule is considered and the heaviest decides a line.
 LOG_RULES: tuple[Rule, ...] = (
@@ -299,7 +303,7 @@ LOG_RULES: tuple[Rule, ...] = (
     # the bot could not open a file of its own (a log folder, an upload directory) that is not a session key:
     # a setup fault that stops the bot where it was thrown. Weak: a bot may log it and go on.
     Rule("own_file_missing", r"ENOENT: no such file or directory, (?:open|mkdir|scandir|stat|lstat|rename|unlink|"
-         r"copyfile) '(?![^'\n]*(?:sender-key|session-|pre-key|app-state-sync|creds)[^'\n]*\.json')",
+         r"copyfile) '(?![^'\n]*" + _KEY_FILE + r"')",
          "failure", "crash", None, 0.4, origin="runtime"),
     # a key the message needs is missing from the multi-file store (its file is gone): the message is not
     # decrypted, counted with the decryption errors

@@ -123,3 +123,31 @@ def test_a_reconnect_after_connection_failure_reads_405_only_without_a_code() ->
     assert [(m.rule, m.cause, m.code) for m in bare] == [("failure_reconnecting", "client_outdated", 405)]
     coded = [m for m in classify_record(Record(text, text, code=503)) if m.kind == "failure"]
     assert [(m.rule, m.cause, m.code) for m in coded] == [("code_503", "network", 503)]
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    ("bot: got error 405 connection closed", 405),
+    ("bot: 408 timed out, retrying", 408),
+    ("bot: 515 restart required after pairing", 515),
+    ("bot: 401 logged out", 401),
+    ("bot: v2.3000.1015 connection closed", None),  # a version is no code
+])
+def test_a_code_before_the_words_for_the_close(line: str, code: int | None) -> None:
+    from waops.logparse import parse_lines
+
+    assert [r.code for r in parse_lines([line])] == [code]
+
+
+def test_a_missing_store_file_is_no_crash_of_the_bot() -> None:
+    """Only a file of the bot's own that is not part of the auth store reads as its missing-file crash."""
+    from waops.logparse import Record
+    from waops.rules import classify_record
+
+    def rules_of(path: str) -> list[str]:
+        text = f"Error: ENOENT: no such file or directory, open '{path}'"
+        return [m.rule for m in classify_record(Record(text, text))]
+
+    assert "own_file_missing" in rules_of("./public/log/session_1.txt")
+    for key in ("./auth/session-00000000000.0.json", "./auth/app-state-sync-key-AAAA.json",
+                "/srv/shop/auth_info/creds.json", "./auth/lid-mapping-1.json"):
+        assert "own_file_missing" not in rules_of(key), key
